@@ -1,0 +1,29 @@
+# Quick start: `make demo` and `make test`. Both create .venv when absent.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision are pinned for this install only (they lie on the CI machine's disk);
+# pyproject.toml keeps permissive ranges for users.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH_PIN)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bmbench variants
+
+lint: $(STAMP)
+	$(BIN)/ruff check bmbench tests
+	$(BIN)/ruff format --check bmbench tests
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

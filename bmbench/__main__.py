@@ -1,0 +1,3 @@
+from bmbench.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Speed measurement: workloads, the timer, sweeps, profiler traces, analytic cost."""

@@ -1,0 +1,47 @@
+"""The `bmbench` command: one Typer sub-command a file, joined here.
+
+Every command body parses its options and calls library functions. A `BmbenchError` raised anywhere becomes one
+line on stderr and exit code 2, with no traceback (also under `typer.testing.CliRunner`).
+"""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from bmbench.cli.variants import variants_cli
+from bmbench.errors import BmbenchError
+
+
+class _Group(TyperGroup):
+    """Turns `BmbenchError` into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BmbenchError as err:
+            typer.secho(f"error: {err}", err=True, fg="red")
+            ctx.exit(2)
+
+
+app = typer.Typer(
+    name="bmbench",
+    cls=_Group,
+    help="Benchmark and ablate instance-segmentation mask heads: BlendMask, YOLACT, CenterMask, Mask R-CNN.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Benchmark and ablate instance-segmentation mask heads: BlendMask, YOLACT, CenterMask, Mask R-CNN."""
+
+
+app.command("variants")(variants_cli)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,78 @@
+"""The interface every mask head shares: three stages and a paste.
+
+Letters: B images, N instances, K bases, M attention side, R mask side, D per-location instance parameters,
+h×w the stride-4 map of an H×W image.
+
+- ``bottom(features, image_size)`` runs once per image on the FPN features.
+- ``top(box_tower)`` runs per location on the detector's box tower: ``Tensor[B, D, H_l, W_l]`` for each level.
+- ``merge(bottom, params, rois, labels)`` runs per instance and returns mask logits.
+- ``paste(logits, rois, image_size)`` turns them into full-image binary masks.
+
+Mask logits come in one of two forms, named by ``mask_form``: ``"roi"`` (``Tensor[N, R, R]`` inside the box) or
+``"full"`` (``Tensor[N, h, w]`` over the stride-4 map, YOLACT).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from bmbench.models.paste import paste_full_masks, paste_roi_masks
+
+
+class MaskHead(nn.Module):
+    """Base class: subclasses set ``num_params`` and ``mask_form`` and implement the three stages."""
+
+    num_params: int  # D, instance parameters predicted per location by `top` (0 when there is no top stage)
+    mask_form: str  # "roi" or "full"
+
+    def bottom(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Any:
+        """Once per image: the per-image maps the merge reads (bases, prototypes, saliency or FPN levels)."""
+        raise NotImplementedError
+
+    def top(self, box_tower: list[Tensor]) -> list[Tensor]:
+        """Per location: ``Tensor[B, D, H_l, W_l]`` instance parameters for each FPN level."""
+        raise NotImplementedError
+
+    def merge(self, bottom: Any, params: Tensor, rois: Tensor, labels: Tensor) -> Tensor:
+        """Per instance: ``params: Tensor[N, D]``, ``rois: Tensor[N, 5]`` (batch index, x0, y0, x1, y1 in image
+        pixels), ``labels: Tensor[N]`` -> mask logits ``Tensor[N, R, R]`` (roi form) or ``Tensor[N, h, w]``."""
+        raise NotImplementedError
+
+    def paste(self, logits: Tensor, rois: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """Mask logits -> binary full-image masks ``Tensor[N, H, W]`` (bool)."""
+        if self.mask_form == "roi":
+            return paste_roi_masks(logits, rois[:, 1:], image_size)
+        return paste_full_masks(logits, rois[:, 1:], image_size)
+
+
+class BasisModule(nn.Module):
+    """K maps at stride 4 from P3–P5: refine each level, sum at P3, a conv tower, upsample x2, 1x1 to K.
+
+    The BlendMask bottom module (and the YOLACT protonet / CenterMask saliency branch, with K=32 / K=1).
+    Lightly adapted from AdelaiDet's basis module: ``features[p3..p5]: Tensor[B, C, H/8.., W/8..]`` ->
+    ``Tensor[B, K, H/4, W/4]``.
+    """
+
+    def __init__(self, *, in_channels: int, num_bases: int, channels: int = 128, num_convs: int = 3) -> None:
+        super().__init__()
+        self.refine = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)) for _ in range(3)
+        )
+        tower: list[nn.Module] = []
+        for _ in range(num_convs):
+            tower += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.tower = nn.Sequential(*tower)
+        self.upsampled = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.predictor = nn.Conv2d(channels, num_bases, 1)
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        levels = [features["p3"], features["p4"], features["p5"]]
+        size = levels[0].shape[-2:]
+        x = self.refine[0](levels[0])
+        for refine, level in zip(self.refine[1:], levels[1:], strict=True):
+            x = x + nn.functional.interpolate(refine(level), size=size, mode="bilinear", align_corners=False)
+        x = self.tower(x)
+        x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.predictor(self.upsampled(x))  # (B, K, H/4, W/4)

@@ -1,0 +1,69 @@
+"""The Mask R-CNN mask head (He et al., ICCV 2017) as the baseline: all of its work is per RoI.
+
+Multi-level RoIAlign (R/2 × R/2) from P2–P5, four 3x3 convs of 256 with ReLU, a 2x2 stride-2 deconv with ReLU and
+per-class 1x1 logits; the logits of each instance's own class are kept. Letters: N instances, R mask side, C FPN
+channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import MultiScaleRoIAlign
+
+from bmbench.models.heads.base import MaskHead
+
+MASK_LEVELS = ("p2", "p3", "p4", "p5")
+
+
+class MaskRCNNConvUpsampleHead(MaskHead):
+    """Bottom: none (the FPN levels themselves). Top: none. Merge: RoIAlign, 4 convs, deconv, class logits."""
+
+    mask_form = "roi"
+    num_params = 0
+
+    def __init__(
+        self, *, R: int, in_channels: int, num_classes: int, conv_channels: int = 256, num_convs: int = 4
+    ) -> None:
+        super().__init__()
+        self.R = R
+        self.pooler = MultiScaleRoIAlign(list(MASK_LEVELS), output_size=R // 2, sampling_ratio=2)
+        convs: list[nn.Module] = []
+        for i in range(num_convs):
+            convs += [
+                nn.Conv2d(in_channels if i == 0 else conv_channels, conv_channels, 3, padding=1),
+                nn.ReLU(),
+            ]
+        self.convs = nn.Sequential(*convs)
+        self.deconv = nn.ConvTranspose2d(conv_channels, conv_channels, 2, stride=2)
+        self.logits = nn.Conv2d(conv_channels, num_classes, 1)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def bottom(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> tuple[dict[str, Tensor], tuple]:
+        return {name: features[name] for name in MASK_LEVELS}, image_size
+
+    def top(self, box_tower: list[Tensor]) -> list[Tensor]:
+        return [level.new_empty((level.shape[0], 0, *level.shape[-2:])) for level in box_tower]
+
+    def mask_logits(self, pooled: Tensor) -> Tensor:
+        """``pooled: Tensor[N, C, R/2, R/2]`` -> all classes' logits ``Tensor[N, num_classes, R, R]``."""
+        return self.logits(torch.relu(self.deconv(self.convs(pooled))))
+
+    def merge(self, bottom: tuple[dict[str, Tensor], tuple], params: Tensor, rois: Tensor, labels: Tensor) -> Tensor:
+        levels, image_size = bottom
+        num_images = next(iter(levels.values())).shape[0]
+        order = torch.argsort(rois[:, 0], stable=True)  # the pooler returns instances grouped by image
+        batch = rois[order, 0].long()
+        boxes = [rois[order][batch == b, 1:] for b in range(num_images)]
+        pooled = self.pooler(levels, boxes, [tuple(image_size)] * num_images)  # (N, C, R/2, R/2)
+        logits = self.mask_logits(pooled)  # (N, num_classes, R, R)
+        logits = logits[torch.arange(len(order), device=logits.device), labels[order]]  # (N, R, R)
+        return logits[torch.argsort(order)]
+
+
+def build_maskrcnn_head(*, R: int, in_channels: int, tower_channels: int, num_classes: int) -> MaskRCNNConvUpsampleHead:
+    """Mask R-CNN head; it ignores the detector tower."""
+    return MaskRCNNConvUpsampleHead(R=R, in_channels=in_channels, num_classes=num_classes)
