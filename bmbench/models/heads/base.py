@@ -16,9 +16,30 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torchvision.ops import roi_align
 
 from bmbench.models.paste import paste_full_masks, paste_roi_masks
+
+MAP_STRIDE = 4  # bases, prototypes and saliency live at stride 4
+
+
+def needs_fp32_roi_align(x: Tensor) -> bool:
+    """torchvision's CPU RoIAlign kernels have no fp16/bf16 version: such inputs are pooled in fp32 there."""
+    return x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16)
+
+
+def roi_align_stride4(maps: Tensor, rois: Tensor, R: int) -> Tensor:
+    """RoIAlign as BlendMask samples its bases: ``maps: Tensor[B, K, h, w]`` (stride 4), ``rois: Tensor[N, 5]``
+    (image pixels) -> ``Tensor[N, K, R, R]``; aligned=True, one sample per bin."""
+    dtype = maps.dtype
+    if needs_fp32_roi_align(maps):
+        maps = maps.float()
+    pooled = roi_align(
+        maps, rois.to(maps.dtype), (R, R), spatial_scale=1.0 / MAP_STRIDE, sampling_ratio=1, aligned=True
+    )
+    return pooled.to(dtype)
 
 
 class MaskHead(nn.Module):

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
-from bmbench.models.heads.base import BasisModule, MaskHead
-
-BASES_STRIDE = 4
+from bmbench.models.heads.base import BasisModule, MaskHead, roi_align_stride4
 
 
 def blend(bases: Tensor, attentions: Tensor, rois: Tensor, *, M: int, R: int) -> Tensor:
@@ -21,9 +18,7 @@ def blend(bases: Tensor, attentions: Tensor, rois: Tensor, *, M: int, R: int) ->
     (batch index, x0, y0, x1, y1 in image pixels) -> mask logits ``Tensor[N, R, R]``.
     """
     K = bases.shape[1]
-    pooled = roi_align(
-        bases, rois.to(bases.dtype), (R, R), spatial_scale=1.0 / BASES_STRIDE, sampling_ratio=1, aligned=True
-    )  # (N, K, R, R)
+    pooled = roi_align_stride4(bases, rois, R)  # (N, K, R, R)
     attn = attentions.view(-1, K, M, M)  # (N, K, M, M)
     attn = F.interpolate(attn, size=(R, R), mode="bilinear", align_corners=False).softmax(dim=1)  # (N, K, R, R)
     return (pooled * attn).sum(dim=1)  # (N, R, R)

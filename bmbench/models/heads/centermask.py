@@ -9,11 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
-from bmbench.models.heads.base import BasisModule, MaskHead
-
-SALIENCY_STRIDE = 4
+from bmbench.models.heads.base import BasisModule, MaskHead, roi_align_stride4
 
 
 def product_logits(shape_logits: Tensor, saliency_logits: Tensor) -> Tensor:
@@ -26,14 +23,7 @@ def product_logits(shape_logits: Tensor, saliency_logits: Tensor) -> Tensor:
 def shape_times_saliency(saliency: Tensor, shapes: Tensor, rois: Tensor, *, S: int, R: int) -> Tensor:
     """``saliency: Tensor[B, 1, h, w]``, ``shapes: Tensor[N, S*S]``, ``rois: Tensor[N, 5]`` -> ``Tensor[N, R, R]``
     logits of the product mask."""
-    pooled = roi_align(
-        saliency,
-        rois.to(saliency.dtype),
-        (R, R),
-        spatial_scale=1.0 / SALIENCY_STRIDE,
-        sampling_ratio=1,
-        aligned=True,
-    )  # (N, 1, R, R)
+    pooled = roi_align_stride4(saliency, rois, R)  # (N, 1, R, R)
     local = F.interpolate(shapes.view(-1, 1, S, S), size=(R, R), mode="bilinear", align_corners=False)  # (N,1,R,R)
     return product_logits(local[:, 0], pooled[:, 0])
 

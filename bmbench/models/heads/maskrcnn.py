@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign
 
-from bmbench.models.heads.base import MaskHead
+from bmbench.models.heads.base import MaskHead, needs_fp32_roi_align
 
 MASK_LEVELS = ("p2", "p3", "p4", "p5")
 
@@ -58,7 +58,10 @@ class MaskRCNNConvUpsampleHead(MaskHead):
         order = torch.argsort(rois[:, 0], stable=True)  # the pooler returns instances grouped by image
         batch = rois[order, 0].long()
         boxes = [rois[order][batch == b, 1:] for b in range(num_images)]
-        pooled = self.pooler(levels, boxes, [tuple(image_size)] * num_images)  # (N, C, R/2, R/2)
+        dtype = next(iter(levels.values())).dtype
+        if needs_fp32_roi_align(next(iter(levels.values()))):
+            levels, boxes = {k: v.float() for k, v in levels.items()}, [b.float() for b in boxes]
+        pooled = self.pooler(levels, boxes, [tuple(image_size)] * num_images).to(dtype)  # (N, C, R/2, R/2)
         logits = self.mask_logits(pooled)  # (N, num_classes, R, R)
         logits = logits[torch.arange(len(order), device=logits.device), labels[order]]  # (N, R, R)
         return logits[torch.argsort(order)]

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from bmbench.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "variants" in result.output
+
+
+def test_variants_json_lists_the_five_presets_over_four_families() -> None:
+    result = runner.invoke(app, ["variants", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["variant"] for r in rows] == ["yolact", "centermask", "blendmask", "blendmask-adelaidet", "maskrcnn"]
+    assert {r["family"] for r in rows} == {"yolact", "centermask", "blendmask", "maskrcnn"}
+    for row in rows:
+        assert {"K", "M", "R", "bottom_gflops", "top_gflops", "merge_gflops", "paste_gflops", "mask_params"} <= set(row)
+        assert row["total_gflops"] > 0
+
+
+def test_variants_table_and_custom_specs() -> None:
+    result = runner.invoke(app, ["variants", "blendmask:K=1,M=1,R=28"])
+    assert result.exit_code == 0
+    assert "blendmask:K=1,M=1,R=28" in result.output
+
+
+def test_a_bad_spec_is_one_line_and_exit_code_2() -> None:
+    result = runner.invoke(app, ["variants", "blendmask:K=0"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: K must be >= 1, got K=0 in spec 'blendmask:K=0'"
+    assert "Traceback" not in result.output

@@ -1,0 +1,123 @@
+"""Every registered variant: shapes, finiteness, gradients; and each merge against a reference formulation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from bmbench.models.backbone import feature_shapes
+from bmbench.models.heads import blend
+from bmbench.models.heads.centermask import product_logits
+from bmbench.variants import PRESETS, VariantSpec, build_segmenter, parse_spec
+
+IMAGE = (64, 96)  # H, W: multiples of 32
+NUM_CLASSES = 3
+
+
+def _rois() -> torch.Tensor:
+    """Tensor[4, 5]: batch index, x0, y0, x1, y1 across two images."""
+    return torch.tensor(
+        [[0, 4.0, 6.0, 40.0, 50.0], [1, 10.0, 3.0, 90.0, 60.0], [0, 30.5, 20.0, 62.0, 33.5], [1, 0.0, 0.0, 96.0, 64.0]]
+    )
+
+
+def _small(spec: VariantSpec) -> VariantSpec:
+    """The preset at a small R (and S) so the test stays cheap; the structure is unchanged."""
+    params = {key: min(value, 14) for key, value in spec.params.items() if key in ("R", "S") and spec.applies(key)}
+    return spec.with_params(**params)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_stages_shapes_finite_and_gradients_reach_every_mask_parameter(name: str) -> None:
+    spec = _small(PRESETS[name])
+    model = build_segmenter(spec, trunk="small", num_classes=NUM_CLASSES)
+    head = model.mask_head
+    images = torch.randn(2, 3, *IMAGE)
+    out = model(images)
+    assert [p.shape[1] for p in out.params] == [head.num_params] * 5
+    assert [p.shape[-2:] for p in out.params] == [t.shape[-2:] for t in out.detections.box_tower]
+    rois, labels = _rois(), torch.tensor([0, 1, 2, 1])
+    # Parameters of the first location of each level, as a detector would gather them.
+    params = torch.stack([level[int(b), :, 0, 0] for b, level in zip(rois[:, 0], out.params[:4], strict=True)])
+    logits = head.merge(out.bottom, params, rois, labels)
+    expected = (4, spec.R, spec.R) if head.mask_form == "roi" else (4, IMAGE[0] // 4, IMAGE[1] // 4)
+    assert logits.shape == expected
+    assert torch.isfinite(logits).all()
+    masks = head.paste(logits, rois, IMAGE)
+    assert masks.shape == (4, *IMAGE) and masks.dtype == torch.bool
+    logits.sigmoid().sum().backward()
+    missing = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+def _blend_loop(bases, attentions, rois, M, R):
+    """The blender's math one instance at a time, with plain ops."""
+    out = []
+    for attn, roi in zip(attentions, rois, strict=True):
+        b = int(roi[0])
+        pooled = roi_align(bases[b : b + 1], [roi[None, 1:]], (R, R), 0.25, sampling_ratio=1, aligned=True)[0]
+        a = F.interpolate(attn.view(1, -1, M, M), size=(R, R), mode="bilinear", align_corners=False)[0]
+        weights = torch.exp(a) / torch.exp(a).sum(0, keepdim=True)
+        out.append((pooled * weights).sum(0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(("K", "M", "R"), [(4, 7, 56), (1, 1, 28), (8, 14, 28), (2, 4, 7)])
+def test_blender_equals_a_per_instance_loop(K: int, M: int, R: int) -> None:
+    bases = torch.randn(2, K, IMAGE[0] // 4, IMAGE[1] // 4)
+    attentions = torch.randn(4, K * M * M)
+    got = blend(bases, attentions, _rois(), M=M, R=R)
+    torch.testing.assert_close(got, _blend_loop(bases, attentions, _rois(), M, R))
+
+
+def test_blendmask_with_m1_is_a_weighted_sum_of_roi_aligned_bases() -> None:
+    K, R = 4, 28
+    bases = torch.randn(2, K, IMAGE[0] // 4, IMAGE[1] // 4)
+    attentions = torch.randn(4, K)
+    got = blend(bases, attentions, _rois(), M=1, R=R)
+    pooled = roi_align(bases, _rois(), (R, R), 0.25, sampling_ratio=1, aligned=True)
+    expected = torch.einsum("nk,nkhw->nhw", attentions.softmax(1), pooled)  # one scalar weight per base
+    torch.testing.assert_close(got, expected)
+
+
+def test_maskrcnn_head_equals_torchvision_given_the_same_weights() -> None:
+    spec = parse_spec("maskrcnn:R=28")
+    head = spec.build(in_channels=32, tower_channels=32, num_classes=NUM_CLASSES).eval()
+    heads = MaskRCNNHeads(32, [256] * 4, 1)
+    predictor = MaskRCNNPredictor(256, 256, NUM_CLASSES)
+    convs = [m for m in head.convs if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for ours, block in zip(convs, heads, strict=True):
+            block[0].weight.copy_(ours.weight)
+            block[0].bias.copy_(ours.bias)
+        predictor.conv5_mask.load_state_dict(head.deconv.state_dict())
+        predictor.mask_fcn_logits.load_state_dict(head.logits.state_dict())
+    levels = {name: torch.randn(2, 32, *shape[-2:]) for name, shape in feature_shapes(IMAGE, 32, 2).items()}
+    rois, labels = _rois(), torch.tensor([0, 2, 1, 2])
+    ours = head.merge(head.bottom(levels, IMAGE), torch.empty(4, 0), rois, labels)
+    pooler = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], output_size=14, sampling_ratio=2)
+    # torchvision takes boxes per image; put our instances back in their order afterwards.
+    order = torch.argsort(rois[:, 0], stable=True)
+    boxes = [rois[order][rois[order, 0] == b, 1:] for b in range(2)]
+    theirs = predictor(heads(pooler(levels, boxes, [IMAGE, IMAGE])))[torch.arange(4), labels[order]]
+    torch.testing.assert_close(ours, theirs[torch.argsort(order)])
+
+
+def test_centermask_product_logits_are_the_logit_of_the_product() -> None:
+    a, b = torch.randn(1000) * 4, torch.randn(1000) * 4
+    torch.testing.assert_close(product_logits(a, b).sigmoid(), a.sigmoid() * b.sigmoid(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_inference_in_low_precision(name: str, dtype: torch.dtype) -> None:
+    spec = _small(PRESETS[name])
+    model = build_segmenter(spec, trunk="small", num_classes=NUM_CLASSES).eval().to(dtype)
+    with torch.inference_mode():
+        out = model(torch.randn(2, 3, *IMAGE, dtype=dtype))
+        params = torch.zeros(4, model.mask_head.num_params, dtype=dtype)
+        logits = model.mask_head.merge(out.bottom, params, _rois().to(dtype), torch.tensor([0, 1, 2, 1]))
+    assert logits.dtype == dtype and torch.isfinite(logits.float()).all()

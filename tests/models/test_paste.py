@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import torch
+
+from bmbench.models import paste
+from bmbench.models.paste import crop_full_logits, paste_full_masks, paste_roi_masks
+
+
+def test_a_box_of_side_r_pastes_its_logits_pixel_for_pixel() -> None:
+    R = 12
+    logits = torch.randn(3, R, R)
+    boxes = torch.tensor([[10.0, 20.0, 10 + R, 20 + R], [0.0, 0.0, R, R], [40.0, 5.0, 40 + R, 5 + R]])
+    masks = paste_roi_masks(logits, boxes, (48, 64))
+    for mask, logit, (x0, y0, _, _) in zip(masks, logits, boxes.long(), strict=True):
+        expected = torch.zeros(48, 64, dtype=torch.bool)
+        expected[y0 : y0 + R, x0 : x0 + R] = logit > 0
+        assert torch.equal(mask, expected)
+
+
+def test_a_confident_mask_fills_exactly_its_box() -> None:
+    masks = paste_roi_masks(torch.full((1, 28, 28), 10.0), torch.tensor([[3.0, 4.0, 20.0, 9.0]]), (16, 24))
+    expected = torch.zeros(16, 24, dtype=torch.bool)
+    expected[4:9, 3:20] = True
+    assert torch.equal(masks[0], expected)
+
+
+def test_chunks_change_nothing(monkeypatch) -> None:
+    logits = torch.randn(9, 14, 14)
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 20.0]]) + torch.arange(9)[:, None]
+    whole = paste_roi_masks(logits, boxes, (40, 48))
+    monkeypatch.setattr(paste, "_CHUNK_ELEMENTS", 40 * 48 * 2)
+    assert torch.equal(paste_roi_masks(logits, boxes, (40, 48)), whole)
+    full = torch.randn(9, 10, 12)
+    expected = paste_full_masks(full, boxes, (40, 48))
+    monkeypatch.setattr(paste, "_CHUNK_ELEMENTS", 1)
+    assert torch.equal(paste_full_masks(full, boxes, (40, 48)), expected)
+
+
+def test_full_masks_are_upsampled_and_cropped_by_the_box() -> None:
+    logits = torch.full((1, 8, 8), 5.0)
+    masks = paste_full_masks(logits, torch.tensor([[4.0, 8.0, 12.0, 30.0]]), (32, 32))
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[8:30, 4:12] = True
+    assert torch.equal(masks[0], expected)
+    cropped = crop_full_logits(logits, torch.tensor([[4.0, 8.0, 12.0, 30.0]]))
+    assert (cropped[0, 2:8, 1:3] == 5).all() and (cropped[0, :2] == -30).all() and (cropped[0, :, 3:] == -30).all()
+
+
+def test_no_instances() -> None:
+    assert paste_roi_masks(torch.zeros(0, 7, 7), torch.zeros(0, 4), (8, 8)).shape == (0, 8, 8)
