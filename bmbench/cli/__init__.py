@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
+from bmbench.cli.data import data_app
 from bmbench.cli.variants import variants_cli
 from bmbench.errors import BmbenchError
 
@@ -40,6 +41,7 @@ def _root() -> None:
 
 
 app.command("variants")(variants_cli)
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

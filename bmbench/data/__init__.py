@@ -1,0 +1,1 @@
+"""Datasets: the procedurally generated shapes dataset and a COCO-format reader."""

@@ -1,0 +1,278 @@
+"""A COCO-format instance-segmentation reader for training and evaluation, built on pycocotools.COCO.
+
+The annotation file is checked when the dataset is built, so that bad input fails early with a message naming
+the file and the entry, never deep inside a loss. Images are resized to fit an `image_size` square keeping their
+aspect ratio and padded (bottom and right) to a multiple of 32.
+
+Letters: N instances, B batch, H x W the padded image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torch import Tensor
+from torchvision.ops import masks_to_boxes
+
+from bmbench.errors import BmbenchError
+
+PIXEL_MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean of 0..1 pixels
+PIXEL_STD = (0.229, 0.224, 0.225)  # ImageNet RGB std of 0..1 pixels
+SIZE_DIVISOR = 32  # padded sides are multiples of this (the coarsest FPN stride)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a missing file or malformed JSON raises BmbenchError naming the file (and position)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise BmbenchError(f"{path}: cannot read ({err.strerror or err})") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BmbenchError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+
+
+def load_coco(path: Path, data: dict | None = None) -> COCO:
+    """A pycocotools COCO index of `path` (or of `data`, already read from it), without its console chatter."""
+    data = read_json(path) if data is None else data
+    if not isinstance(data, dict):
+        raise BmbenchError(f"{path}: expected a JSON object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise BmbenchError(f"{path}: missing or non-list {key!r}")
+    for key, required in (("images", ("id", "width", "height")), ("annotations", ("id", "image_id"))):
+        for index, entry in enumerate(data[key]):
+            if not isinstance(entry, dict) or any(field not in entry for field in required):
+                raise BmbenchError(f"{path}: {key}[{index}] must be an object with {', '.join(required)}")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def find_split(root: Path, split: str) -> tuple[Path, Path]:
+    """(annotation json, image folder) of `split` under `root`.
+
+    "train" and "val" match COCO-2017 (`annotations/instances_val2017.json` + `val2017/`) or the short layout
+    (`annotations/instances_val.json` + `val/`); any other name, e.g. "val2017" or "minival", is used as given.
+    """
+    root = Path(root)
+    names = [f"{split}2017", split] if split in ("train", "val") else [split]
+    tried = []
+    for name in names:
+        ann_file, image_dir = root / "annotations" / f"instances_{name}.json", root / name
+        if ann_file.is_file() and image_dir.is_dir():
+            return ann_file, image_dir
+        tried.append(f"{ann_file} + {image_dir}/")
+    raise BmbenchError(f"split {split!r} not found under {root}: looked for {' or '.join(tried)}")
+
+
+def _is_empty_segmentation(ann: dict, image: dict, ann_file: Path) -> bool:
+    """Whether the annotation has no mask; drops polygons of fewer than 3 points in place."""
+    segm = ann.get("segmentation")
+    if isinstance(segm, list):
+        if not all(isinstance(poly, list) for poly in segm):
+            raise BmbenchError(f"{ann_file}: annotation {ann.get('id')} has a malformed polygon segmentation")
+        ann["segmentation"] = [poly for poly in segm if len(poly) >= 6 and len(poly) % 2 == 0]
+        return not ann["segmentation"]
+    if isinstance(segm, dict):
+        if list(segm.get("size", [])) != [image["height"], image["width"]] or "counts" not in segm:
+            raise BmbenchError(
+                f"{ann_file}: annotation {ann.get('id')} has an RLE segmentation whose size is not "
+                f"[{image['height']}, {image['width']}] or that lacks counts"
+            )
+        rle = mask_utils.frPyObjects(segm, *segm["size"]) if isinstance(segm["counts"], list) else segm
+        return int(mask_utils.area(rle)) == 0
+    return True
+
+
+def _check_annotations(coco: COCO, ann_file: Path) -> tuple[list[int], int, int]:
+    """Validate references and boxes; clip partly-outside boxes in place.
+
+    Returns (usable annotation ids, number of clipped boxes, number of skipped annotations).
+    """
+    usable, clipped, skipped = [], 0, 0
+    for ann in coco.dataset["annotations"]:
+        ann_id = ann.get("id")
+        image = coco.imgs.get(ann.get("image_id"))
+        if image is None:
+            raise BmbenchError(f"{ann_file}: annotation {ann_id} refers to unknown image_id {ann.get('image_id')}")
+        if ann.get("category_id") not in coco.cats:
+            raise BmbenchError(f"{ann_file}: annotation {ann_id} has unknown category_id {ann.get('category_id')}")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
+            raise BmbenchError(f"{ann_file}: annotation {ann_id} has no valid bbox [x, y, w, h]: {bbox!r}")
+        x, y, w, h = bbox
+        W, H = image["width"], image["height"]
+        if w < 1 or h < 1 or _is_empty_segmentation(ann, image, ann_file):
+            skipped += 1
+            continue
+        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
+            raise BmbenchError(
+                f"{ann_file}: annotation {ann_id} bbox {bbox} lies entirely outside its image {image['id']} ({W}x{H})"
+            )
+        if x < 0 or y < 0 or x + w > W or y + h > H:
+            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+            ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+            clipped += 1
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                skipped += 1
+                continue
+        usable.append(ann_id)
+    return usable, clipped, skipped
+
+
+class CocoInstanceDataset(torch.utils.data.Dataset):
+    """Images and instance targets of one split of a COCO-format dataset.
+
+    `dataset[i]` is (image: Tensor[3, H, W] float normalised with PIXEL_MEAN/PIXEL_STD, target) with target:
+        boxes: Tensor[N, 4] xyxy in resized pixels, the extent of each mask (so the two always agree)
+        labels: Tensor[N] int64 in 0..num_classes-1 (`label_to_category_id[label]` is the COCO category id)
+        masks: Tensor[N, H, W] uint8, padded like the image
+        iscrowd: Tensor[N] uint8 (all zero when `skip_crowd`)
+        image_id: int; orig_size: (h, w) before resizing; size: (h, w) after resizing, before padding
+        scale: float, resized / original side
+    Crowd annotations are left out when `skip_crowd` (COCOeval reads them from the original json); so are
+    instances whose mask is empty after resizing.
+
+    With `flip`, image i is mirrored left-right when a numpy Generator seeded with (seed, epoch, i) says so, so runs are
+    deterministic whatever the worker order; call `set_epoch` to draw new flips each epoch.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        split: str,
+        *,
+        image_size: int = 512,
+        flip: bool = False,
+        skip_crowd: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if seed < 0:
+            raise BmbenchError(f"seed must be non-negative, got {seed}")
+        if image_size < SIZE_DIVISOR:
+            raise BmbenchError(f"image_size must be at least {SIZE_DIVISOR}, got {image_size}")
+        self.ann_file, self.image_dir = find_split(root, split)
+        self.image_size, self.flip, self.skip_crowd, self.seed, self.epoch = image_size, flip, skip_crowd, seed, 0
+        self.coco = load_coco(self.ann_file)
+        self.image_ids: list[int] = sorted(self.coco.imgs)
+        if not self.image_ids:
+            raise BmbenchError(f"{self.ann_file}: split {split!r} has no images")
+        for image_id in self.image_ids:
+            file_name = self.coco.imgs[image_id].get("file_name", "")
+            if not file_name or not (self.image_dir / file_name).is_file():
+                raise BmbenchError(
+                    f"{self.ann_file}: image file {file_name!r} (image id {image_id}) not found in {self.image_dir}"
+                )
+        usable, self.num_clipped, self.num_skipped = _check_annotations(self.coco, self.ann_file)
+        self._usable = set(usable)
+        if self.num_clipped or self.num_skipped:
+            warnings.warn(
+                f"{self.ann_file}: clipped {self.num_clipped} boxes partly outside their image; skipped "
+                f"{self.num_skipped} annotations with degenerate boxes (w or h < 1) or empty masks",
+                stacklevel=2,
+            )
+        self.label_to_category_id: list[int] = sorted(self.coco.cats)
+        self.category_id_to_label = {cat: label for label, cat in enumerate(self.label_to_category_id)}
+        self.class_names = [self.coco.cats[cat]["name"] for cat in self.label_to_category_id]
+        self.num_classes = len(self.label_to_category_id)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pick the flip draws of `epoch`."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def _flipped(self, index: int) -> bool:
+        if not self.flip:
+            return False
+        return bool(np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5)
+
+    def _masks(self, image_id: int, anns: list[dict], size: tuple[int, int], *, antialias: bool) -> Tensor:
+        """The annotations' masks resized to `size`: Tensor[N, h, w] uint8 (bilinear, then threshold 0.5)."""
+        if not anns:
+            return torch.zeros((0, *size), dtype=torch.uint8)
+        masks = torch.from_numpy(np.stack([self.coco.annToMask(ann) for ann in anns]))  # (N, H0, W0)
+        masks = F.interpolate(masks[:, None].float(), size=size, mode="bilinear", antialias=antialias)[:, 0]
+        return (masks >= 0.5).to(torch.uint8)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image_id = self.image_ids[index]
+        info = self.coco.imgs[image_id]
+        with Image.open(self.image_dir / info["file_name"]) as file:
+            pixels = np.asarray(file.convert("RGB"))
+        h, w = pixels.shape[:2]
+        if (h, w) != (info["height"], info["width"]):
+            raise BmbenchError(
+                f"{self.ann_file}: image {info['file_name']!r} is {w}x{h} but annotated as "
+                f"{info['width']}x{info['height']}"
+            )
+        anns = [
+            ann
+            for ann in self.coco.imgToAnns.get(image_id, [])
+            if ann["id"] in self._usable and not (self.skip_crowd and ann.get("iscrowd", 0))
+        ]
+        scale = self.image_size / max(h, w)
+        new_h, new_w = max(round(h * scale), 1), max(round(w * scale), 1)
+        image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)  # (3, h, w)
+        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", antialias=True)[0]
+        mean, std = torch.tensor(PIXEL_MEAN)[:, None, None], torch.tensor(PIXEL_STD)[:, None, None]
+        image = (image - mean) / std
+        masks = self._masks(image_id, anns, (new_h, new_w), antialias=scale < 1)  # (N, new_h, new_w)
+        labels = torch.tensor([self.category_id_to_label[ann["category_id"]] for ann in anns], dtype=torch.int64)
+        iscrowd = torch.tensor([int(ann.get("iscrowd", 0)) for ann in anns], dtype=torch.uint8)
+        if self._flipped(index):
+            image, masks = image.flip(-1), masks.flip(-1)
+        keep = masks.flatten(1).bool().any(dim=1)  # small instances can vanish when downscaled
+        masks, labels, iscrowd = masks[keep], labels[keep], iscrowd[keep]
+        # Boxes are the transformed masks' extent (pixel edges), so they agree with the masks exactly; thin
+        # parts lost in downscaling no longer stretch the box.
+        boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # (N, 4) xyxy
+        pad_h, pad_w = _round_up(new_h), _round_up(new_w)
+        image = F.pad(image, (0, pad_w - new_w, 0, pad_h - new_h))
+        masks = F.pad(masks, (0, pad_w - new_w, 0, pad_h - new_h))
+        target = {
+            "boxes": boxes,
+            "labels": labels,
+            "masks": masks,
+            "iscrowd": iscrowd,
+            "image_id": int(image_id),
+            "orig_size": (h, w),
+            "size": (new_h, new_w),
+            "scale": float(scale),
+        }
+        return image, target
+
+
+def _round_up(side: int) -> int:
+    return -(-side // SIZE_DIVISOR) * SIZE_DIVISOR
+
+
+def collate(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, list[dict[str, Any]]]:
+    """Stack images zero-padded (bottom, right) to the batch's largest sides, rounded up to a multiple of 32.
+
+    Returns (images: Tensor[B, 3, H, W], targets) with each target's masks padded to Tensor[N, H, W] too.
+    """
+    H = _round_up(max(image.shape[-2] for image, _ in batch))
+    W = _round_up(max(image.shape[-1] for image, _ in batch))
+    images, targets = [], []
+    for image, target in batch:
+        pad = (0, W - image.shape[-1], 0, H - image.shape[-2])
+        images.append(F.pad(image, pad))
+        targets.append({**target, "masks": F.pad(target["masks"], pad)})
+    return torch.stack(images), targets
