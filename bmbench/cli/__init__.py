@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from bmbench.cli.data import data_app
+from bmbench.cli.report import report_cli
 from bmbench.cli.variants import variants_cli
 from bmbench.errors import BmbenchError
 
@@ -42,6 +43,7 @@ def _root() -> None:
 
 app.command("variants")(variants_cli)
 app.add_typer(data_app, name="data")
+app.command("report")(report_cli)
 
 
 def main() -> None:

@@ -1,0 +1,317 @@
+"""Find the runs under a results folder, read their tables and metadata, and group them by environment.
+
+A speed run is a folder holding ``speed.parquet`` (or ``speed.csv``), ``scaling.*`` and ``meta.json`` (written by
+``bmbench speed``); an ablation suite is a folder holding ``summary.parquet`` (or ``summary.csv``) and ``meta.json``
+(written by ``bmbench ablate``). Runs measured on different devices or in different dtypes go to different
+``Environment``s, so that no table ever mixes them silently.
+
+Letters: N instances, K bases, M attention side, R mask side.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bmbench.errors import BmbenchError
+
+# --- the columns the report reads (aligned with bmbench.bench.sweep.SPEED_COLUMNS, bmbench.bench.scaling and
+# --- bmbench.ablate.summary_row); everything else in the tables is ignored ---------------------------------------
+
+SPEC_KEYS = ("K", "M", "R", "S")
+STAGES = ("bottom", "top", "merge", "paste", "total")  # mask-branch stages, in order
+END_TO_END = "end_to_end"  # the whole model (backbone, FPN, detector and mask branch)
+DETECTOR = "detector"  # backbone, FPN and detector without the mask branch
+SPEED_REQUIRED = ("variant", "spec", "family", "instances", "stage", "median_ms")
+SPEED_OPTIONAL = {  # column -> value assumed when an older or partial table lacks it
+    "iqr_ms": float("nan"),
+    "n": pd.NA,
+    "noisy": False,
+    "status": "ok",
+    "axis": None,
+    "axis_value": pd.NA,
+    "axis_applies": True,
+}
+SCALING_COLUMNS = ("variant", "stage", "x", "at", "slope", "r2", "points", "x_min", "x_max")
+SUMMARY_REQUIRED = ("variant", "spec", "family", "status")
+AP_COLUMNS = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP")  # COCOeval's 0..1 in the summary; points here
+AP_SCALE = 100.0  # the summary stores COCOeval's 0..1; the report speaks in AP points, as the paper does
+PER_N_RE = re.compile(r"^(mask|bottom|top|merge|paste)_(ms|gflops)_n(\d+)$")  # a value at N instances, per N
+# (mask_ms_n{N}: the whole mask branch; merge_ms_n{N}: its per-instance stage; mask_gflops_n{N}: analytic cost)
+PARAMS_COLUMNS = ("mask_params", "params")  # first present wins
+GFLOPS_COLUMNS = ("mask_gflops", "total_gflops", "gflops", "GFLOPs")  # one N-free GFLOPs column, if no per-N ones
+REFERENCE_N = 100  # the N of single-number columns (ms, GFLOPs, Pareto front): a crowded COCO image; else the max N
+TOUCHING_AP_COLUMNS = ("mask_AP_touching", "mask_AP_overlap", "mask_AP_crowded")  # a per-subset AP, if measured
+ENV_META_KEYS = ("device", "device_name", "cpu_model", "dtype", "threads", "torch", "torchvision", "git_commit")
+UNKNOWN_DEVICE = "unknown device"
+DEFAULT_DTYPE = "fp32"  # run_metadata's default
+
+
+@dataclass
+class SpeedRun:
+    """One ``bmbench speed`` run folder."""
+
+    name: str  # folder name
+    path: Path
+    frame: pd.DataFrame  # the speed table, one row per (variant, axis value, N, stage)
+    scaling: pd.DataFrame  # SCALING_COLUMNS plus family; empty when absent
+    meta: dict[str, Any]
+
+    @property
+    def axis(self) -> str | None:
+        axes = self.frame["axis"].dropna().unique()
+        return str(axes[0]) if len(axes) else self.meta.get("axis")
+
+    def own_rows(self) -> pd.DataFrame:
+        """Rows measured at each variant's own spec (the one it was named by), successful, with a numeric time."""
+        own = own_specs(self)
+        keep = self.frame["spec"] == self.frame["variant"].map(own)
+        ok = self.frame["status"].fillna("ok").eq("ok") & self.frame["median_ms"].notna()
+        return self.frame[keep & ok]
+
+
+@dataclass
+class AblationSuite:
+    """One ``bmbench ablate`` suite folder (or the part of it measured in one environment)."""
+
+    name: str  # the suite's name (folder name)
+    path: Path
+    frame: pd.DataFrame  # the summary, one row per cell; AP columns in points
+    meta: dict[str, Any]
+
+    def per_n(self, part: str = "mask", unit: str = "ms") -> dict[int, str]:
+        """N -> the ``{part}_{unit}_n{N}`` column, by N (``mask``/``ms``: the whole mask branch's median ms)."""
+        found = {
+            int(m[3]): column
+            for column in self.frame.columns
+            if (m := PER_N_RE.match(str(column))) and m[1] == part and m[2] == unit
+        }
+        return dict(sorted(found.items()))
+
+    @property
+    def ms_columns(self) -> dict[int, str]:
+        """N -> the ``mask_ms_n{N}`` column (mask-branch median ms), by N."""
+        return self.per_n("mask", "ms")
+
+    @property
+    def params_column(self) -> str | None:
+        return next((column for column in PARAMS_COLUMNS if column in self.frame.columns), None)
+
+    @property
+    def gflops_column(self) -> tuple[int | None, str] | None:
+        """(N, column) of the mask branch's GFLOPs at REFERENCE_N (else the largest N), or (None, an N-free one)."""
+        per_n = self.per_n("mask", "gflops")
+        if per_n:
+            num = REFERENCE_N if REFERENCE_N in per_n else max(per_n)
+            return num, per_n[num]
+        column = next((column for column in GFLOPS_COLUMNS if column in self.frame.columns), None)
+        return (None, column) if column else None
+
+    def cells(self) -> pd.DataFrame:
+        """One row per spec over its successful cells: metrics averaged over seeds, ``seeds`` counting them."""
+        ok = self.frame[self.frame["status"].astype(str).eq("ok")]
+        per_n = [column for column in ok.columns if PER_N_RE.match(str(column))]
+        measures = [
+            column
+            for column in (*AP_COLUMNS, *TOUCHING_AP_COLUMNS, *per_n, self.params_column, *GFLOPS_COLUMNS)
+            if column is not None and column in ok.columns
+        ]
+        keys = ["spec"]
+        labels = {column: "first" for column in ("variant", "family", *SPEC_KEYS) if column in ok.columns}
+        numeric = ok[measures].apply(pd.to_numeric, errors="coerce")
+        grouped = pd.concat([ok[keys + list(labels)], numeric], axis=1).groupby(keys, sort=False)
+        cells = grouped.agg({**labels, **{column: "mean" for column in measures}})
+        cells["seeds"] = grouped.size()
+        return cells.reset_index()
+
+
+@dataclass
+class Environment:
+    """Runs that share a device and a dtype: the only runs one table may hold together."""
+
+    device_name: str
+    dtype: str
+    speed_runs: list[SpeedRun] = field(default_factory=list)
+    suites: list[AblationSuite] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.device_name} · {self.dtype}"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9]+", "-", f"{self.device_name}-{self.dtype}").strip("-").lower()[:60]
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """``meta.json`` of a run folder, or {} when absent or unreadable (the report says so, it does not fail)."""
+    try:
+        data = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_table(folder: Path, stem: str) -> pd.DataFrame | None:
+    """``<stem>.parquet`` (types kept), else ``<stem>.csv``, else None."""
+    parquet, csv = folder / f"{stem}.parquet", folder / f"{stem}.csv"
+    try:
+        if parquet.is_file():
+            return pd.read_parquet(parquet)
+        if csv.is_file():
+            return pd.read_csv(csv)
+    except (OSError, ValueError) as err:
+        raise BmbenchError(f"{folder / stem}: cannot read the table ({err})") from err
+    return None
+
+
+def _missing(frame: pd.DataFrame, required: tuple[str, ...], where: Path) -> None:
+    absent = [column for column in required if column not in frame.columns]
+    if absent:
+        raise BmbenchError(f"{where}: missing column(s) {', '.join(absent)}; is it a bmbench table?")
+
+
+def _numeric_spec_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    for key in (*SPEC_KEYS, "axis_value", "instances"):
+        if key in frame.columns:
+            frame[key] = pd.to_numeric(frame[key], errors="coerce").astype("Int64")
+    return frame
+
+
+def load_speed_run(folder: Path) -> SpeedRun:
+    frame = read_table(folder, "speed")
+    if frame is None:
+        raise BmbenchError(f"{folder}: no speed table")
+    _missing(frame, SPEED_REQUIRED, folder / "speed")
+    for column, default in SPEED_OPTIONAL.items():
+        if column not in frame.columns:
+            frame[column] = default
+    for key in SPEC_KEYS:
+        if key not in frame.columns:
+            frame[key] = pd.NA
+    frame = _numeric_spec_keys(frame)
+    frame["median_ms"] = pd.to_numeric(frame["median_ms"], errors="coerce")
+    frame["iqr_ms"] = pd.to_numeric(frame["iqr_ms"], errors="coerce")
+    frame["axis_applies"] = frame["axis_applies"].fillna(True).astype(bool)
+    frame["noisy"] = frame["noisy"].fillna(False).astype(bool)
+    scaling = read_table(folder, "scaling")
+    if scaling is None or scaling.empty:
+        scaling = pd.DataFrame(columns=list(SCALING_COLUMNS))
+    families = frame.drop_duplicates("variant").set_index("variant")["family"]
+    scaling = scaling.assign(family=scaling["variant"].map(families))
+    return SpeedRun(folder.name, folder, frame, scaling, read_meta(folder))
+
+
+def own_specs(run: SpeedRun) -> dict[str, str]:
+    """variant label -> the spec it stands for: from meta.json, else the spec that equals the label, else the one
+    measured at the middle axis value."""
+    declared = {item["variant"]: item["spec"] for item in run.meta.get("variants") or [] if isinstance(item, dict)}
+    own: dict[str, str] = {}
+    for variant, rows in run.frame.groupby("variant", sort=False):
+        specs = list(dict.fromkeys(rows["spec"]))
+        if declared.get(variant) in specs:
+            own[variant] = declared[variant]
+        elif variant in specs:
+            own[variant] = variant
+        else:
+            ordered = rows.drop_duplicates("spec").sort_values("axis_value")["spec"].tolist()
+            own[variant] = ordered[len(ordered) // 2]
+    return own
+
+
+def load_suite(folder: Path) -> AblationSuite:
+    frame = read_table(folder, "summary")
+    if frame is None:
+        raise BmbenchError(f"{folder}: no summary table")
+    _missing(frame, SUMMARY_REQUIRED, folder / "summary")
+    frame = _numeric_spec_keys(frame.copy())
+    for column in (*AP_COLUMNS, *TOUCHING_AP_COLUMNS):
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce") * AP_SCALE
+    for column in frame.columns:
+        if PER_N_RE.match(str(column)):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    meta = read_meta(folder)
+    name = str(frame["suite"].iloc[0]) if "suite" in frame.columns and len(frame) else folder.name
+    return AblationSuite(name, folder, frame, meta)
+
+
+def _is_within(path: Path, parents: list[Path]) -> bool:
+    return any(parent in path.parents for parent in parents)
+
+
+def discover(results: Path) -> tuple[list[SpeedRun], list[AblationSuite]]:
+    """Every speed run and ablation suite under ``results`` (any depth). Speed tables inside an ablation suite's
+    folder belong to its cells and are not runs of their own."""
+    results = Path(results)
+    if not results.exists():
+        raise BmbenchError(f"--results {results}: no such folder (run `bmbench speed` or `bmbench ablate` first)")
+    if not results.is_dir():
+        raise BmbenchError(f"--results {results}: not a folder")
+
+    def folders(stem: str) -> list[Path]:
+        found = {p.parent for ext in ("parquet", "csv") for p in results.rglob(f"{stem}.{ext}")}
+        return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(results).parts))
+
+    suite_dirs = folders("summary")
+    speed_dirs = [d for d in folders("speed") if d not in suite_dirs and not _is_within(d, suite_dirs)]
+    return [load_speed_run(folder) for folder in speed_dirs], [load_suite(folder) for folder in suite_dirs]
+
+
+def _speed_environment(run: SpeedRun) -> tuple[str, str]:
+    name = run.meta.get("device_name") or _first(run.frame, "device") or UNKNOWN_DEVICE
+    dtype = run.meta.get("dtype") or _first(run.frame, "dtype") or DEFAULT_DTYPE
+    return str(name), str(dtype)
+
+
+def _first(frame: pd.DataFrame, column: str) -> str | None:
+    if column not in frame.columns:
+        return None
+    values = frame[column].dropna()
+    return str(values.iloc[0]) if len(values) else None
+
+
+def _split_suite(suite: AblationSuite) -> dict[tuple[str, str], AblationSuite]:
+    """A suite's rows by the environment each cell ran in (a cell's own device_name/dtype, else the suite's)."""
+    frame = suite.frame.copy()
+    frame["_device"] = frame["device_name"] if "device_name" in frame else None
+    frame["_device"] = frame["_device"].fillna(suite.meta.get("device_name") or UNKNOWN_DEVICE).astype(str)
+    frame["_dtype"] = frame["dtype"] if "dtype" in frame else None
+    frame["_dtype"] = frame["_dtype"].fillna(suite.meta.get("dtype") or DEFAULT_DTYPE).astype(str)
+    parts = {}
+    for (device, dtype), rows in frame.groupby(["_device", "_dtype"], sort=False):
+        rows = rows.drop(columns=["_device", "_dtype"]).reset_index(drop=True)
+        parts[(str(device), str(dtype))] = AblationSuite(suite.name, suite.path, rows, suite.meta)
+    return parts
+
+
+def group_environments(speed_runs: list[SpeedRun], suites: list[AblationSuite]) -> list[Environment]:
+    """Environments, in order of first appearance (speed runs first), each with its runs and suite parts."""
+    environments: dict[tuple[str, str], Environment] = {}
+
+    def environment(key: tuple[str, str]) -> Environment:
+        return environments.setdefault(key, Environment(device_name=key[0], dtype=key[1]))
+
+    for run in speed_runs:
+        environment(_speed_environment(run)).speed_runs.append(run)
+    for suite in suites:
+        for key, part in _split_suite(suite).items():
+            environment(key).suites.append(part)
+    return list(environments.values())
+
+
+def load_results(results: Path) -> list[Environment]:
+    """Discover and group everything under ``results``; a folder with no runs is a BmbenchError."""
+    speed_runs, suites = discover(results)
+    environments = group_environments(speed_runs, suites)
+    if not environments:
+        raise BmbenchError(
+            f"--results {results}: no results found (expected speed/<run>/speed.csv from `bmbench speed` or "
+            f"ablate/<suite>/summary.csv from `bmbench ablate`)"
+        )
+    return environments

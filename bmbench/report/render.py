@@ -1,0 +1,236 @@
+"""Assemble the markdown report: findings with verdicts, one section per environment, published figures apart.
+
+``build_report`` reads everything under a results folder, draws the figures into ``<report stem>_figures/`` next
+to the report and writes the report; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+import bmbench
+from bmbench.report import figures, tables
+from bmbench.report.claims import FAILS, FINDINGS, HOLDS, Verdict, evaluate
+from bmbench.report.figures import FigureResult
+from bmbench.report.load import AblationSuite, Environment, SpeedRun, load_results
+from bmbench.results import git_commit, write_text
+
+TITLE = "bmbench report: BlendMask-family mask heads, measured here"
+LEGEND = (
+    "Letters: N instances, K bases, M attention side, R mask side. Times are medians in ms with the IQR in "
+    "brackets; `~` marks a noisy point (IQR > 10 % of the median). AP is COCO AP in points (0–100)."
+)
+PUBLISHED_LABEL = "Published figures: published, other hardware and other data"
+PUBLISHED_NOTE = (
+    "These numbers come from the papers and model zoos named in the `source` column (COCO, the GPUs listed). "
+    "They are not comparable with the measurements above and are never mixed into their tables."
+)
+VERDICT_TEXT = {HOLDS: "holds", FAILS: "does not hold here", "not measured": "not measured"}
+RUN_COLUMNS = {  # environment block: column title -> meta.json key
+    "device": "device",
+    "device name": "device_name",
+    "CPU": "cpu_model",
+    "dtype": "dtype",
+    "threads": "threads",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "commit": "git_commit",
+    "started": "started",
+    "status": "status",
+}
+SPEED_FIGURES: tuple[tuple[str, Callable[[SpeedRun, Path], FigureResult]], ...] = (
+    ("latency-vs-n", figures.latency_vs_instances),
+    ("latency-vs-r", figures.latency_vs_r),
+)
+SUITE_FIGURES: tuple[tuple[str, Callable[[AblationSuite, Path], FigureResult]], ...] = (
+    ("ap-vs-latency", figures.ap_vs_latency),
+    ("ap-heatmap", figures.ap_heatmap),
+)
+
+
+@dataclass
+class Report:
+    """What build_report wrote."""
+
+    path: Path  # the markdown report
+    environments: list[Environment]
+    verdicts: list[Verdict]
+    figures: list[FigureResult] = field(default_factory=list)  # drawn and skipped
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def figure_dir(out: Path) -> Path:
+    """Where the figures of report ``out`` go: ``<stem>_figures/`` beside it."""
+    return out.parent / f"{out.stem}_figures"
+
+
+def draw_figures(env: Environment, folder: Path) -> dict[str, list[FigureResult]]:
+    """Every figure of the environment's runs and suites, keyed by the run's or suite's section id."""
+    drawn: dict[str, list[FigureResult]] = {}
+    for run in env.speed_runs:
+        key = f"{env.slug}-speed-{_slug(run.name)}"
+        drawn[key] = [draw(run, folder / f"{key}-{kind}.png") for kind, draw in SPEED_FIGURES]
+    for suite in env.suites:
+        key = f"{env.slug}-ablate-{_slug(suite.name)}"
+        drawn[key] = [draw(suite, folder / f"{key}-{kind}.png") for kind, draw in SUITE_FIGURES]
+    return drawn
+
+
+def _table(title: str, table: pd.DataFrame, note: str = "") -> list[str]:
+    if table.empty:
+        return []
+    lines = [f"#### {title}", ""]
+    if note:
+        lines += [note, ""]
+    return lines + [tables.to_markdown(table), ""]
+
+
+def _figure_lines(results: list[FigureResult], out: Path) -> list[str]:
+    lines = []
+    for result in results:
+        if result.path is None:
+            lines.append(f"- _{result.title}: not drawn ({result.note})._")
+        else:
+            lines += [f"![{result.title}]({result.path.relative_to(out.parent).as_posix()})", ""]
+    return lines + [""]
+
+
+def _meta_value(meta: dict, key: str) -> str:
+    value = meta.get(key)
+    return tables.DASH if value in (None, "") else str(value).replace("|", "/")
+
+
+def environment_block(env: Environment) -> list[str]:
+    """One row per run: its command, device, versions, threads and commit (from its meta.json)."""
+    rows = []
+    for kind, run in [*(("speed", r) for r in env.speed_runs), *(("ablate", s) for s in env.suites)]:
+        row = {"run": f"{kind} `{run.name}`", "command": f"`{_meta_value(run.meta, 'command')}`"}
+        row |= {title: _meta_value(run.meta, key) for title, key in RUN_COLUMNS.items()}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame = frame.loc[:, [c for c in frame.columns if (frame[c] != tables.DASH).any() or c == "run"]]
+    return [tables.to_markdown(frame), ""]
+
+
+def speed_section(run: SpeedRun, drawn: list[FigureResult], out: Path) -> list[str]:
+    meta = run.meta
+    lines = [f"### Speed run `{run.name}`", ""]
+    what = [f"{key} {meta[key]}" for key in ("image_size", "trunk", "seed", "budget_s") if key in meta]
+    if what:
+        lines += [f"Mask branch on seeded boxes and features of the right shapes: {', '.join(what)}.", ""]
+    lines += _figure_lines(drawn, out)
+    side_by_side = tables.speed_side_by_side(run)
+    lines += _table("Each variant at its own spec: mask-branch total, median ms, against N", side_by_side)
+    lines += _table(
+        "Whole model (backbone, FPN, detector, mask branch)",
+        tables.end_to_end_table(run),
+        "The mask branch's share of the whole model's time, each variant at its own spec.",
+    )
+    lines += _table(
+        "Fitted scaling exponents",
+        tables.scaling_exponents_table(run),
+        "Slope of log(time) against log(x): 2 is quadratic, 1 linear.",
+    )
+    lines += _table(
+        "Stage times per variant, axis value and N: median ms (IQR)",
+        tables.speed_stage_table(run),
+        "`(n/a)`: the swept axis does not apply to this variant, measured once at its own value.",
+    )
+    return lines
+
+
+def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) -> list[str]:
+    lines = [f"### Ablation suite `{suite.name}`", ""]
+    ok = int(suite.frame["status"].astype(str).eq("ok").sum())
+    lines += [f"{ok} of {len(suite.frame)} cells succeeded.", ""]
+    latency = tables.latency_at(suite)
+    front = f"mask AP against ms at N={latency[0]}" if latency else "no times"
+    lines += _table(
+        "BlendMask grid (rows R / K / M)",
+        tables.grid_table(suite),
+        f"{tables.BEST_MARK}: highest mask AP; {tables.PARETO_MARK}: no other cell is both more accurate and "
+        f"faster ({front}).",
+    )
+    lines += _table("Baselines side by side", tables.baselines_table(suite))
+    lines += _table("Failed cells", tables.failed_cells_table(suite))
+    lines += _figure_lines(drawn, out)
+    return lines
+
+
+def findings_section(verdicts: list[Verdict]) -> list[str]:
+    lines = ["## The paper's findings, tested here", ""]
+    failing = sorted({v.finding.id for v in verdicts if v.verdict == FAILS})
+    holding = sorted({v.finding.id for v in verdicts if v.verdict == HOLDS})
+    unmeasured = [f.id for f in FINDINGS if f.id not in failing and f.id not in holding]
+    lines += [
+        f"Hold here: {', '.join(map(str, holding)) or 'none'}. "
+        f"Do not hold here: {', '.join(map(str, failing)) or 'none'}. "
+        f"Not measured: {', '.join(map(str, unmeasured)) or 'none'}.",
+        "",
+    ]
+    summary = pd.DataFrame(
+        [
+            {"#": str(v.finding.id), "verdict": VERDICT_TEXT[v.verdict], "from": v.scope, "environment": v.environment}
+            for v in verdicts
+        ]
+    )
+    lines += [tables.to_markdown(summary), ""]
+    for finding in FINDINGS:
+        lines += [f"### {finding.id}. {finding.text}", "", f"_Source: {finding.source}._", ""]
+        for v in (v for v in verdicts if v.finding.id == finding.id):
+            where = f"{v.scope}, {v.environment}" if v.environment != "–" else "these results"
+            lines.append(f"- **{VERDICT_TEXT[v.verdict]}** ({where}): {v.evidence}.")
+        lines.append("")
+    return lines
+
+
+def render_markdown(
+    environments: list[Environment],
+    verdicts: list[Verdict],
+    drawn: dict[str, list[FigureResult]],
+    *,
+    results: Path,
+    out: Path,
+    now: datetime,
+) -> str:
+    lines = [f"# {TITLE}", ""]
+    lines += [
+        f"Generated {now:%Y-%m-%d %H:%M} UTC by bmbench {bmbench.__version__} (commit {git_commit() or 'unknown'}) "
+        f"from `{results}`: "
+        f"{len(environments)} environment(s). Runs on different devices or in different dtypes are reported in "
+        "separate sections and never mixed in one table.",
+        "",
+        LEGEND,
+        "",
+    ]
+    lines += findings_section(verdicts)
+    for index, env in enumerate(environments, start=1):
+        lines += [f"## Environment {index}: {env.label}", "", *environment_block(env)]
+        for run in env.speed_runs:
+            lines += speed_section(run, drawn.get(f"{env.slug}-speed-{_slug(run.name)}", []), out)
+        for suite in env.suites:
+            lines += suite_section(suite, drawn.get(f"{env.slug}-ablate-{_slug(suite.name)}", []), out)
+    lines += [f"## {PUBLISHED_LABEL}", "", PUBLISHED_NOTE, "", tables.to_markdown(tables.published_table()), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def build_report(results: Path, out: Path, *, now: datetime | None = None) -> Report:
+    """Read ``results``, draw the figures, write the report to ``out``; raises BmbenchError on no results."""
+    results, out = Path(results), Path(out)
+    environments = load_results(results)
+    verdicts = evaluate(environments)
+    drawn: dict[str, list[FigureResult]] = {}
+    for env in environments:
+        drawn |= draw_figures(env, figure_dir(out))
+    moment = now or datetime.now(timezone.utc)
+    write_text(out, render_markdown(environments, verdicts, drawn, results=results, out=out, now=moment))
+    return Report(out, environments, verdicts, [f for group in drawn.values() for f in group])

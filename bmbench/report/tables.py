@@ -1,0 +1,266 @@
+"""The report's tables, as DataFrames of display strings ready for ``DataFrame.to_markdown``.
+
+Each table holds rows of one run or one suite only, so it never mixes environments. Letters: N instances, K bases,
+M attention side, R mask side. Times are milliseconds; AP is in points (0..100).
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+
+import pandas as pd
+
+from bmbench.report.load import DETECTOR, END_TO_END, REFERENCE_N, STAGES, AblationSuite, SpeedRun
+
+GRID_MS_AT = (10, 100)  # the paper's table reports the mask branch at these N; the nearest measured N stands in
+PARETO_N = REFERENCE_N  # Pareto front and "ms" of the trade-off findings: N=100, else the largest N measured
+BEST_MARK, PARETO_MARK = "★ best", "◆ Pareto"
+PUBLISHED_FILE = "published.csv"
+DASH = "–"
+
+
+def fmt_ms(value: object) -> str:
+    """Milliseconds with three significant figures (no exponent)."""
+    if value is None or pd.isna(value):
+        return DASH
+    x = float(value)
+    return f"{x:.3g}" if x < 1 else f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def fmt_num(value: object, digits: int = 1) -> str:
+    return DASH if value is None or pd.isna(value) else f"{float(value):.{digits}f}"
+
+
+def fmt_int(value: object) -> str:
+    return DASH if value is None or pd.isna(value) else str(int(value))
+
+
+def fmt_params(value: object) -> str:
+    return DASH if value is None or pd.isna(value) else f"{float(value) / 1e6:.2f}M"
+
+
+def fmt_point(median: object, iqr: object, noisy: bool, status: str, repeats: object = None) -> str:
+    """``median (IQR)``, ``~`` when IQR/median > 10 %, ``(1 run)`` where one run left no spread to show, or the
+    status (oom, error) of a failed point."""
+    if status != "ok":
+        return status
+    single = repeats is not None and not pd.isna(repeats) and int(repeats) < 2
+    text = f"{fmt_ms(median)} ({'1 run' if single else fmt_ms(iqr)})"
+    return f"{text} ~" if noisy else text
+
+
+def spec_label(row: pd.Series) -> str:
+    """``K=4 M=7 R=56`` from a row's spec fields that are set."""
+    return " ".join(f"{k}={int(row[k])}" for k in ("K", "M", "R", "S") if k in row and not pd.isna(row[k]))
+
+
+# --- speed -------------------------------------------------------------------------------------------------------
+
+
+def speed_stage_table(run: SpeedRun) -> pd.DataFrame:
+    """Variant × axis value × N: each stage's median ms (IQR), rows sorted as measured."""
+    frame = run.frame[run.frame["stage"].isin(STAGES)]
+    if frame.empty:
+        return pd.DataFrame()
+    axis = run.axis or "axis"
+    rows = []
+    keys = ["variant", "spec", "instances"]
+    for (variant, spec, num), group in frame.groupby(keys, sort=False):
+        by_stage = group.set_index("stage")
+        first = group.iloc[0]
+        value = first["axis_value"]
+        shown = fmt_int(value) if bool(first["axis_applies"]) else f"{fmt_int(value)} (n/a)"
+        row = {"variant": variant, "spec": spec, axis: shown, "N": int(num)}
+        for stage in STAGES:
+            if stage in by_stage.index:
+                point = by_stage.loc[stage]
+                row[stage] = fmt_point(
+                    point["median_ms"], point["iqr_ms"], bool(point["noisy"]), str(point["status"]), point["n"]
+                )
+            else:
+                row[stage] = DASH
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    order = {variant: i for i, variant in enumerate(dict.fromkeys(frame["variant"]))}
+    table["_v"] = table["variant"].map(order)
+    return table.sort_values(["_v", "spec", "N"], kind="stable").drop(columns="_v").reset_index(drop=True)
+
+
+def speed_side_by_side(run: SpeedRun, stage: str = "total") -> pd.DataFrame:
+    """Each variant at its own spec (rows) against N (columns): median ms of ``stage``."""
+    own = run.own_rows()
+    own = own[own["stage"] == stage]
+    if own.empty:
+        return pd.DataFrame()
+    table = own.pivot_table(index=["variant", "spec"], columns="instances", values="median_ms", sort=False)
+    table = table.apply(lambda column: column.map(fmt_ms))
+    table.columns = [f"N={int(n)}" for n in table.columns]
+    return table.reset_index()
+
+
+def end_to_end_table(run: SpeedRun) -> pd.DataFrame:
+    """The whole model per variant at one N: detector ms, end-to-end ms, and the mask branch's share."""
+    own = run.own_rows()
+    whole = own[own["stage"].isin([DETECTOR, END_TO_END])]
+    if whole.empty:
+        return pd.DataFrame()
+    rows = []
+    for (variant, spec, num), group in whole.groupby(["variant", "spec", "instances"], sort=False):
+        times = group.set_index("stage")["median_ms"]
+        total = own[(own["variant"] == variant) & (own["instances"] == num) & (own["stage"] == "total")]
+        mask_ms = float(total["median_ms"].iloc[0]) if len(total) else math.nan
+        e2e = float(times.get(END_TO_END, math.nan))
+        share = 100 * mask_ms / e2e if e2e > 0 and not math.isnan(mask_ms) else math.nan
+        rows.append(
+            {
+                "variant": variant,
+                "spec": spec,
+                "N": int(num),
+                "detector ms": fmt_ms(times.get(DETECTOR)),
+                "end-to-end ms": fmt_ms(e2e),
+                "mask branch ms": fmt_ms(mask_ms),
+                "mask share": DASH if math.isnan(share) else f"{share:.0f} %",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def scaling_exponents_table(run: SpeedRun) -> pd.DataFrame:
+    """The fitted slopes of log(time) against log(axis) and log(N), with R² and the range fitted."""
+    fits = run.scaling
+    if fits.empty:
+        return pd.DataFrame()
+    return pd.DataFrame(
+        {
+            "variant": fits["variant"],
+            "stage": fits["stage"],
+            "time ∝ x^slope, x": fits["x"],
+            "at": fits["at"],
+            "slope": fits["slope"].map(lambda v: fmt_num(v, 2)),
+            "R²": fits["r2"].map(lambda v: fmt_num(v, 3)),
+            "points": fits["points"].map(fmt_int),
+            "range": [f"{fmt_int(a)}..{fmt_int(b)}" for a, b in zip(fits["x_min"], fits["x_max"], strict=True)],
+        }
+    )
+
+
+# --- ablation ----------------------------------------------------------------------------------------------------
+
+
+def latency_at(suite: AblationSuite, wanted: int = PARETO_N) -> tuple[int, str] | None:
+    """(N, column) of the mask-branch time at ``wanted`` instances, else at the largest N measured."""
+    columns = suite.ms_columns
+    if not columns:
+        return None
+    num = wanted if wanted in columns else max(columns)
+    return num, columns[num]
+
+
+def pareto_front(ap: pd.Series, ms: pd.Series) -> pd.Series:
+    """True for cells that no other cell beats on both: at least as accurate and at least as fast, better in one."""
+    valid = ap.notna() & ms.notna()
+    front = pd.Series(False, index=ap.index)
+    for i in ap.index[valid]:
+        dominated = (ap[valid] >= ap[i]) & (ms[valid] <= ms[i]) & ((ap[valid] > ap[i]) | (ms[valid] < ms[i]))
+        front[i] = not dominated.any()
+    return front
+
+
+def _grid_marks(cells: pd.DataFrame, latency: str | None) -> pd.Series:
+    marks = pd.Series("", index=cells.index)
+    if "mask_AP" not in cells or cells["mask_AP"].notna().sum() == 0:
+        return marks
+    spread = cells["mask_AP"].max() > cells["mask_AP"].min()
+    best = (cells["mask_AP"] == cells["mask_AP"].max()) & spread  # all cells tied: none is "best"
+    front = pareto_front(cells["mask_AP"], cells[latency]) if latency else pd.Series(False, index=cells.index)
+    for i in cells.index:
+        marks[i] = ", ".join(m for m, on in ((BEST_MARK, best[i]), (PARETO_MARK, front[i])) if on)
+    return marks
+
+
+def _metric_columns(cells: pd.DataFrame, suite: AblationSuite, ms_at: list[int]) -> dict[str, pd.Series]:
+    columns: dict[str, pd.Series] = {}
+    for name, column in (("mask AP", "mask_AP"), ("AP50", "mask_AP50"), ("AP75", "mask_AP75"), ("box AP", "box_AP")):
+        if column in cells:
+            columns[name] = cells[column].map(fmt_num)
+    for num in ms_at:
+        columns[f"ms N={num}"] = cells[suite.ms_columns[num]].map(fmt_ms)
+    if suite.params_column:
+        columns["params"] = cells[suite.params_column].map(fmt_params)
+    if suite.gflops_column:
+        num, column = suite.gflops_column
+        columns["GFLOPs" if num is None else f"GFLOPs N={num}"] = cells[column].map(lambda v: fmt_num(v, 2))
+    if (cells["seeds"] > 1).any():
+        columns["seeds"] = cells["seeds"].map(fmt_int)
+    return columns
+
+
+def _shown_ns(suite: AblationSuite) -> list[int]:
+    measured = list(suite.ms_columns)
+    if not measured:
+        return []
+    chosen = {min(measured, key=lambda n: (abs(n - wanted), -n)) for wanted in GRID_MS_AT}
+    return sorted(chosen)
+
+
+def grid_table(suite: AblationSuite) -> pd.DataFrame:
+    """BlendMask cells as the paper lays them out: rows R / K / M; AP, ms at N≈10 and N≈100, params, GFLOPs; the
+    most accurate cell and the Pareto-optimal cells (AP against ms at N=100) marked."""
+    cells = suite.cells()
+    cells = cells[cells["family"] == "blendmask"].sort_values(["R", "K", "M"]).reset_index(drop=True)
+    if cells.empty:
+        return pd.DataFrame()
+    latency = latency_at(suite)
+    table = pd.DataFrame({key: cells[key].map(fmt_int) for key in ("R", "K", "M")})
+    for name, values in _metric_columns(cells, suite, _shown_ns(suite)).items():
+        table[name] = values
+    table["mark"] = _grid_marks(cells, latency[1] if latency else None)
+    return table
+
+
+def baselines_table(suite: AblationSuite) -> pd.DataFrame:
+    """One row per baseline family cell beside BlendMask's named presets (or its best grid cell), same columns."""
+    cells = suite.cells()
+    if cells.empty:
+        return pd.DataFrame()
+    blend = cells[cells["family"] == "blendmask"]
+    named = blend[~blend["variant"].astype(str).str.contains(":")]
+    if named.empty and len(blend) and "mask_AP" in blend:
+        named = blend.loc[[blend["mask_AP"].idxmax()]].assign(variant="blendmask (grid's best)")
+    chosen = pd.concat([cells[cells["family"] != "blendmask"], named])
+    if chosen["family"].nunique() < 2:
+        return pd.DataFrame()
+    table = pd.DataFrame({"variant": chosen["variant"], "spec": chosen["spec"]})
+    for name, values in _metric_columns(chosen, suite, list(suite.ms_columns)).items():
+        table[name] = values
+    return table.reset_index(drop=True)
+
+
+def failed_cells_table(suite: AblationSuite) -> pd.DataFrame:
+    failed = suite.frame[~suite.frame["status"].astype(str).eq("ok")]
+    if failed.empty:
+        return pd.DataFrame()
+    error = failed["error"] if "error" in failed else pd.Series("", index=failed.index)
+    return pd.DataFrame(
+        {"spec": failed["spec"], "status": failed["status"], "error": error.fillna("").astype(str).str[:120]}
+    ).reset_index(drop=True)
+
+
+# --- published ---------------------------------------------------------------------------------------------------
+
+
+def published_figures() -> pd.DataFrame:
+    """The published figures shipped with the package (bmbench/reference/published.csv), as they were published."""
+    with (resources.files("bmbench") / "reference" / PUBLISHED_FILE).open(encoding="utf-8") as handle:
+        return pd.read_csv(handle)
+
+
+def published_table() -> pd.DataFrame:
+    frame = published_figures()
+    return frame.astype(object).where(frame.notna(), DASH)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (every cell already a display string)."""
+    return table.to_markdown(index=False, disable_numparse=True)

@@ -1,0 +1,170 @@
+"""Each finding's check on made-up tables: the verdict flips when the numbers do."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_fixtures import suite_frame, write_results, write_speed_run, write_suite
+
+from bmbench.report import claims
+from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED
+from bmbench.report.load import AblationSuite, load_results, load_speed_run, load_suite
+
+
+def cells_of(frame: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
+    return load_suite(write_suite(tmp_path / "suite", frame)).cells()
+
+
+def with_ap(frame: pd.DataFrame, where: pd.Series, ap: float) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[where, "mask_AP"] = ap / 100  # the summary stores COCOeval's 0..1
+    return frame
+
+
+@pytest.fixture()
+def base() -> pd.DataFrame:
+    return suite_frame()
+
+
+def test_findings_match_the_shipped_reference_text() -> None:
+    text = (resources.files("bmbench") / "reference" / "claims.md").read_text(encoding="utf-8")
+    items = re.findall(r"^(\d)\. (.+?)(?=^\d\. |^\s*$)", text, flags=re.M | re.S)
+    assert [int(number) for number, _ in items] == [f.id for f in claims.FINDINGS] == list(range(1, 9))
+    for (_, body), finding in zip(items, claims.FINDINGS, strict=True):
+        assert " ".join(body.split()) == finding.text
+
+
+def test_single_base_flips(base: pd.DataFrame, tmp_path: Path) -> None:
+    assert claims.check_single_base(cells_of(base, tmp_path)).verdict == HOLDS
+    weak = with_ap(base, base["K"].eq(1).fillna(False), 12.0)
+    check = claims.check_single_base(cells_of(weak, tmp_path))
+    assert check.verdict == FAILS and "12.0 AP" in check.evidence
+    assert claims.check_single_base(cells_of(base[base["K"] != 1], tmp_path)).verdict == NOT_MEASURED
+
+
+def test_four_bases_flips(base: pd.DataFrame, tmp_path: Path) -> None:
+    cells = cells_of(base, tmp_path)
+    assert claims.check_four_bases(cells, "mask_ms_n100").verdict == HOLDS
+    eight_better = with_ap(base, base["K"].eq(8).fillna(False), 40.0)
+    assert claims.check_four_bases(cells_of(eight_better, tmp_path), "mask_ms_n100").verdict == FAILS
+    one_as_good = base.copy()
+    one_as_good.loc[one_as_good["K"].eq(1).fillna(False), "mask_AP"] = 0.35
+    one_as_good.loc[one_as_good["K"].eq(4).fillna(False), "mask_AP"] = 0.35
+    assert claims.check_four_bases(cells_of(one_as_good, tmp_path)).verdict == FAILS
+    assert claims.check_four_bases(cells_of(base[base["K"] != 4], tmp_path)).verdict == NOT_MEASURED
+
+
+def test_best_cell_flips(base: pd.DataFrame, tmp_path: Path) -> None:
+    assert claims.check_best_cell(cells_of(base, tmp_path)).verdict == HOLDS
+    other = base["K"].eq(2).fillna(False) & base["M"].eq(1).fillna(False) & base["R"].eq(28).fillna(False)
+    check = claims.check_best_cell(cells_of(with_ap(base, other, 45.0), tmp_path))
+    assert check.verdict == FAILS and "K=2 M=1 R=28 (45.0 AP)" in check.evidence
+
+
+def test_attention_side_flips(base: pd.DataFrame, tmp_path: Path) -> None:
+    assert claims.check_attention_side(cells_of(base, tmp_path)).verdict == HOLDS
+    flat, blend = base.copy(), base["family"].eq("blendmask")
+    flat.loc[blend & base["M"].eq(1), "mask_AP"] = flat.loc[blend & base["M"].eq(7), "mask_AP"].to_numpy()
+    assert claims.check_attention_side(cells_of(flat, tmp_path)).verdict == FAILS
+
+
+def test_attention_side_uses_the_touching_subset_when_measured(base: pd.DataFrame, tmp_path: Path) -> None:
+    m1 = base["family"].eq("blendmask") & base["M"].eq(1)
+    larger = base.assign(mask_AP_touching=base["mask_AP"] - m1 * 0.05)  # M=1 loses 5 more points on touching
+    check = claims.check_attention_side(cells_of(larger, tmp_path))
+    assert check.verdict == HOLDS and "mask_AP_touching" in check.evidence
+    smaller = base.assign(mask_AP_touching=base["mask_AP"] + m1 * 0.02)  # M=1 loses less there
+    assert claims.check_attention_side(cells_of(smaller, tmp_path)).verdict == FAILS
+
+
+def test_untrained_models_are_not_judged_on_accuracy(base: pd.DataFrame, tmp_path: Path) -> None:
+    tiny = base.assign(mask_AP=base["mask_AP"] / 20)
+    cells = cells_of(tiny, tmp_path)
+    for check in (
+        claims.check_single_base,
+        claims.check_four_bases,
+        claims.check_best_cell,
+        claims.check_attention_side,
+    ):
+        result = check(cells)
+        assert result.verdict == NOT_MEASURED and "too little" in result.evidence
+
+
+def test_quadratic_in_r_flips(tmp_path: Path) -> None:
+    square = load_speed_run(write_speed_run(tmp_path / "a", r_exponent=2.0))
+    assert claims.check_quadratic_in_r(square.scaling).verdict == HOLDS
+    linear = load_speed_run(write_speed_run(tmp_path / "b", r_exponent=1.0))
+    check = claims.check_quadratic_in_r(linear.scaling)
+    assert check.verdict == FAILS and "merge ∝ R^0.99" in check.evidence
+    no_r = square.scaling[square.scaling["x"] != "R"]
+    assert claims.check_quadratic_in_r(no_r).verdict == NOT_MEASURED
+
+
+def test_linear_in_n_flips(tmp_path: Path) -> None:
+    run = load_speed_run(write_speed_run(tmp_path / "a", n_exponent=1.0))
+    assert claims.check_linear_in_n(claims._scaling_with_own(run)).verdict == HOLDS
+    steep = load_speed_run(write_speed_run(tmp_path / "b", n_exponent=1.6))
+    assert claims.check_linear_in_n(claims._scaling_with_own(steep)).verdict == FAILS
+
+
+def test_per_instance_cost_flips(tmp_path: Path) -> None:
+    run = load_speed_run(write_speed_run(tmp_path / "a"))
+    check = claims.check_per_instance_cost(run.own_rows())
+    assert check.verdict == HOLDS and "×0.07" in check.evidence
+    costly = run.own_rows().copy()
+    blend_merge = costly["family"].eq("blendmask") & costly["stage"].eq("merge")
+    costly.loc[blend_merge, "median_ms"] *= 10  # 0.2 ms per instance against Mask R-CNN's 0.3
+    assert claims.check_per_instance_cost(costly).verdict == FAILS
+    no_rcnn = costly[costly["family"] != "maskrcnn"]
+    assert claims.check_per_instance_cost(no_rcnn).verdict == NOT_MEASURED
+
+
+def test_end_to_end_flips(base: pd.DataFrame, tmp_path: Path) -> None:
+    whole = load_speed_run(write_speed_run(tmp_path / "a")).own_rows()
+    cells = cells_of(base, tmp_path)
+    assert claims.check_end_to_end(whole, cells).verdict == HOLDS
+    slow = whole.copy()
+    slow.loc[slow["family"].eq("blendmask") & slow["stage"].eq("end_to_end"), "median_ms"] = 500.0
+    assert claims.check_end_to_end(slow, cells).verdict == FAILS
+    worse = with_ap(base, base["family"].eq("blendmask"), 30.0)
+    assert claims.check_end_to_end(whole, cells_of(worse, tmp_path)).verdict == FAILS
+    check = claims.check_end_to_end(whole[whole["stage"] != "end_to_end"], cells)
+    assert check.verdict == NOT_MEASURED and "end-to-end times" in check.evidence
+    assert claims.check_end_to_end(whole, None).verdict == NOT_MEASURED
+
+
+def test_evaluate_covers_every_finding_and_says_what_is_missing(tmp_path: Path) -> None:
+    verdicts = claims.evaluate(load_results(write_results(tmp_path / "results")))
+    assert {v.finding.id for v in verdicts} == set(range(1, 9))
+    assert all(v.verdict == HOLDS for v in verdicts)
+    only_speed = tmp_path / "speed-only"
+    write_speed_run(only_speed / "speed" / "run1")
+    verdicts = claims.evaluate(load_results(only_speed))
+    by_id = {v.finding.id: v for v in verdicts}
+    assert {by_id[i].verdict for i in (1, 2, 3, 4, 8)} == {NOT_MEASURED}
+    assert {by_id[i].verdict for i in (5, 6, 7)} == {HOLDS}
+
+
+def test_per_instance_falls_back_to_the_ablation_times(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_suite(root / "ablate" / "quick")
+    verdicts = [v for v in claims.evaluate(load_results(root)) if v.finding.id == 7]
+    assert len(verdicts) == 1 and verdicts[0].verdict == HOLDS and "merge times" in verdicts[0].scope
+    merge_free = suite_frame()
+    merge_free = merge_free.drop(columns=[c for c in merge_free.columns if c.startswith("merge_ms")])
+    write_suite(root / "ablate" / "quick", merge_free)
+    verdicts = [v for v in claims.evaluate(load_results(root)) if v.finding.id == 7]
+    assert verdicts[0].verdict == HOLDS and "total times" in verdicts[0].scope
+
+
+def test_suite_cells_average_seeds(base: pd.DataFrame, tmp_path: Path) -> None:
+    twice = pd.concat([base, base.assign(seed=1, mask_AP=base["mask_AP"] + 0.02)], ignore_index=True)
+    suite: AblationSuite = load_suite(write_suite(tmp_path / "s", twice))
+    cells = suite.cells()
+    assert len(cells) == len(base) and (cells["seeds"] == 2).all()
+    paper = cells[cells["spec"] == "blendmask:K=4,M=7,R=56"]
+    assert paper["mask_AP"].iloc[0] == pytest.approx(36.0)
