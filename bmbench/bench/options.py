@@ -1,0 +1,202 @@
+"""What a speed sweep measures, as a frozen dataclass, and the strict parsers that build it from user text.
+
+Everything is validated here, before anything is measured or written: bad input raises BmbenchError naming the
+offending text. Letters: N instances, K bases, M attention side, R mask side.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+
+from bmbench.device import resolve_device, resolve_dtype
+from bmbench.errors import BmbenchError
+from bmbench.models.backbone import TRUNKS
+from bmbench.variants import FAMILY_PRESETS, VariantSpec, parse_specs
+
+# The axes `--vary` sweeps, with their default values.
+AXIS_DEFAULTS: dict[str, tuple[int, ...]] = {"R": (28, 56, 112), "K": (1, 2, 4, 8), "M": (1, 2, 4, 7, 14)}
+DEFAULT_INSTANCES = "1..100"
+# W x H, as the option is written: COCO-style 800 short side, 1088 long side (the reference size of
+# `bmbench variants`, H=800, W=1088).
+DEFAULT_IMAGE_SIZE = "1088x800"
+DEFAULT_BUDGET_S = 0.5
+DEFAULT_WARMUP = 1
+MIN_IMAGE_SIDE = 32
+
+_RANGE_RE = re.compile(r"^(\d+)\.\.(\d+)(?::(\d+))?$")
+
+
+def one_two_five(low: int, high: int) -> list[int]:
+    """The 1-2-5 series (1, 2, 5, 10, 20, 50, …) inside [low, high]."""
+    values, decade = [], 1
+    while decade <= high:
+        values += [v for v in (decade, 2 * decade, 5 * decade) if low <= v <= high]
+        decade *= 10
+    return values
+
+
+def parse_instances(text: str) -> list[int]:
+    """Instance counts from ``1..100`` (the 1-2-5 series inside the bounds), ``a..b:step`` (inclusive range) and
+    comma lists of either or of plain integers; sorted, without duplicates. Every count must be >= 1."""
+    values: set[int] = set()
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise BmbenchError(f"--instances {text!r}: give counts like 1..100, 10..100:10 or 1,10,100")
+    for item in items:
+        match = _RANGE_RE.match(item)
+        if item.isdigit():
+            count = int(item)
+            if count < 1:
+                raise BmbenchError(f"--instances: {item!r} must be >= 1")
+            values.add(count)
+        elif match:
+            low, high = int(match[1]), int(match[2])
+            step = None if match[3] is None else int(match[3])
+            if low < 1:
+                raise BmbenchError(f"--instances: {item!r} must start at >= 1")
+            if high < low:
+                raise BmbenchError(f"--instances: {item!r} is empty (the end is below the start)")
+            if step is not None and step < 1:
+                raise BmbenchError(f"--instances: {item!r} needs a step >= 1")
+            expanded = list(range(low, high + 1, step)) if step else one_two_five(low, high)
+            if not expanded:
+                raise BmbenchError(f"--instances: {item!r} holds no 1-2-5 value; use {low}..{high}:1 for a range")
+            values.update(expanded)
+        else:
+            raise BmbenchError(f"--instances: bad item {item!r} (use 1..100, a..b:step or a comma list of counts)")
+    return sorted(values)
+
+
+def parse_axis(text: str) -> str:
+    """``R``, ``K`` or ``M`` (case-insensitive)."""
+    axis = text.strip().upper()
+    if axis not in AXIS_DEFAULTS:
+        raise BmbenchError(f"--vary: unknown axis {text!r} (use {', '.join(AXIS_DEFAULTS)})")
+    return axis
+
+
+def parse_values(text: str | None, axis: str) -> list[int]:
+    """A comma list of positive integers for ``axis``; None gives the axis defaults."""
+    if text is None:
+        return list(AXIS_DEFAULTS[axis])
+    values: list[int] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item.isdigit() or int(item) < 1:
+            raise BmbenchError(f"--values: bad {axis} value {item!r} (use a comma list of integers >= 1)")
+        if int(item) not in values:
+            values.append(int(item))
+    return values
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``WxH`` -> (H, W), each side >= 32."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if match is None:
+        raise BmbenchError(f"--image-size: {text!r} is not WxH (e.g. {DEFAULT_IMAGE_SIZE})")
+    W, H = int(match[1]), int(match[2])
+    if min(W, H) < MIN_IMAGE_SIDE:
+        raise BmbenchError(f"--image-size: {text!r} has a side below {MIN_IMAGE_SIDE} pixels")
+    return H, W
+
+
+def default_threads() -> int:
+    """All cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One speed sweep: variants × axis values × instance counts, on one device."""
+
+    variants: tuple[tuple[str, VariantSpec], ...]  # (label as given, spec) per variant
+    axis: str  # R, K or M
+    values: tuple[int, ...]  # the axis values
+    instances: tuple[int, ...]  # N values, ascending
+    image_size: tuple[int, int]  # H, W
+    device: torch.device
+    dtype: str  # fp32, fp16 or bf16
+    threads: int  # torch intra-op threads
+    budget_s: float  # time budget of a point's timed repeats
+    warmup: int  # warm-up runs per point (fewer when one run exceeds the budget)
+    max_repeats: int  # cap on timed repeats per point
+    seed: int  # boxes, features and weights
+    trunk: str  # widths of the FPN and box tower: a key of TRUNKS
+    compile: bool  # torch.compile the head's stages
+    profile: bool  # write torch.profiler traces after timing
+    end_to_end: bool  # also time the whole model per variant at the largest N
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype, self.device)
+
+    @property
+    def image_text(self) -> str:
+        H, W = self.image_size
+        return f"{W}x{H}"
+
+
+def make_config(
+    *,
+    vary: str = "R",
+    values: str | None = None,
+    variants: str | None = None,
+    instances: str = DEFAULT_INSTANCES,
+    image_size: str = DEFAULT_IMAGE_SIZE,
+    device: str = "auto",
+    dtype: str = "fp32",
+    threads: int | None = None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    warmup: int = DEFAULT_WARMUP,
+    max_repeats: int = 50,
+    seed: int = 0,
+    trunk: str = "r50",
+    compile: bool = False,
+    profile: bool = False,
+    end_to_end: bool = True,
+) -> SweepConfig:
+    """Validate user text into a SweepConfig; every error is a BmbenchError naming the bad input."""
+    axis = parse_axis(vary)
+    if variants is None:
+        chosen = [(name, spec) for name in FAMILY_PRESETS for spec in parse_specs(name)]
+    else:
+        chosen = [(spec.name, spec) for spec in parse_specs(variants)]
+    if len({label for label, _ in chosen}) != len(chosen):
+        raise BmbenchError(f"--variants {variants!r} names a variant twice")
+    if trunk not in TRUNKS:
+        raise BmbenchError(f"--trunk: unknown trunk {trunk!r} (known: {', '.join(TRUNKS)})")
+    if not budget_s > 0:
+        raise BmbenchError(f"--budget-s must be > 0, got {budget_s}")
+    if warmup < 0:
+        raise BmbenchError(f"--warmup must be >= 0, got {warmup}")
+    if max_repeats < 1:
+        raise BmbenchError(f"--max-repeats must be >= 1, got {max_repeats}")
+    threads = default_threads() if threads is None else threads
+    if threads < 1:
+        raise BmbenchError(f"--threads must be >= 1, got {threads}")
+    resolved = resolve_device(device)
+    resolve_dtype(dtype, resolved)
+    return SweepConfig(
+        variants=tuple(chosen),
+        axis=axis,
+        values=tuple(parse_values(values, axis)),
+        instances=tuple(parse_instances(instances)),
+        image_size=parse_image_size(image_size),
+        device=resolved,
+        dtype=dtype,
+        threads=threads,
+        budget_s=budget_s,
+        warmup=warmup,
+        max_repeats=max_repeats,
+        seed=seed,
+        trunk=trunk,
+        compile=compile,
+        profile=profile,
+        end_to_end=end_to_end,
+    )

@@ -1,0 +1,169 @@
+"""A speed run on disk: the sweep, the end-to-end points, profiler traces and scaling fits under one folder.
+
+``<out>/speed.csv`` + ``.parquet`` (SPEED_COLUMNS), ``<out>/scaling.csv`` + ``.parquet`` (SCALING_COLUMNS),
+``<out>/meta.json``, and with profiling ``<out>/traces/`` and ``<out>/profile_ops.csv``. The table is
+checkpointed after every point, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bmbench.bench.checks import CheckRun, run_checks
+from bmbench.bench.options import SweepConfig
+from bmbench.bench.profile import OPERATOR_COLUMNS, profile_run
+from bmbench.bench.scaling import scaling_table
+from bmbench.bench.sweep import (
+    Progress,
+    Skipped,
+    SweepPoint,
+    build_point_workload,
+    plan_points,
+    run_sweep,
+    torch_settings,
+)
+from bmbench.bench.workload import random_inputs, sample_instances
+from bmbench.errors import BmbenchError
+from bmbench.results import atomic_path, run_metadata, write_json, write_table
+
+RESULTS_ROOT = Path("results") / "speed"
+
+
+@dataclass
+class SpeedRun:
+    out_dir: Path
+    frame: pd.DataFrame  # the speed table
+    scaling: pd.DataFrame  # the scaling fits
+    skipped: list[Skipped] = field(default_factory=list)
+    operators: pd.DataFrame | None = None  # the profiler's per-operator table, when profiled
+    wall_s: float = 0.0
+
+
+def default_out_dir(
+    config: SweepConfig, *, check: bool = False, root: Path = RESULTS_ROOT, now: datetime | None = None
+) -> Path:
+    """``<root>/<YYYYmmdd-HHMMSS>-vary<axis>`` (``-check`` for the checks), with ``-2``, ``-3``… when that run
+    exists already."""
+    base = f"{(now or datetime.now()):%Y%m%d-%H%M%S}-{'check' if check else f'vary{config.axis}'}"
+    candidate, index = Path(root) / base, 1
+    while candidate.exists():
+        index += 1
+        candidate = Path(root) / f"{base}-{index}"
+    return candidate
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse a folder that already holds a speed run (runs are never overwritten)."""
+    for name in ("speed.csv", "formulations.csv", "meta.json"):
+        if (Path(out_dir) / name).exists():
+            raise BmbenchError(f"--out {out_dir}: it already holds a run ({name}); choose another folder")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise BmbenchError(f"--out {out_dir}: not a folder")
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average (None where the OS has none): other work on the machine slows every timing, and
+    oversubscribed threads stall at every parallel region."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def speed_metadata(config: SweepConfig, **extra: Any) -> dict[str, Any]:
+    """run_metadata plus everything that defines the sweep, and the machine's load when it starts."""
+    return run_metadata(
+        device=config.device,
+        dtype=config.dtype,
+        threads=config.threads,
+        image_size=config.image_text,
+        seed=config.seed,
+        trunk=config.trunk,
+        axis=config.axis,
+        values=list(config.values),
+        instances=list(config.instances),
+        variants=[{"variant": label, "spec": str(spec)} for label, spec in config.variants],
+        budget_s=config.budget_s,
+        warmup=config.warmup,
+        max_repeats=config.max_repeats,
+        compile=config.compile,
+        profile=config.profile,
+        end_to_end=config.end_to_end,
+        timer="cuda-events" if config.device.type == "cuda" else "perf_counter",
+        cudnn_benchmark=config.device.type == "cuda",
+        cpu_count=os.cpu_count(),
+        load_average_start=machine_load(),
+        **extra,
+    )
+
+
+def profile_points(
+    config: SweepConfig, points: list[SweepPoint], trace_dir: Path, progress: Progress | None = None
+) -> pd.DataFrame:
+    """Profile every point at the largest N; the per-operator tables of all points, stacked."""
+    num = max(config.instances)
+    tables = []
+    with torch_settings(config):
+        inputs = random_inputs(
+            config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
+        )
+        instances = sample_instances(num, config.image_size, seed=config.seed, device=config.device)
+        for point in points:
+            if progress is not None:
+                progress(f"profile {point.spec} N={num}")
+            workload = build_point_workload(config, point, inputs, instances)
+            label = point.spec.name
+            table = profile_run(
+                workload.run, label=label, trace_dir=trace_dir, device=config.device, worker=f"{label}_N{num}"
+            )
+            tables.append(table.assign(variant=point.variant, spec=str(point.spec), instances=num))
+    return pd.concat(tables, ignore_index=True)[["variant", "spec", "instances", *OPERATOR_COLUMNS]]
+
+
+def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None = None) -> SpeedRun:
+    """Run the sweep (and the end-to-end and profiling passes the config asks for) and write the run folder."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    points, skipped = plan_points(config)
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = speed_metadata(config, status="running", skipped=[vars(s) for s in skipped])
+    write_json(out_dir / "meta.json", meta)
+    result = run_sweep(config, progress=progress, checkpoint=lambda frame: write_table(frame, out_dir / "speed"))
+    write_table(result.frame, out_dir / "speed")
+    operators = None
+    if config.profile:
+        operators = profile_points(config, points, out_dir / "traces", progress)
+        with atomic_path(out_dir / "profile_ops.csv") as tmp:
+            operators.to_csv(tmp, index=False)
+    scaling = scaling_table(result.frame)
+    write_table(scaling, out_dir / "scaling")
+    wall_s = time.perf_counter() - started
+    statuses = result.frame.drop_duplicates(["spec", "instances", "stage"])["status"].value_counts().to_dict()
+    done = {"status": "done", "wall_s": round(wall_s, 2), "statuses": statuses, "load_average_end": machine_load()}
+    write_json(out_dir / "meta.json", meta | done)
+    return SpeedRun(out_dir, result.frame, scaling, skipped, operators, wall_s)
+
+
+def run_checks_to(config: SweepConfig, out_dir: Path, *, progress: Progress | None = None) -> CheckRun:
+    """`--check`: the performance checks, written as ``formulations``, ``bandwidth`` and ``repeatability`` tables
+    (csv + parquet) and ``meta.json`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = speed_metadata(config, status="running", check=True)
+    write_json(out_dir / "meta.json", meta)
+    run = run_checks(config, progress=progress)
+    for name in ("formulations", "bandwidth", "repeatability"):
+        write_table(getattr(run, name), out_dir / name)
+    done = {"status": "done", "wall_s": round(time.perf_counter() - started, 2), "load_average_end": machine_load()}
+    write_json(out_dir / "meta.json", meta | done)
+    return run

@@ -1,0 +1,303 @@
+"""The speed sweep: variants × axis values × instance counts, declared as data and expanded as a product; one tidy
+row per (variant, axis value, N, stage).
+
+Letters: N instances, K bases, M attention side, R mask side. A point is a variant at one axis value with N
+instances; one timed repeat of a point runs the whole mask branch and times its stages as sections of that run
+(bottom, top, merge with the parameter gather, paste) and the whole as ``total``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bmbench.bench.options import SweepConfig
+from bmbench.bench.timer import Measurement, Timer
+from bmbench.bench.workload import (
+    MASK_STAGES,
+    Instances,
+    MaskBranchWorkload,
+    build_end_to_end,
+    build_mask_head,
+    compile_stages,
+    random_inputs,
+    sample_instances,
+)
+from bmbench.errors import BmbenchError
+from bmbench.variants import VariantSpec
+
+SPEED_COLUMNS = (
+    "variant",  # the variant as given (preset name or spec)
+    "spec",  # the spec measured at this axis value
+    "family",
+    "K",
+    "M",
+    "R",
+    "S",
+    "axis",  # the swept axis (R, K or M)
+    "axis_value",  # its value at this point (the variant's own when the axis does not apply; empty if it has none)
+    "axis_applies",  # False: the axis does not change this variant, measured once at its own value
+    "instances",  # N
+    "stage",  # bottom, top, merge, paste, total; detector, end_to_end for the whole model
+    "device",
+    "dtype",
+    "trunk",
+    "image_size",  # WxH
+    "threads",
+    "compiled",
+    "median_ms",
+    "iqr_ms",
+    "mean_ms",
+    "min_ms",
+    "n",  # timed repeats
+    "noisy",  # IQR / median > 10 %
+    "first_ms",  # the first warm-up run of the point (total and end_to_end rows only)
+    "status",  # ok, oom or error
+    "error",  # the error's message when status is not ok
+)
+TOTAL_STAGES = (*MASK_STAGES, "total")
+END_TO_END_STAGES = ("detector", "end_to_end")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One variant at one axis value."""
+
+    variant: str  # label as given
+    spec: VariantSpec
+    axis_value: int | None  # None when the variant has no such field (YOLACT and R)
+    axis_applies: bool
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A requested point that is not a valid spec (e.g. M > R)."""
+
+    variant: str
+    axis_value: int
+    reason: str
+
+
+@dataclass
+class SweepResult:
+    frame: pd.DataFrame  # SPEED_COLUMNS, one row per (variant, axis value, N, stage)
+    skipped: list[Skipped] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def plan_points(config: SweepConfig) -> tuple[list[SweepPoint], list[Skipped]]:
+    """Expand variants × axis values. A variant the axis does not apply to gives one point at its own value; an
+    invalid combination is skipped and listed. Raises BmbenchError when nothing is left to measure."""
+    points: list[SweepPoint] = []
+    skipped: list[Skipped] = []
+    for label, spec in config.variants:
+        if not spec.applies(config.axis):
+            points.append(SweepPoint(label, spec, getattr(spec, config.axis), False))
+            continue
+        for value in config.values:
+            try:
+                points.append(SweepPoint(label, spec.with_params(**{config.axis: value}), value, True))
+            except BmbenchError as err:
+                skipped.append(Skipped(label, value, str(err)))
+    if not points:
+        reasons = "; ".join(f"{s.variant} {config.axis}={s.axis_value}: {s.reason}" for s in skipped)
+        raise BmbenchError(f"nothing to measure: every point is invalid ({reasons})")
+    return points, skipped
+
+
+def count_steps(config: SweepConfig, points: list[SweepPoint]) -> int:
+    """Progress steps: every (point, N), one end-to-end point per variant, one profiled point per point."""
+    steps = len(points) * len(config.instances)
+    steps += len(config.variants) if config.end_to_end else 0
+    return steps + (len(points) if config.profile else 0)
+
+
+@contextlib.contextmanager
+def torch_settings(config: SweepConfig) -> Iterator[None]:
+    """Threads (and cudnn.benchmark on CUDA) for the sweep, restored afterwards."""
+    threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    torch.set_num_threads(config.threads)
+    torch.backends.cudnn.benchmark = config.device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def failure_status(err: BaseException) -> str:
+    """``oom`` for out-of-memory (CUDA's error, or the CPU allocator's message), else ``error``."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return "oom"
+    text = str(err).lower()
+    return "oom" if "out of memory" in text or "can't allocate memory" in text else "error"
+
+
+def point_warmup(config: SweepConfig, *, first: bool) -> int:
+    """Warm-up runs before timing a point.
+
+    On CUDA, and with compiled stages, every point warms up: a new N brings new shapes, hence cudnn autotuning,
+    caching-allocator growth or a recompilation. On the CPU, eager, only a head's first (largest) N does: what a
+    first run pays there (lazy initialisation, oneDNN primitive creation) is milliseconds, within the noise of a
+    later N's first run, and large tensors are allocated afresh on every run anyway; warming each N would double
+    the time of every point slower than the budget."""
+    return config.warmup if first or config.compile or config.device.type == "cuda" else 0
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _rows(
+    config: SweepConfig,
+    point: SweepPoint,
+    num: int,
+    stages: tuple[str, ...],
+    measured: dict[str, Measurement] | None,
+    failure: BaseException | None = None,
+) -> list[dict[str, Any]]:
+    spec = point.spec
+    base: dict[str, Any] = {
+        "variant": point.variant,
+        "spec": str(spec),
+        "family": spec.family,
+        **{key: getattr(spec, key) for key in ("K", "M", "R", "S")},
+        "axis": config.axis,
+        "axis_value": point.axis_value,
+        "axis_applies": point.axis_applies,
+        "instances": num,
+        "device": str(config.device),
+        "dtype": config.dtype,
+        "trunk": config.trunk,
+        "image_size": config.image_text,
+        "threads": config.threads,
+        "compiled": config.compile,
+    }
+    rows = []
+    for stage in stages:
+        if measured is not None:
+            stats: dict[str, Any] = measured[stage].stats() | {"status": "ok", "error": ""}
+        else:
+            nan = float("nan")
+            stats = {"median_ms": nan, "iqr_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0, "noisy": False}
+            message = f"{type(failure).__name__}: {failure}".splitlines()[0][:300]
+            stats |= {"first_ms": nan, "status": failure_status(failure), "error": message}
+        rows.append(base | {"stage": stage} | stats)
+    return rows
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> a DataFrame with SPEED_COLUMNS in order and nullable integer columns."""
+    frame = pd.DataFrame(rows, columns=list(SPEED_COLUMNS))
+    for column in ("K", "M", "R", "S", "axis_value"):
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def build_point_workload(
+    config: SweepConfig,
+    point: SweepPoint,
+    inputs: tuple[dict[str, torch.Tensor], list[torch.Tensor]],
+    instances: Instances,
+) -> MaskBranchWorkload:
+    """The point's head (seeded weights) on the shared inputs; compiled stages when the config asks."""
+    head = build_mask_head(
+        point.spec, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
+    )
+    features, box_tower = inputs
+    stages = compile_stages(head) if config.compile else None
+    return MaskBranchWorkload(head, features, box_tower, instances, config.image_size, stages)
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    progress: Progress | None = None,
+    checkpoint: Callable[[pd.DataFrame], None] | None = None,
+) -> SweepResult:
+    """Measure every point; ``progress(description)`` is called before each step, ``checkpoint(frame)`` after each
+    point with the rows so far. Out-of-memory and other failures of a point are recorded as rows and the sweep
+    goes on."""
+    started = time.perf_counter()
+    points, skipped = plan_points(config)
+    step = progress or (lambda description: None)
+    rows: list[dict[str, Any]] = []
+    with torch_settings(config):
+        timer = Timer(
+            device=config.device, budget_s=config.budget_s, warmup=config.warmup, max_repeats=config.max_repeats
+        )
+        inputs = random_inputs(
+            config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
+        )
+        everyone = sample_instances(max(config.instances), config.image_size, seed=config.seed, device=config.device)
+        branches: dict[str, MaskBranchWorkload] = {}
+        for point in points:
+            workload = build_point_workload(config, point, inputs, everyone)
+            point_rows: list[dict[str, Any]] = []
+            for index, num in enumerate(sorted(config.instances, reverse=True)):  # largest N first: it warms up
+                step(f"{point.spec} N={num}")
+                workload.instances = everyone.head(num)
+                try:
+                    measured = timer.measure(workload.run, warmup=point_warmup(config, first=index == 0))
+                    point_rows = _rows(config, point, num, TOTAL_STAGES, measured) + point_rows
+                except Exception as err:  # noqa: BLE001 - a failing point is a result, not a crash
+                    point_rows = _rows(config, point, num, TOTAL_STAGES, None, err) + point_rows
+                    _release(config.device)
+            rows += point_rows
+            if point.spec == dict(config.variants)[point.variant]:
+                branches[point.variant] = workload  # the variant's own spec: reused by the end-to-end pass
+            if checkpoint is not None:
+                checkpoint(to_frame(rows))
+        if config.end_to_end:
+            rows += end_to_end_rows(config, timer, inputs, everyone, branches, step)
+        del inputs
+        _release(config.device)
+    return SweepResult(to_frame(rows), skipped, time.perf_counter() - started)
+
+
+def end_to_end_rows(
+    config: SweepConfig,
+    timer: Timer,
+    inputs: tuple[dict[str, torch.Tensor], list[torch.Tensor]],
+    everyone: Instances,
+    branches: dict[str, MaskBranchWorkload],
+    step: Progress,
+) -> list[dict[str, Any]]:
+    """Each variant's whole model at its own spec and the largest N: rows ``detector`` (backbone + FPN + FCOS) and
+    ``end_to_end`` (with the mask branch)."""
+    rows: list[dict[str, Any]] = []
+    num = max(config.instances)
+    warmed = False
+    for label, spec in config.variants:
+        step(f"{label} end to end N={num}")
+        point = SweepPoint(label, spec, getattr(spec, config.axis), spec.applies(config.axis))
+        try:
+            branch = branches.get(label)
+            warm = warmed and branch is not None
+            branch = branch or build_point_workload(config, point, inputs, everyone)
+            branch.instances = everyone.head(num)
+            whole = build_end_to_end(
+                spec, branch, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
+            )
+            # The trunk is the same for every variant and a swept branch was warmed at this N by the sweep: only the
+            # first whole model (and a branch the sweep did not run) needs a warm-up.
+            measured = timer.measure(whole.run, warmup=0 if warm else config.warmup)
+            warmed = True
+            measured["end_to_end"] = measured.pop("total")
+            rows += _rows(config, point, num, END_TO_END_STAGES, measured)
+            del whole
+        except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
+            rows += _rows(config, point, num, END_TO_END_STAGES, None, err)
+        _release(config.device)
+    return rows

@@ -1,0 +1,225 @@
+"""`bmbench speed`: latency of each mask head's stages against R, K or M and the instance count.
+
+The body validates every option (a BmbenchError, exit 2 and nothing written, on bad input), then calls
+bmbench.bench.speed and prints rich tables. Letters: N instances, K bases, M attention side, R mask side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bmbench.bench.checks import CheckRun, count_check_steps
+from bmbench.bench.options import (
+    AXIS_DEFAULTS,
+    DEFAULT_BUDGET_S,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_INSTANCES,
+    DEFAULT_WARMUP,
+    SweepConfig,
+    make_config,
+)
+from bmbench.bench.speed import SpeedRun, check_out_dir, default_out_dir, machine_load, run_checks_to, run_speed
+from bmbench.bench.sweep import count_steps, plan_points
+from bmbench.cli.console import console
+from bmbench.models.backbone import TRUNKS
+
+BUSY_LOAD = 1.0  # a 1-minute load average from other work at which the run warns
+_AXES = ", ".join(f"{axis} {','.join(map(str, values))}" for axis, values in AXIS_DEFAULTS.items())
+
+
+def speed_cli(
+    vary: Annotated[str, typer.Option(help="Axis to sweep: R, K or M.")] = "R",
+    values: Annotated[str | None, typer.Option(help=f"Comma list of axis values. Defaults: {_AXES}.")] = None,
+    variants: Annotated[
+        str | None, typer.Option(help="Comma list of presets or specs. Default: the four family presets.")
+    ] = None,
+    instances: Annotated[
+        str, typer.Option(help="Instance counts N: 1..100 (1-2-5 series), a..b:step, or a comma list.")
+    ] = DEFAULT_INSTANCES,
+    image_size: Annotated[str, typer.Option(help="Image size WxH.")] = DEFAULT_IMAGE_SIZE,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32, fp16 (CUDA only) or bf16.")] = "fp32",
+    threads: Annotated[int | None, typer.Option(help="Torch threads. Default: all cores.")] = None,
+    budget_s: Annotated[float, typer.Option(help="Seconds of timed repeats per point.")] = DEFAULT_BUDGET_S,
+    warmup: Annotated[
+        int,
+        typer.Option(
+            help="Warm-up runs per point (on the CPU, eager: per head, at its largest N); fewer when one run "
+            "exceeds the budget."
+        ),
+    ] = DEFAULT_WARMUP,
+    max_repeats: Annotated[int, typer.Option(help="Cap on timed repeats per point.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of boxes, features and weights.")] = 0,
+    trunk: Annotated[str, typer.Option(help=f"Widths of FPN and box tower: {', '.join(TRUNKS)}.")] = "r50",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the heads' stages.")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Write profiler traces and a per-operator table.")] = False,
+    end_to_end: Annotated[bool, typer.Option(help="Also time the whole model per variant at the largest N.")] = True,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Run the performance checks instead of a sweep: blender formulations (K=4, M=7, R=56), merge "
+            "bandwidth against copy bandwidth, repeatability; at the largest N.",
+        ),
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Output folder. Default: results/speed/<time>-vary<axis>/.")] = None,
+) -> None:
+    """Time each mask head's stages (bottom, top, merge, paste, total) against R, K or M and the number of
+    instances; write speed.csv/.parquet, scaling.csv and meta.json."""
+    config = make_config(
+        vary=vary,
+        values=values,
+        variants=variants,
+        instances=instances,
+        image_size=image_size,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        budget_s=budget_s,
+        warmup=warmup,
+        max_repeats=max_repeats,
+        seed=seed,
+        trunk=trunk,
+        compile=compile,
+        profile=profile,
+        end_to_end=end_to_end,
+    )
+    points, _ = plan_points(config)
+    out_dir = out if out is not None else default_out_dir(config, check=check)
+    check_out_dir(out_dir)
+    load = machine_load()
+    if load is not None and load >= BUSY_LOAD:
+        console(stderr=True).print(
+            f"[yellow]warning:[/] the machine is busy (load average {load:g}, {os.cpu_count()} CPUs): timings will be "
+            "slower and noisier; on a shared CPU, --threads 1 avoids threads stalling each other."
+        )
+    steps = count_check_steps(config) if check else count_steps(config, points)
+    with _progress() as bar:
+        task = bar.add_task("starting", total=steps)
+        started: list[str] = []
+
+        def advance(description: str) -> None:  # called as each step starts: the ones before it are done
+            bar.update(task, description=description, completed=min(steps, len(started)))
+            started.append(description)
+
+        if check:
+            checks = run_checks_to(config, out_dir, progress=advance)
+        else:
+            run = run_speed(config, out_dir, progress=advance)
+        bar.update(task, description="done", completed=steps)
+    if check:
+        _print_checks(checks, out_dir)
+    else:
+        _print_summary(run, config)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}", style="cyan"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=False,
+    )
+
+
+def _ms(value: float, noisy: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
+    return text + ("*" if noisy else "")
+
+
+def _cell(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    row = rows.iloc[0]
+    return _ms(row["median_ms"], bool(row["noisy"])) if row["status"] == "ok" else str(row["status"])
+
+
+def _print_summary(run: SpeedRun, config: SweepConfig) -> None:
+    out = console()
+    frame, num = run.frame, max(config.instances)
+    stages = ("bottom", "top", "merge", "paste", "total")
+    table = Table(title=f"Mask branch at N={num}, {config.image_text}, {config.device} {config.dtype} — median ms")
+    for column in ("variant", config.axis, *stages):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    at_n = frame[frame["instances"] == num]
+    for (variant, value), group in at_n.groupby(["variant", "axis_value"], dropna=False, sort=False):
+        applies = bool(group["axis_applies"].iloc[0])
+        shown = ("–" if pd.isna(value) else str(value)) + ("" if applies else " (fixed)")
+        table.add_row(str(variant), shown, *(_cell(group[group["stage"] == stage]) for stage in stages))
+    out.print(table)
+    whole = frame[frame["stage"].isin(("detector", "end_to_end"))]
+    if not whole.empty:
+        e2e = Table(title=f"Whole model at N={num} (backbone + FPN + FCOS + mask branch) — median ms")
+        for column in ("variant", "detector", "end_to_end", "mask share"):
+            e2e.add_column(column, justify="left" if column == "variant" else "right")
+        for variant, group in whole.groupby("variant", sort=False):
+            detector, total = (group[group["stage"] == stage] for stage in ("detector", "end_to_end"))
+            share = "–"
+            if (group["status"] == "ok").all():
+                share = f"{1 - detector['median_ms'].iloc[0] / total['median_ms'].iloc[0]:.0%}"
+            e2e.add_row(str(variant), _cell(detector), _cell(total), share)
+        out.print(e2e)
+    if not run.scaling.empty:
+        fits = Table(title="Scaling exponents: slope of log(time) (R²)")
+        for column in ("variant", "stage", f"vs {config.axis}", "vs N"):
+            fits.add_column(column, justify="left" if column in ("variant", "stage") else "right")
+        for (variant, stage), group in run.scaling.groupby(["variant", "stage"], sort=False):
+            own = dict(config.variants)[variant]
+            own_at = f"{config.axis}={getattr(own, config.axis)}"
+            axis_fit = group[group["x"] == config.axis]
+            n_fit = group[(group["x"] == "N") & group["at"].isin((own_at, "own"))]
+            n_fit = n_fit if not n_fit.empty else group[group["x"] == "N"].head(1)
+            fits.add_row(str(variant), str(stage), _fit(axis_fit), _fit(n_fit))
+        out.print(fits)
+    for skipped in run.skipped:
+        out.print(f"[yellow]skipped[/] {skipped.variant} {config.axis}={skipped.axis_value}: {skipped.reason}")
+    failed = frame[frame["status"] != "ok"].drop_duplicates(["spec", "instances", "status"])
+    for _, row in failed.iterrows():
+        out.print(f"[red]{row['status']}[/] {row['spec']} N={row['instances']} {row['stage']}: {row['error']}")
+    noisy = int(frame["noisy"].sum())
+    out.print(
+        f"{len(frame)} rows, {noisy} noisy (IQR/median > 10 %, marked *), {run.wall_s:.0f} s — [bold]{run.out_dir}[/]"
+    )
+
+
+def _fit(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return "–"
+    row = rows.iloc[0]
+    return f"{row['slope']:.2f} ({row['r2']:.2f}) @{row['at']}"
+
+
+def _print_checks(run: CheckRun, out_dir: Path) -> None:
+    out = console()
+    tables = (
+        ("Blender formulations", run.formulations, ("formulation", "equivalent", "median_ms", "ratio_to_blender")),
+        ("Bandwidth", run.bandwidth, ("what", "median_ms", "gb_per_s", "gflop_per_s")),
+        ("Repeatability", run.repeatability, ("variant", "stage", "round1_ms", "round2_ms", "relative_spread")),
+    )
+    for title, frame, columns in tables:
+        table = Table(title=title)
+        shown = [c for c in columns if c in frame.columns]
+        for column in shown:
+            table.add_column(column)
+        for _, row in frame.iterrows():
+            table.add_row(*(_format(row[c]) for c in shown))
+        out.print(table)
+    out.print(f"[bold]{out_dir}[/]")
+
+
+def _format(value: object) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)

@@ -1,0 +1,92 @@
+"""`bmbench speed` through typer's CliRunner: a tiny run, and every bad input is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+import bmbench.cli
+from bmbench.cli import _Group
+from bmbench.cli.speed import speed_cli
+
+
+def _app() -> typer.Typer:
+    """The real app once `speed` is registered there, else a local one with the same error handling."""
+    if any(getattr(c, "name", None) == "speed" for c in bmbench.cli.app.registered_commands):
+        return bmbench.cli.app
+    app = typer.Typer(cls=_Group, pretty_exceptions_enable=False, add_completion=False)
+    app.callback()(lambda: None)
+    app.command("speed")(speed_cli)
+    return app
+
+
+runner = CliRunner()
+TINY = ["--image-size", "64x48", "--trunk", "small", "--budget-s", "0.005", "--threads", "1", "--device", "cpu"]
+
+
+def test_tiny_run_through_the_cli(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["speed", "--vary", "R", "--values", "8,16", "--variants", "blendmask:K=2,M=2,R=8;maskrcnn:R=8"]
+    result = runner.invoke(_app(), [*args, "--instances", "1..2", *TINY, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Mask branch at N=2" in result.output and "Scaling exponents" in result.output
+    assert "Whole model at N=2" in result.output
+    frame = pd.read_csv(out / "speed.csv")
+    assert set(frame["instances"]) == {1, 2} and set(frame["R"]) == {8, 16}
+    assert set(frame["stage"]) == {"bottom", "top", "merge", "paste", "total", "detector", "end_to_end"}
+    assert (out / "scaling.csv").exists() and json.loads((out / "meta.json").read_text())["image_size"] == "64x48"
+    again = runner.invoke(_app(), [*args, "--instances", "1", *TINY, "--out", str(out)])
+    assert again.exit_code == 2 and "already holds a run" in again.output
+
+
+def test_check_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bmbench.bench.checks as checks
+
+    monkeypatch.setattr(checks, "COPY_MIB", 4)
+    real = checks.formulation_rows
+    monkeypatch.setattr(checks, "formulation_rows", lambda w, t, compile=True: real(w, t, compile=False))
+    out = tmp_path / "check"
+    result = runner.invoke(
+        _app(), ["speed", "--check", "--variants", "blendmask", "--instances", "2", *TINY, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Blender formulations" in result.output and "Repeatability" in result.output
+    for name in ("formulations", "bandwidth", "repeatability"):
+        assert (out / f"{name}.csv").exists()
+
+
+BAD_INPUTS = [
+    (["--instances", "abc"], "'abc'"),
+    (["--instances", "0..10"], "'0..10'"),
+    (["--instances", "100..1"], "'100..1'"),
+    (["--vary", "Q"], "unknown axis 'Q'"),
+    (["--variants", "nope"], "unknown family or preset 'nope'"),
+    (["--variants", "blendmask:K=0"], "K must be >= 1"),
+    (["--variants", "blendmask:K"], "expected KEY=VALUE"),
+    (["--image-size", "800"], "is not WxH"),
+    (["--image-size", "800x"], "is not WxH"),
+    (["--values", "28,x"], "--values"),
+    (["--dtype", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
+    (["--vary", "R", "--values", "27", "--variants", "maskrcnn"], "nothing to measure"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUTS.append((["--device", "cuda"], "CUDA is not available"))
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default --out would land under here
+    result = runner.invoke(_app(), ["speed", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,156 @@
+"""A tiny sweep end to end: the documented columns and meta, marked points, scaling fits, failures recorded."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bmbench.bench import sweep as sweep_module
+from bmbench.bench.options import make_config
+from bmbench.bench.scaling import SCALING_COLUMNS, fit_loglog, scaling_table
+from bmbench.bench.speed import check_out_dir, default_out_dir, run_speed
+from bmbench.bench.sweep import SPEED_COLUMNS, run_sweep
+from bmbench.errors import BmbenchError
+
+TINY = {
+    "image_size": "64x64",
+    "device": "cpu",
+    "budget_s": 0.005,
+    "warmup": 1,
+    "trunk": "small",
+    "threads": 1,
+}
+DOCUMENTED = {"variant", "family", "K", "M", "R", "instances", "stage", "device", "dtype"}
+DOCUMENTED |= {"median_ms", "iqr_ms", "mean_ms", "n", "noisy", "axis", "axis_value", "axis_applies", "status"}
+
+
+def test_tiny_sweep_writes_columns_meta_and_scaling(tmp_path: Path) -> None:
+    config = make_config(
+        vary="R", values="8,16", variants="yolact:K=4,blendmask:K=2,M=2,R=8", instances="1,2,4", **TINY
+    )
+    run = run_speed(config, tmp_path / "run")
+    frame = pd.read_csv(tmp_path / "run" / "speed.csv")
+    assert list(frame.columns) == list(SPEED_COLUMNS) and DOCUMENTED <= set(frame.columns)
+    assert pd.read_parquet(tmp_path / "run" / "speed.parquet").shape == frame.shape
+    assert (frame["status"] == "ok").all() and (frame["median_ms"] > 0).all() and (frame["n"] >= 1).all()
+    branch = frame[frame["stage"].isin(("bottom", "top", "merge", "paste", "total"))]
+    # YOLACT has no R: measured once (3 N x 5 stages), marked; BlendMask at R=8 and 16.
+    yolact = branch[branch["variant"] == "yolact:K=4,M=1"]
+    assert len(yolact) == 15 and not yolact["axis_applies"].any() and yolact["axis_value"].isna().all()
+    blend = branch[branch["variant"] == "blendmask:K=2,M=2,R=8"]
+    assert sorted(blend["R"].unique()) == [8, 16] and blend["axis_applies"].all() and len(blend) == 30
+    assert set(blend["spec"]) == {"blendmask:K=2,M=2,R=8", "blendmask:K=2,M=2,R=16"}
+    # One row per (variant, axis value, N, stage).
+    assert not branch.duplicated(["variant", "axis_value", "instances", "stage"]).any()
+    # Sections add up to (at most) the total of the same repeats.
+    one = blend[(blend["R"] == 16) & (blend["instances"] == 4)].set_index("stage")["mean_ms"]
+    assert one[["bottom", "top", "merge", "paste"]].sum() <= one["total"] * 1.001
+    # End to end at the largest N, per variant.
+    whole = frame[frame["stage"].isin(("detector", "end_to_end"))]
+    assert len(whole) == 4 and set(whole["instances"]) == {4}
+    assert (whole[whole["stage"] == "end_to_end"]["median_ms"].to_numpy() > 0).all()
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    for key in ("command", "git_commit", "torch", "torchvision", "device_name", "cpu_model", "threads", "dtype"):
+        assert key in meta
+    assert meta["image_size"] == "64x64" and meta["seed"] == 0 and meta["threads"] == 1 and meta["status"] == "done"
+    assert meta["trunk"] == "small" and meta["budget_s"] == 0.005 and meta["compile"] is False
+    scaling = pd.read_csv(tmp_path / "run" / "scaling.csv")
+    assert list(scaling.columns) == list(SCALING_COLUMNS)
+    assert {"R", "N"} <= set(scaling["x"]) and set(scaling["stage"]) == {"merge", "total"}
+    assert run.wall_s > 0 and torch.get_num_threads() == run_threads_before
+
+
+run_threads_before = torch.get_num_threads()
+
+
+def test_scaling_fits_known_slopes() -> None:
+    slope, r2 = fit_loglog([10, 20, 50, 100], [3 * n**1.0 for n in (10, 20, 50, 100)])
+    assert slope == pytest.approx(1.0) and r2 == pytest.approx(1.0)
+    rows = []
+    for R in (28, 56, 112):
+        for n in (1, 10, 20, 100):
+            rows.append({"variant": "m", "stage": "merge", "axis": "R", "axis_value": R, "axis_applies": True})
+            rows[-1] |= {"instances": n, "median_ms": 0.001 * n * R**2 + (5.0 if n == 1 else 0), "status": "ok"}
+    table = scaling_table(pd.DataFrame(rows))
+    by_r = table[table["x"] == "R"].iloc[0]
+    assert by_r["slope"] == pytest.approx(2.0) and by_r["at"] == "N=100"
+    by_n = table[(table["x"] == "N") & (table["at"] == "R=56")].iloc[0]
+    assert by_n["slope"] == pytest.approx(1.0) and by_n["x_min"] == 10  # N=1 left out: 10..100 holds 3 counts
+    assert np.isclose(by_n["r2"], 1.0)
+
+
+def test_invalid_combination_is_skipped_and_listed(tmp_path: Path) -> None:
+    config = make_config(
+        vary="M", values="2,16", variants="blendmask:K=2,M=2,R=8", instances="1", end_to_end=False, **TINY
+    )
+    run = run_speed(config, tmp_path / "run")
+    assert [(s.axis_value, "M=16 must not exceed R=8" in s.reason) for s in run.skipped] == [(16, True)]
+    assert set(run.frame["M"]) == {2}
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["skipped"][0]["axis_value"] == 16
+
+
+def test_out_of_memory_is_recorded_and_the_sweep_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sweep_module.MaskBranchWorkload.run
+
+    def flaky(self, section=None):  # noqa: ANN001
+        if len(self.instances) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, section) if section is not None else real(self)
+
+    monkeypatch.setattr(sweep_module.MaskBranchWorkload, "run", flaky)
+    config = make_config(variants="blendmask:K=2,M=2,R=8", values="8", instances="1,2,4", end_to_end=False, **TINY)
+    frame = run_sweep(config).frame
+    status = frame.groupby("instances")["status"].agg(set).to_dict()
+    assert status == {1: {"ok"}, 2: {"oom"}, 4: {"ok"}}
+    failed = frame[frame["status"] == "oom"]
+    assert failed["median_ms"].isna().all() and (failed["n"] == 0).all()
+    assert failed["error"].str.contains("OutOfMemoryError").all()
+
+
+def test_run_folders_are_never_overwritten(tmp_path: Path) -> None:
+    config = make_config(device="cpu")
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    first = default_out_dir(config, root=tmp_path, now=now)
+    assert first.name == "20260102-030405-varyR"
+    first.mkdir()
+    assert default_out_dir(config, root=tmp_path, now=now).name == "20260102-030405-varyR-2"
+    assert default_out_dir(config, root=tmp_path, now=now, check=True).name == "20260102-030405-check"
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "speed.csv").write_text("x\n")
+    with pytest.raises(BmbenchError, match="already holds a run"):
+        check_out_dir(tmp_path / "done")
+
+
+def test_cpu_warms_each_head_once_at_its_largest_n() -> None:
+    config = make_config(
+        variants="blendmask:K=2,M=2,R=8,maskrcnn:R=8", values="8", instances="1,2,4", end_to_end=True, **TINY
+    )
+    frame = run_sweep(config).frame
+    totals = frame[frame["stage"] == "total"]
+    warmed = totals[totals["first_ms"].notna()]
+    assert sorted(warmed["instances"]) == [4, 4]  # one warm-up per head, at N=4
+    assert list(totals["instances"]) == [1, 2, 4, 1, 2, 4]  # rows in ascending N all the same
+    whole = frame[frame["stage"] == "end_to_end"]
+    assert whole["first_ms"].notna().tolist() == [True, False]  # the shared trunk warms up once
+
+
+def test_a_compile_failure_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(head):  # noqa: ANN001, ANN202 - what torch.compile does without a working C++ compiler
+        def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise RuntimeError("BackendCompilerFailed: InvalidCxxCompiler: No working C++ compiler found\nmore")
+
+        return {"bottom": fail, "top": fail, "merge": fail}
+
+    monkeypatch.setattr(sweep_module, "compile_stages", broken)
+    config = make_config(variants="blendmask:K=2,M=2,R=8", values="8", instances="1", compile=True, **TINY)
+    frame = run_sweep(config).frame
+    assert (frame["status"] == "error").all() and frame["compiled"].all()
+    assert frame["error"].str.startswith("RuntimeError: BackendCompilerFailed: InvalidCxxCompiler").all()
+    assert not frame["error"].str.contains("\n").any()

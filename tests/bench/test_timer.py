@@ -1,0 +1,96 @@
+"""The timer on a fake clock: budget logic, warm-up, statistics and sections, deterministically."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from bmbench.bench.timer import Measurement, Timer
+
+
+class FakeClock:
+    """A clock that only moves when a fake workload says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.calls = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, seconds: float) -> None:
+        self.calls += 1
+        self.now += seconds
+
+
+def _timer(clock: FakeClock, **options: float) -> Timer:
+    return Timer(device=torch.device("cpu"), clock=clock, **({"budget_s": 1.0, "warmup": 1} | options))
+
+
+def test_repeats_fill_the_budget_without_overrunning_it() -> None:
+    clock = FakeClock()
+    measured = _timer(clock).measure_fn(lambda: clock.work(0.3))
+    # warm-up 0.3, then 0.3, 0.6, 0.9: a fourth would end at 1.2 > 1.0.
+    assert measured.n == 3 and clock.calls == 4
+    assert measured.median_ms == pytest.approx(300.0)
+    assert measured.first_ms == pytest.approx(300.0)
+
+
+def test_a_run_slower_than_the_budget_runs_once_more_not_ten_times() -> None:
+    clock = FakeClock()
+    measured = _timer(clock, warmup=10).measure_fn(lambda: clock.work(5.0))
+    assert clock.calls == 2  # one warm-up (it used the budget: no more warm-up), one timed
+    assert measured.n == 1 and measured.median_ms == pytest.approx(5000.0) and measured.iqr_ms == 0.0
+
+
+def test_warmup_zero_and_the_repeat_cap() -> None:
+    clock = FakeClock()
+    measured = _timer(clock, warmup=0, max_repeats=5).measure_fn(lambda: clock.work(0.001))
+    assert clock.calls == 5 and measured.n == 5
+    assert measured.first_ms != measured.first_ms  # nan: no warm-up ran
+
+
+def test_statistics() -> None:
+    steady = Measurement((10.0, 10.0, 11.0, 10.0, 10.0), first_ms=50.0)
+    assert steady.median_ms == 10.0 and steady.mean_ms == pytest.approx(10.2) and steady.min_ms == 10.0
+    assert steady.iqr_ms == pytest.approx(0.0) and not steady.noisy
+    spread = Measurement((8.0, 10.0, 12.0, 14.0, 20.0), first_ms=float("nan"))
+    assert spread.median_ms == 12.0 and spread.iqr_ms == pytest.approx(4.0)  # quartiles 10 and 14
+    assert spread.noisy  # 4 / 12 > 10 %
+    assert Measurement((3.0,), 3.0).iqr_ms == 0.0
+    assert set(spread.stats()) == {"median_ms", "iqr_ms", "mean_ms", "min_ms", "n", "noisy", "first_ms"}
+
+
+def test_sections_are_timed_inside_the_same_run() -> None:
+    clock = FakeClock()
+
+    def run(section) -> None:
+        with section("a"):
+            clock.work(0.1)
+        clock.work(0.05)  # outside any section: only in the total
+        with section("b"):
+            clock.work(0.2)
+
+    measured = _timer(clock, budget_s=2.0).measure(run)
+    assert set(measured) == {"a", "b", "total"}
+    assert measured["a"].median_ms == pytest.approx(100.0)
+    assert measured["b"].median_ms == pytest.approx(200.0)
+    assert measured["total"].median_ms == pytest.approx(350.0)
+    assert measured["a"].n == measured["total"].n
+
+
+def test_real_clock_times_a_sleep() -> None:
+    timer = Timer(device=torch.device("cpu"), budget_s=0.05, warmup=1)
+    measured = timer.measure_fn(lambda: time.sleep(0.01))
+    assert 2 <= measured.n <= 5
+    assert 9.0 <= measured.median_ms <= 30.0
+    assert timer.kind == "perf_counter"
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        Timer(device=torch.device("cpu"), budget_s=0)
+    with pytest.raises(ValueError):
+        Timer(device=torch.device("cpu"), budget_s=1, min_repeats=5, max_repeats=2)
