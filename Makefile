@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check bmbench tests
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 clean-venv:
 	rm -rf $(VENV)

@@ -29,7 +29,6 @@ def _current_umask() -> int:
     return mask
 
 
-
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure remove it."""

@@ -9,8 +9,12 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
+from bmbench.cli.ablate import ablate_cli
 from bmbench.cli.data import data_app
+from bmbench.cli.evaluate import evaluate_cli
 from bmbench.cli.report import report_cli
+from bmbench.cli.speed import speed_cli
+from bmbench.cli.train import train_cli
 from bmbench.cli.variants import variants_cli
 from bmbench.errors import BmbenchError
 
@@ -42,7 +46,11 @@ def _root() -> None:
 
 
 app.command("variants")(variants_cli)
+app.command("speed")(speed_cli)
 app.add_typer(data_app, name="data")
+app.command("train")(train_cli)
+app.command("evaluate")(evaluate_cli)
+app.command("ablate")(ablate_cli)
 app.command("report")(report_cli)
 
 

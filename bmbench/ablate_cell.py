@@ -1,0 +1,143 @@
+"""One ablation cell for real: train (reusing the suite's shared trunk), evaluate AP, time the mask branch.
+
+A cell's folder ends up holding ``train/`` (checkpoint, log), ``eval/`` (detections, metrics), ``speed.csv`` and
+``.parquet`` (one row per N and stage), then ``result.json``, which the caller writes. The shared trunks of a suite
+are cached in ``<out>/<suite>/trunks/``, keyed by everything that changes them.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bmbench.ablate import Cell
+from bmbench.bench.cost import describe
+from bmbench.bench.options import make_config
+from bmbench.bench.sweep import run_sweep
+from bmbench.bench.workload import MASK_STAGES, NUM_CLASSES
+from bmbench.data.coco import find_split
+from bmbench.data.synth import ensure_default_dataset
+from bmbench.device import resolve_device
+from bmbench.errors import BmbenchError
+from bmbench.evaluate import evaluate
+from bmbench.results import device_name, git_commit, write_table
+from bmbench.suites import SuiteSpec, format_size
+from bmbench.train import train
+
+SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload
+TRUNKS_DIR = "trunks"
+
+
+def prepare_data(suite: SuiteSpec, device: str) -> Path:
+    """The suite's dataset folder, generated once for a synthetic one (in $BMBENCH_DATA or results/data), checked
+    for a COCO one. Runs in the driver before any cell, so that cells never race to generate it."""
+    data = suite.dataset
+    if data.kind == "synthetic":
+        return ensure_default_dataset(num_images=data.images, size=data.size, seed=data.seed).resolve()
+    root = Path(data.root).expanduser()
+    if data.train not in ("train", "train2017"):
+        raise BmbenchError(f"{suite.path}: dataset.train: training reads the 'train' split only, got {data.train!r}")
+    for split in (data.train, data.val):
+        find_split(root, split)
+    return root.resolve()
+
+
+def _speed(cell: Cell, device: torch.device) -> tuple[dict[str, float], Any]:
+    """Median ms of the whole mask branch and of each stage at each N, on the suite's timing workload."""
+    spec, speed = cell.spec, cell.speed
+    config = make_config(
+        vary="R",
+        values=str(spec.R or 28),  # the spec's own R: one point (an R-less spec is measured once as it is)
+        variants=str(spec),
+        instances=",".join(str(n) for n in speed.instances),
+        image_size=format_size(speed.image_size),
+        device=str(device),
+        dtype=speed.dtype,
+        threads=torch.get_num_threads(),
+        budget_s=speed.budget_s,
+        seed=SPEED_SEED,
+        trunk=speed.trunk,
+        end_to_end=False,
+    )
+    result = run_sweep(config)
+    failed = result.frame[result.frame["status"] != "ok"]
+    if len(failed):
+        first = failed.iloc[0]
+        raise RuntimeError(f"speed at N={first['instances']} ({first['status']}): {first['error']}")
+    measured = {}
+    for row in result.frame.itertuples():
+        name = "mask" if row.stage == "total" else row.stage
+        measured[f"{name}_ms_n{row.instances}"] = float(row.median_ms)
+    return measured, result.frame
+
+
+def _cost(cell: Cell) -> dict[str, Any]:
+    """Analytic GFLOPs at each N and mask-branch parameters, for the head as timed (speed trunk, COCO classes)."""
+    cost: dict[str, Any] = {}
+    for num in cell.speed.instances:
+        (row,) = describe(
+            [cell.spec],
+            image_size=cell.speed.image_size,
+            num_instances=num,
+            trunk=cell.speed.trunk,
+            num_classes=NUM_CLASSES,
+        )
+        cost["mask_params"] = row["mask_params"]
+        cost[f"mask_gflops_n{num}"] = row["total_gflops"]
+        cost |= {f"{stage}_gflops_n{num}": row[f"{stage}_gflops"] for stage in MASK_STAGES}
+    return cost
+
+
+def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) -> dict[str, Any]:
+    """Train → evaluate → time one cell; returns its flat measurements and an ``env`` block. Raises on failure
+    (the caller records it)."""
+    torch_device = resolve_device(device)
+    t = cell.train
+    trained = train(
+        cell.spec,
+        data_dir,
+        out=cell_dir / "train",
+        iters=t.iters,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        protocol=t.protocol,
+        seed=cell.seed,
+        device=str(torch_device),
+        trunk=t.trunk,
+        image_size=t.image_size,
+        trunk_iters=t.trunk_iters,
+        trunk_cache=cell_dir.parent / TRUNKS_DIR,
+    )
+    split = "val" if cell.dataset.kind == "synthetic" else cell.dataset.val
+    metrics = evaluate(
+        trained.checkpoint,
+        data_dir,
+        boxes=cell.eval.boxes,
+        split=split,
+        device=str(torch_device),
+        out=cell_dir / "eval",
+    )
+    speed, frame = _speed(cell, torch_device)
+    write_table(frame, cell_dir / "speed")
+    measured: dict[str, Any] = {key: value for key, value in metrics.items() if key.startswith(("mask_", "box_"))}
+    measured |= speed
+    measured |= {key: value for key, value in trained.metrics.items() if key != "trunk_key"}
+    measured |= {
+        "infer_images_per_s": metrics.get("inference_images_per_s"),
+        "eval_s": metrics.get("eval_s"),
+        "num_detections": metrics.get("num_detections"),
+    }
+    measured |= _cost(cell)
+    measured["env"] = {
+        "device": str(torch_device),
+        "device_name": device_name(torch_device),
+        "dtype": cell.speed.dtype,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "hostname": platform.node(),
+    }
+    return measured

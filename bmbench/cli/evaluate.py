@@ -1,0 +1,59 @@
+"""`bmbench evaluate`: COCO mask and box AP of a checkpoint (predicted or oracle boxes), or of a results file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bmbench.cli.console import console
+from bmbench.errors import BmbenchError
+from bmbench.evaluate import BOX_SOURCES, evaluate, evaluate_detections
+from bmbench.scoring import STAT_NAMES
+
+
+def evaluate_cli(
+    checkpoint: Annotated[Path | None, typer.Argument(help="A checkpoint.pt written by `bmbench train`.")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="COCO-format dataset folder. Default: the synthetic shapes.")
+    ] = None,
+    boxes: Annotated[
+        str, typer.Option(help=f"{' | '.join(BOX_SOURCES)}: the detector's boxes, or ground-truth boxes.")
+    ] = "predicted",
+    detections: Annotated[
+        Path | None, typer.Option("--detections", help="Score this COCO results JSON instead of a checkpoint.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to score against, e.g. val, val2017.")] = "val",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder. Default: eval-<split>-<boxes> beside the checkpoint."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per inference batch.")] = 8,
+) -> None:
+    """Evaluate a checkpoint (writes detections.json and metrics.csv), or score a detections file."""
+    if checkpoint is not None and detections is not None:
+        raise BmbenchError("give either a CHECKPOINT or --detections, not both")
+    if checkpoint is None and detections is None:
+        raise BmbenchError("give a CHECKPOINT to evaluate or --detections FILE.json to score")
+    if detections is not None:
+        if boxes != "predicted":
+            raise BmbenchError("--boxes applies to a checkpoint, not to --detections")
+        out = out or detections.parent / f"{detections.stem}-scores-{split}"
+        metrics = evaluate_detections(detections, data, split=split, out=out)
+        title = f"{detections} on {split}"
+    else:
+        out = out or checkpoint.parent / f"eval-{split}-{boxes}"
+        metrics = evaluate(checkpoint, data, boxes=boxes, split=split, device=device, out=out, batch_size=batch_size)
+        title = f"{checkpoint} on {split}, {boxes} boxes — {metrics['inference_images_per_s']:.1f} images/s"
+    table = Table(title=title)
+    table.add_column("")
+    for name in STAT_NAMES[:6]:
+        table.add_column(name, justify="right")
+    for prefix in ("mask", "box"):
+        if f"{prefix}_AP" in metrics:
+            table.add_row(prefix, *(f"{metrics[f'{prefix}_{name}']:.3f}" for name in STAT_NAMES[:6]))
+    console().print(table)
+    console().print(f"wrote {out}", soft_wrap=True)

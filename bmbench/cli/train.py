@@ -1,0 +1,80 @@
+"""`bmbench train`: train one variant on a COCO-format dataset (default: the synthetic shapes) and checkpoint it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bmbench.cli.console import console
+from bmbench.models.backbone import TRUNKS
+from bmbench.train import PROTOCOLS, TrainConfig, train
+from bmbench.variants import parse_spec
+
+
+def default_train_dir(name: str, protocol: str, seed: int) -> Path:
+    """results/train/<variant>-<protocol>-s<seed>, the variant's spec made filesystem-safe."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+    return Path("results") / "train" / f"{slug}-{protocol}-s{seed}"
+
+
+def train_cli(
+    variant: Annotated[str, typer.Argument(help="Preset or spec, e.g. blendmask or blendmask:K=4,M=7,R=56.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="COCO-format dataset folder. Default: the synthetic shapes.")
+    ] = None,
+    iters: Annotated[int, typer.Option(help="Optimiser steps (shared-trunk: of the mask head).")] = TrainConfig.iters,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = TrainConfig.lr,
+    protocol: Annotated[
+        str, typer.Option(help=f"{' | '.join(PROTOCOLS)}: end to end, or a cached trunk and the mask head alone.")
+    ] = TrainConfig.protocol,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder. Default: results/train/<variant>-<protocol>-s<seed>.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and flips.")] = TrainConfig.seed,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    trunk: Annotated[str, typer.Option(help=f"Backbone + detector widths: {', '.join(TRUNKS)}.")] = TrainConfig.trunk,
+    image_size: Annotated[int, typer.Option("--image-size", help="Longer image side (multiple of 32).")] = (
+        TrainConfig.image_size
+    ),
+    trunk_iters: Annotated[
+        int, typer.Option("--trunk-iters", help="shared-trunk: steps of the trunk's one-time training.")
+    ] = TrainConfig.trunk_iters,
+    trunk_lr: Annotated[
+        float | None, typer.Option("--trunk-lr", help="shared-trunk: the trunk's learning rate. Default: --lr.")
+    ] = None,
+    trunk_cache: Annotated[
+        Path | None, typer.Option("--trunk-cache", help="Folder of cached shared trunks. Default: results/trunks.")
+    ] = None,
+) -> None:
+    """Train a variant and write checkpoint.pt, train_log.csv and meta.json."""
+    spec = parse_spec(variant)
+    out = out or default_train_dir(spec.name, protocol, seed)
+    result = train(
+        spec,
+        data,
+        out=out,
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        protocol=protocol,
+        seed=seed,
+        device=device,
+        trunk=trunk,
+        image_size=image_size,
+        trunk_iters=trunk_iters,
+        trunk_lr=trunk_lr,
+        trunk_cache=trunk_cache,
+        progress=True,
+    )
+    table = Table(title=f"trained {spec} ({protocol})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console().print(table)
+    console().print(f"checkpoint: {result.checkpoint}", soft_wrap=True)

@@ -1,0 +1,170 @@
+"""Where a suite's cells run: in this process, in N local processes, or as Ray tasks.
+
+An executor takes the cells to run and yields ``(cell, result record)`` as each finishes, in completion order; the
+caller (``bmbench.ablate.run_suite``) stores every record, so only this process writes result files and the summary.
+A cell's own failure is a "failed" record (see ``execute_cell``); a worker process that dies (killed by the kernel
+for memory, a crash) is one too, for that cell alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bmbench.ablate import Cell, CellRunner, execute_cell
+from bmbench.bench.options import default_threads
+from bmbench.errors import BmbenchError
+
+Finished = Iterator[tuple[Cell, dict[str, Any]]]
+Starting = Callable[[Cell], None]  # called in this process just before a cell is run or submitted
+
+
+def _failed(cell: Cell, error: str) -> dict[str, Any]:
+    return {"cell_id": cell.cell_id, "suite": cell.suite, "config": cell.config(), "status": "failed", "error": error}
+
+
+def _init_worker(threads: int) -> None:
+    """Runs first in every worker process: split the cores between the workers (no oversubscription)."""
+    torch.set_num_threads(threads)
+
+
+def _slot_device(device: str, slot: int) -> str:
+    """Spread CUDA workers over the GPUs present: worker slot i gets cuda:(i mod count)."""
+    if device in ("cuda", "auto") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return f"cuda:{slot % torch.cuda.device_count()}"
+    return device
+
+
+def run_local(
+    todo: list[Cell],
+    *,
+    runner: CellRunner,
+    suite_dir: Path,
+    device: str,
+    data_dir: Path | None,
+    workers: int = 1,
+    address: str | None = None,
+    starting: Starting,
+) -> Finished:
+    """``workers == 1``: one cell after another in this process. ``workers > 1``: N spawned processes, each with
+    cores/N torch threads; one single-worker pool per slot, so a worker that dies takes down only its own cell."""
+    if address is not None:
+        raise BmbenchError("--address is for --executor ray")
+    if workers == 1:
+        for cell in todo:
+            starting(cell)
+            yield cell, execute_cell(runner, cell, cell_dir=suite_dir / cell.cell_id, device=device, data_dir=data_dir)
+        return
+
+    threads = max(1, default_threads() // workers)
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and CUDA state
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_init_worker, initargs=(threads,))
+
+    pools = [new_pool() for _ in range(min(workers, len(todo)))]
+    queue = deque(todo)
+    running: dict[Future, tuple[Cell, int]] = {}
+    finished = False
+    try:
+        while queue or running:
+            busy = {slot for _, slot in running.values()}
+            for slot in (s for s in range(len(pools)) if s not in busy):
+                if not queue:
+                    break
+                cell = queue.popleft()
+                starting(cell)
+                future = pools[slot].submit(
+                    execute_cell,
+                    runner,
+                    cell,
+                    cell_dir=suite_dir / cell.cell_id,
+                    device=_slot_device(device, slot),
+                    data_dir=data_dir,
+                )
+                running[future] = (cell, slot)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell, slot = running.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    result = _failed(cell, "worker process died (killed, e.g. out of memory, or crashed)")
+                    pools[slot].shutdown(wait=False)
+                    pools[slot] = new_pool()
+                except Exception as err:  # noqa: BLE001 - e.g. a result that does not pickle: that cell fails
+                    result = _failed(cell, f"worker error: {type(err).__name__}: {err}")
+                yield cell, result
+        finished = True
+    finally:
+        for pool in pools:
+            if not finished:  # interrupted: stop the cells in flight now rather than wait for them
+                _terminate_workers(pool)
+            pool.shutdown(wait=finished, cancel_futures=True)
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+def run_ray(
+    todo: list[Cell],
+    *,
+    runner: CellRunner,
+    suite_dir: Path,
+    device: str,
+    data_dir: Path | None,
+    workers: int = 1,
+    address: str | None = None,
+    starting: Starting,
+) -> Finished:
+    """Each cell a Ray task (1 CPU, plus 1 GPU when the cell runs on CUDA). Joins the cluster at ``address``, or
+    the one already initialised in this process, or starts a local instance. On a multi-node cluster, ``--out``
+    and the dataset must lie on a filesystem every node sees."""
+    try:
+        import ray
+    except ImportError:
+        raise BmbenchError("--executor ray needs Ray: pip install 'bmbench[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        wants_gpu = device.startswith("cuda") or (device == "auto" and gpus >= 1)
+        if wants_gpu and gpus < 1:
+            raise BmbenchError(f"--device {device}: the Ray cluster has no GPU")
+        task = ray.remote(num_cpus=1, num_gpus=1 if wants_gpu else 0, max_retries=0)(execute_cell)
+        pending = {}
+        for cell in todo:
+            starting(cell)
+            ref = task.remote(runner, cell, cell_dir=suite_dir / cell.cell_id, device=device, data_dir=data_dir)
+            pending[ref] = cell
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(done[0])
+                try:
+                    result = ray.get(done[0])
+                except ray.exceptions.RayError as err:  # the worker died, or Ray could not run the task
+                    result = _failed(cell, f"Ray task failed: {type(err).__name__}: {str(err).splitlines()[0]}")
+                yield cell, result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+EXECUTORS: dict[str, Callable[..., Finished]] = {"local": run_local, "ray": run_ray}

@@ -1,0 +1,511 @@
+"""Training for AP: the `joint` and `shared-trunk` protocols, seeded (deterministic on the CPU), with checkpoints.
+
+- `joint`: backbone, FPN, detector and mask head train together on FCOS + mask losses, as the papers do.
+- `shared-trunk`: backbone + FPN + detector train once on the FCOS losses; the result is cached under a key of
+  everything that changes it (dataset, trunk, image size, steps, lr, batch, seed) and reused by every variant.
+  Then only the variant's mask head trains, on the frozen trunk's features (trunk in eval mode, no gradients).
+
+Letters: B images per step, as in bmbench.models.losses.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+from torch import Tensor, nn
+
+from bmbench.data.coco import CocoInstanceDataset, collate, find_split
+from bmbench.device import resolve_device, synchronize
+from bmbench.errors import BmbenchError
+from bmbench.models.backbone import TRUNKS
+from bmbench.models.fcos import level_points
+from bmbench.models.losses import (
+    assign_fcos_targets,
+    fcos_losses,
+    level_size_ranges,
+    mask_head_loss,
+    select_mask_positives,
+)
+from bmbench.models.segmenter import InstanceSegmenter
+from bmbench.results import atomic_path, run_metadata, write_json, write_table
+from bmbench.variants import VariantSpec, build_segmenter, parse_spec
+
+PROTOCOLS = ("joint", "shared-trunk")
+CHECKPOINT_FORMAT = "bmbench-checkpoint/1"
+TRUNK_FORMAT = "bmbench-trunk/1"
+TRUNK_RECIPE = 1  # bump when the trunk's training changes, so that older cached trunks are not reused
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_STEM = "train_log"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model trains; stored in its checkpoint."""
+
+    protocol: str = "shared-trunk"  # joint | shared-trunk
+    iters: int = 300  # optimiser steps (shared-trunk: of the mask head)
+    batch_size: int = 8  # images per step
+    lr: float = 2e-3  # AdamW peak learning rate (after warm-up, then cosine decay to 0)
+    seed: int = 0  # model initialisation, data order, flips and mask-positive sampling
+    trunk: str = "small"  # a key of bmbench.models.backbone.TRUNKS
+    image_size: int = 256  # longer image side after resizing
+    trunk_iters: int = 600  # shared-trunk: steps of the trunk's one-time training
+    trunk_lr: float = 2e-3  # shared-trunk: the trunk's peak learning rate
+    warmup_iters: int = 50  # linear warm-up from lr/1000
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    clip_norm: float = 5.0  # gradient norm clipping
+    max_mask_positives: int = 64  # positives per step that the mask loss uses (sampled with a seeded generator)
+    flip: bool = True  # random horizontal flips (seeded per epoch and image)
+
+
+class NonFiniteLossError(BmbenchError):
+    """A loss term or the gradient norm became NaN or infinite: the run stops and says where."""
+
+
+@dataclass
+class TrainResult:
+    """What `train` produced."""
+
+    checkpoint: Path  # the checkpoint file
+    log: Path  # the train log table (CSV; a Parquet twin sits beside it)
+    metrics: dict[str, Any] = field(default_factory=dict)  # timings, throughput, final losses, trunk cache use
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+
+def data_identity(data_dir: Path, split: str = "train") -> str:
+    """A content hash of the split's annotation file: what makes a cached trunk valid for a dataset."""
+    ann_file, _ = find_split(data_dir, split)
+    digest = hashlib.sha256()
+    with open(ann_file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def training_batches(
+    dataset: CocoInstanceDataset, *, batch_size: int, seed: int
+) -> Iterator[tuple[Tensor, list[dict[str, Any]]]]:
+    """Endless shuffled batches; the order and flips come from `seed` alone, so a run repeats exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=collate,
+        num_workers=0,
+        drop_last=len(dataset) >= batch_size,
+    )
+    epoch = 0
+    while True:
+        dataset.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _to_device(images: Tensor, targets: list[dict[str, Any]], device: torch.device) -> tuple[Tensor, list[dict]]:
+    moved = [{**t, **{k: t[k].to(device) for k in ("boxes", "labels", "masks")}} for t in targets]
+    return images.to(device), moved
+
+
+# --- losses of the three kinds of step --------------------------------------------------------------------------
+
+StepLoss = Callable[[Tensor, list[dict[str, Any]], torch.Generator], dict[str, Tensor]]
+
+
+def detector_step(model: InstanceSegmenter, image_size: int) -> StepLoss:
+    """The trunk's training step: FCOS losses only."""
+
+    def step(images: Tensor, targets: list[dict[str, Any]], generator: torch.Generator) -> dict[str, Tensor]:
+        outputs = model.detector(model.backbone(images))
+        points = level_points([tuple(x.shape[-2:]) for x in outputs.class_logits], images.device)
+        assigned = assign_fcos_targets(points, targets, size_ranges=level_size_ranges(image_size))
+        return fcos_losses(outputs, points, assigned)
+
+    return step
+
+
+def joint_step(model: InstanceSegmenter, image_size: int, max_positives: int) -> StepLoss:
+    """End-to-end step: FCOS losses plus the mask loss on sampled positives."""
+
+    def step(images: Tensor, targets: list[dict[str, Any]], generator: torch.Generator) -> dict[str, Tensor]:
+        out = model(images)
+        points = level_points([tuple(x.shape[-2:]) for x in out.detections.class_logits], images.device)
+        assigned = assign_fcos_targets(points, targets, size_ranges=level_size_ranges(image_size))
+        losses = fcos_losses(out.detections, points, assigned)
+        chosen = select_mask_positives(assigned, max_positives, generator)
+        losses["mask"] = mask_head_loss(model.mask_head, out.bottom, out.params, targets, assigned, *chosen)
+        return losses
+
+    return step
+
+
+def mask_step(model: InstanceSegmenter, image_size: int, max_positives: int) -> StepLoss:
+    """Shared-trunk step: the frozen trunk runs without gradients; only the mask head's stages are trained."""
+
+    def step(images: Tensor, targets: list[dict[str, Any]], generator: torch.Generator) -> dict[str, Tensor]:
+        with torch.no_grad():
+            features = model.backbone(images)
+            detections = model.detector(features)
+        bottom = model.mask_head.bottom(features, tuple(images.shape[-2:]))
+        params = model.mask_head.top(detections.box_tower)
+        points = level_points([tuple(x.shape[-2:]) for x in detections.class_logits], images.device)
+        assigned = assign_fcos_targets(points, targets, size_ranges=level_size_ranges(image_size))
+        chosen = select_mask_positives(assigned, max_positives, generator)
+        return {"mask": mask_head_loss(model.mask_head, bottom, params, targets, assigned, *chosen)}
+
+    return step
+
+
+# --- the optimisation loop ---------------------------------------------------------------------------------------
+
+
+class _SpeedColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        return Text(f"{task.speed or 0.0:.2f} it/s")
+
+
+def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up from 1/1000, then cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 1e-3 + (1 - 1e-3) * step / warmup
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def optimise(
+    step: StepLoss,
+    parameters: list[nn.Parameter],
+    batches: Iterator[tuple[Tensor, list[dict[str, Any]]]],
+    *,
+    stage: str,
+    iters: int,
+    lr: float,
+    config: TrainConfig,
+    device: torch.device,
+    log_every: int,
+    progress: bool,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Run `iters` AdamW steps of `step` on `batches`. Returns (log rows, timing). A non-finite loss term or
+    gradient norm raises NonFiniteLossError naming the stage, the iteration and the term."""
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(min(config.warmup_iters, iters // 4), iters))
+    generator = torch.Generator().manual_seed(config.seed)
+    rows: list[dict[str, Any]] = []
+    window: list[list[float]] = []
+    images_seen, started, window_started = 0, time.perf_counter(), time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+    )
+    bar = Progress(*columns, _SpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
+    with bar:
+        task = bar.add_task(stage, total=iters, loss="–")
+        for it in range(1, iters + 1):
+            images, targets = _to_device(*next(batches), device)
+            losses = step(images, targets, generator)
+            total = sum(losses.values())
+            names = [*losses, "total"]
+            values = torch.stack([*(v.detach().float() for v in losses.values()), total.detach().float()]).tolist()
+            for name, value in zip(names, values, strict=True):
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"{stage} training stopped at iteration {it}/{iters}: loss term {name!r} is {value} "
+                        f"(lr {scheduler.get_last_lr()[0]:.3g}); try a lower --lr"
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(parameters, config.clip_norm))
+            if not math.isfinite(norm):
+                raise NonFiniteLossError(
+                    f"{stage} training stopped at iteration {it}/{iters}: the gradient norm is {norm}; try a lower --lr"
+                )
+            optimizer.step()
+            scheduler.step()
+            images_seen += len(images)
+            window.append(values)
+            bar.update(task, advance=1, loss=f"{values[-1]:.3f}")
+            if it % log_every == 0 or it == iters:
+                synchronize(device)
+                now = time.perf_counter()
+                mean = [sum(col) / len(window) for col in zip(*window, strict=True)]
+                rows.append(
+                    {
+                        "stage": stage,
+                        "iter": it,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **{f"loss_{name}": v for name, v in zip(names, mean, strict=True)},
+                        "images_per_s": len(window) * config.batch_size / max(now - window_started, 1e-9),
+                    }
+                )
+                window, window_started = [], now
+                if on_log is not None:
+                    on_log(rows[-1])
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    return rows, {"seconds": seconds, "images_per_s": images_seen / max(seconds, 1e-9)}
+
+
+# --- the shared trunk --------------------------------------------------------------------------------------------
+
+
+def trunk_key(data_id: str, config: TrainConfig, num_classes: int) -> str:
+    """Hash of everything that changes the shared trunk."""
+    fields = {
+        "recipe": TRUNK_RECIPE,
+        "data": data_id,
+        "trunk": config.trunk,
+        "image_size": config.image_size,
+        "iters": config.trunk_iters,
+        "lr": config.trunk_lr,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "num_classes": num_classes,
+        "flip": config.flip,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_trunk_cache() -> Path:
+    """Where shared trunks are cached unless told otherwise: results/trunks under the working directory."""
+    return Path("results") / "trunks"
+
+
+def _load_trunk(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise BmbenchError(f"{path}: cached trunk is unreadable ({type(err).__name__}); delete it to retrain") from err
+    if not isinstance(state, dict) or state.get("format") != TRUNK_FORMAT:
+        raise BmbenchError(f"{path}: not a bmbench trunk checkpoint; delete it to retrain")
+    return state
+
+
+def shared_trunk(
+    model: InstanceSegmenter,
+    dataset: CocoInstanceDataset,
+    *,
+    config: TrainConfig,
+    data_id: str,
+    cache: Path,
+    device: torch.device,
+    log_every: int,
+    progress: bool,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Load the cached trunk for this key into `model`, training and caching it first when absent. A file lock
+    makes concurrent runs train it once. Returns the trunk's record (key, log, metrics, whether it was reused)."""
+    key = trunk_key(data_id, config, dataset.num_classes)
+    path = Path(cache) / f"trunk-{config.trunk}-{key}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reused = path.is_file()
+        if not reused:
+            model.train()
+            batches = training_batches(dataset, batch_size=config.batch_size, seed=config.seed)
+            step = detector_step(model, config.image_size)
+            rows, timing = optimise(
+                step,
+                model.trunk_parameters(),
+                batches,
+                stage="trunk",
+                iters=config.trunk_iters,
+                lr=config.trunk_lr,
+                config=config,
+                device=device,
+                log_every=log_every,
+                progress=progress,
+                on_log=on_log,
+            )
+            record = {
+                "format": TRUNK_FORMAT,
+                "key": key,
+                "config": asdict(config),
+                "data_id": data_id,
+                "num_classes": dataset.num_classes,
+                "backbone": model.backbone.state_dict(),
+                "detector": model.detector.state_dict(),
+                "log": rows,
+                "metrics": {"trunk_train_s": timing["seconds"], "trunk_images_per_s": timing["images_per_s"]},
+            }
+            with atomic_path(path) as tmp:
+                torch.save(record, tmp)
+        state = _load_trunk(path)
+    model.backbone.load_state_dict(state["backbone"])
+    model.detector.load_state_dict(state["detector"])
+    return {"key": key, "path": path, "reused": reused, "log": state["log"], "metrics": state["metrics"]}
+
+
+# --- train -------------------------------------------------------------------------------------------------------
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.protocol not in PROTOCOLS:
+        raise BmbenchError(f"unknown protocol {config.protocol!r} (use {' or '.join(PROTOCOLS)})")
+    if config.trunk not in TRUNKS:
+        raise BmbenchError(f"unknown trunk {config.trunk!r} (known: {', '.join(TRUNKS)})")
+    for name in ("iters", "batch_size", "trunk_iters", "max_mask_positives"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise BmbenchError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("lr", "trunk_lr"):
+        value = getattr(config, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise BmbenchError(f"{name} must be a positive number, got {value!r}")
+    if config.seed < 0:
+        raise BmbenchError(f"seed must be non-negative, got {config.seed}")
+    if config.image_size < 32 or config.image_size % 32:
+        raise BmbenchError(f"image size must be a multiple of 32 (at least 32), got {config.image_size}")
+
+
+def train(
+    spec: VariantSpec | str,
+    data_dir: Path | None = None,
+    *,
+    out: Path,
+    iters: int = TrainConfig.iters,
+    batch_size: int = TrainConfig.batch_size,
+    lr: float = TrainConfig.lr,
+    protocol: str = TrainConfig.protocol,
+    seed: int = TrainConfig.seed,
+    device: str = "auto",
+    trunk: str = TrainConfig.trunk,
+    image_size: int = TrainConfig.image_size,
+    trunk_iters: int = TrainConfig.trunk_iters,
+    trunk_lr: float | None = None,
+    trunk_cache: Path | None = None,
+    max_mask_positives: int = TrainConfig.max_mask_positives,
+    log_every: int = 10,
+    progress: bool = False,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train `spec` on the train split of `data_dir` (default: the synthetic default dataset) and write
+    ``out/checkpoint.pt``, ``out/train_log.csv`` (+ .parquet) and ``out/meta.json``.
+
+    Every input is checked before anything is written; bad input raises BmbenchError. Returns the checkpoint and
+    log paths and metrics: ``train_s``, ``train_images_per_s`` (the mask-head stage under shared-trunk),
+    ``trunk_reused``, ``trunk_train_s``, ``trunk_images_per_s``, ``final_loss_*``. `on_log` receives each log
+    row as it is made (every `log_every` steps); `progress` draws a rich progress bar on stderr.
+    """
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    config = TrainConfig(
+        protocol=protocol,
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        trunk=trunk,
+        image_size=image_size,
+        trunk_iters=trunk_iters,
+        trunk_lr=lr if trunk_lr is None else trunk_lr,
+        max_mask_positives=max_mask_positives,
+    )
+    _check_config(config)
+    if not isinstance(log_every, int) or log_every < 1:
+        raise BmbenchError(f"log_every must be a positive integer, got {log_every!r}")
+    torch_device = resolve_device(device)
+    if data_dir is None:
+        from bmbench.data.synth import ensure_default_dataset
+
+        data_dir = ensure_default_dataset()
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise BmbenchError(f"data directory {data_dir} does not exist")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BmbenchError(f"--out {out} exists and is not a directory")
+    dataset = CocoInstanceDataset(data_dir, "train", image_size=image_size, flip=config.flip, seed=seed)
+    data_id = data_identity(data_dir)
+
+    torch.manual_seed(seed)  # the trunk is built first, so its initialisation is the same for every variant
+    model = build_segmenter(spec, trunk=trunk, num_classes=dataset.num_classes).to(torch_device)
+    log: list[dict[str, Any]] = []
+    metrics: dict[str, Any] = {}
+    if config.protocol == "shared-trunk":
+        record = shared_trunk(
+            model,
+            dataset,
+            config=config,
+            data_id=data_id,
+            cache=default_trunk_cache() if trunk_cache is None else Path(trunk_cache),
+            device=torch_device,
+            log_every=log_every,
+            progress=progress,
+            on_log=on_log,
+        )
+        log += record["log"]
+        metrics |= {"trunk_reused": record["reused"], "trunk_key": record["key"], **record["metrics"]}
+        for parameter in model.trunk_parameters():
+            parameter.requires_grad_(False)
+        model.backbone.eval()
+        model.detector.eval()
+        model.mask_head.train()
+        step, parameters, stage = (
+            mask_step(model, image_size, max_mask_positives),
+            list(model.mask_head.parameters()),
+            "mask",
+        )
+    else:
+        model.train()
+        step, parameters, stage = joint_step(model, image_size, max_mask_positives), list(model.parameters()), "joint"
+    batches = training_batches(dataset, batch_size=batch_size, seed=seed + 1)
+    rows, timing = optimise(
+        step,
+        parameters,
+        batches,
+        stage=stage,
+        iters=iters,
+        lr=lr,
+        config=config,
+        device=torch_device,
+        log_every=log_every,
+        progress=progress,
+        on_log=on_log,
+    )
+    log += rows
+    last = rows[-1]
+    metrics |= {"train_s": timing["seconds"], "train_images_per_s": timing["images_per_s"]}
+    metrics |= {f"final_{k}": v for k, v in last.items() if k.startswith("loss_")}
+
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": str(spec),
+        "trunk": trunk,
+        "num_classes": dataset.num_classes,
+        "label_to_category_id": list(dataset.label_to_category_id),
+        "class_names": list(dataset.class_names),
+        "config": asdict(config),
+        "data_id": data_id,
+        "model": model.state_dict(),
+        "metrics": metrics,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / CHECKPOINT_FILE) as tmp:
+        torch.save(checkpoint, tmp)
+    write_table(pd.DataFrame(log), out / LOG_STEM)
+    meta = run_metadata(device=torch_device, spec=str(spec), data_dir=str(data_dir), config=asdict(config))
+    write_json(out / "meta.json", meta | {"metrics": metrics})
+    return TrainResult(out / CHECKPOINT_FILE, (out / LOG_STEM).with_suffix(".csv"), metrics)
