@@ -12,11 +12,15 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e '.[dev]' $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[dev,ray]' $(TORCH_PIN)
 	touch $(STAMP)
 
+# The whole story on the CPU: the variants, a speed sweep, a small ablation on the synthetic data, the report.
 demo: $(STAMP)
 	$(BIN)/bmbench variants
+	$(BIN)/bmbench speed --vary R --instances 1,10,50 --budget-s 0.2
+	$(BIN)/bmbench ablate suites/demo.yaml
+	$(BIN)/bmbench report --results results --out results/report.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check bmbench tests
