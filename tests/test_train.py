@@ -18,7 +18,8 @@ from bmbench.cli.train import train_cli
 from bmbench.data.coco import CocoInstanceDataset, collate
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
-from bmbench.train import NonFiniteLossError, TrainConfig, joint_step, optimise, train
+from bmbench.loop import NonFiniteLossError, optimise
+from bmbench.train import joint_step, train
 from bmbench.variants import FAMILY_PRESETS, PRESETS, build_segmenter, parse_spec
 
 # The family presets shrunk so that a step takes a fraction of a second on a CPU.
@@ -58,7 +59,6 @@ def test_few_steps_reduce_the_loss(family: str, tiny_data: Path) -> None:
     batch = collate([dataset[0], dataset[1]])
     torch.manual_seed(0)
     model = build_segmenter(parse_spec(TINY[family]), num_classes=dataset.num_classes)
-    config = TrainConfig(batch_size=2, warmup_iters=0)
     rows, _ = optimise(
         joint_step(model, IMAGE_SIZE, max_positives=16),
         list(model.parameters()),
@@ -66,10 +66,10 @@ def test_few_steps_reduce_the_loss(family: str, tiny_data: Path) -> None:
         stage="joint",
         iters=8,
         lr=2e-3,
-        config=config,
         device=torch.device("cpu"),
+        seed=0,
+        warmup_iters=0,
         log_every=1,
-        progress=False,
     )
     first, last = rows[0], rows[-1]
     assert last["loss_total"] < first["loss_total"]

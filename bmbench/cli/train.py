@@ -50,6 +50,9 @@ def train_cli(
     trunk_cache: Annotated[
         Path | None, typer.Option("--trunk-cache", help="Folder of cached shared trunks. Default: results/trunks.")
     ] = None,
+    semantic_aux: Annotated[
+        bool, typer.Option("--semantic-aux/--no-semantic-aux", help="Auxiliary semantic loss on the trunk's P3.")
+    ] = TrainConfig.semantic_aux,
 ) -> None:
     """Train a variant and write checkpoint.pt, train_log.csv and meta.json."""
     spec = parse_spec(variant)
@@ -69,6 +72,7 @@ def train_cli(
         trunk_iters=trunk_iters,
         trunk_lr=trunk_lr,
         trunk_cache=trunk_cache,
+        semantic_aux=semantic_aux,
         progress=True,
     )
     table = Table(title=f"trained {spec} ({protocol})")

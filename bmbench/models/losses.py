@@ -278,3 +278,22 @@ def mask_head_loss(
         gt_boxes = targets[b]["boxes"][unique.to(targets[b]["boxes"].device)].to(logits.device)
         goal[chosen] = mask_targets(gt_masks, gt_boxes, mask_form=head.mask_form, R=R)[inverse]
     return mask_loss(logits, goal, weights, mask_form=head.mask_form, boxes=boxes)
+
+
+def semantic_targets(targets: list[dict[str, Any]], *, num_classes: int, size: tuple[int, int], stride: int) -> Tensor:
+    """Per-class foreground of each image at `stride`: ``Tensor[B, C, H/stride, W/stride]`` in 0..1, the fraction
+    of each cell covered by an instance of that class (the union of its masks)."""
+    out = []
+    for target in targets:
+        masks, labels = target["masks"], target["labels"]
+        union = torch.zeros((num_classes, *size), dtype=torch.float32, device=masks.device)
+        for label in labels.unique().tolist():
+            union[label] = masks[labels == label].amax(dim=0)  # (H, W)
+        out.append(F.avg_pool2d(union[None], stride)[0])
+    return torch.stack(out)
+
+
+def semantic_loss(logits: Tensor, goal: Tensor) -> Tensor:
+    """Auxiliary semantic segmentation loss (BlendMask's and YOLACT's auxiliary task): BCE-with-logits per class and
+    cell, ``logits, goal: Tensor[B, C, h, w]``."""
+    return F.binary_cross_entropy_with_logits(logits.float(), goal)

@@ -19,11 +19,27 @@ def _chunks(num: int, image_size: tuple[int, int]) -> list[slice]:
     return [slice(i, min(i + step, num)) for i in range(0, num, step)]
 
 
+def _bilinear_weights(grid: Tensor, size: int) -> Tensor:
+    """1-D bilinear sampling weights as grid_sample applies them (align_corners=False, zero padding):
+    ``grid: Tensor[n, L]`` normalised coordinates -> ``Tensor[n, L, size]``."""
+    source = ((grid + 1) * size - 1) / 2  # (n, L) in source cell units
+    left = source.floor()
+    frac = source - left
+    weights = grid.new_zeros((*grid.shape, size + 2))  # columns -1 .. size: out-of-range taps land in the margins
+    index = (left.long() + 1).clamp(0, size + 1)  # (n, L), shifted by the margin
+    weights.scatter_add_(2, index[..., None], (1 - frac)[..., None])
+    weights.scatter_add_(2, (index + 1).clamp(max=size + 1)[..., None], frac[..., None])
+    return weights[..., 1 : size + 1]
+
+
 def paste_roi_masks(logits: Tensor, boxes: Tensor, image_size: tuple[int, int], threshold: float = 0.0) -> Tensor:
     """Resample ``logits: Tensor[N, R, R]`` (RoI form, box-aligned as RoIAlign(aligned=True) samples it) into the
     image and threshold: ``boxes: Tensor[N, 4]`` (x0, y0, x1, y1, image pixels) -> ``Tensor[N, H, W]`` bool.
 
     Bilinear, with pixel centres at +0.5 and the RoI's cells spanning the box exactly; outside the box -> False.
+    This is ``F.grid_sample`` on a box-aligned grid (the reference formulation in tests/models/test_paste.py),
+    computed as two small matrix products per instance because bilinear sampling on such a grid is separable in
+    y and x: ``rows[n, H, R] @ logits[n, R, R] @ cols[n, W, R]^T``. Values agree to float rounding.
     """
     H, W = image_size
     out = torch.zeros((logits.shape[0], H, W), dtype=torch.bool, device=logits.device)
@@ -37,11 +53,11 @@ def paste_roi_masks(logits: Tensor, boxes: Tensor, image_size: tuple[int, int], 
         # Normalised sampling coordinates in [-1, 1] across the box: (n, W) and (n, H).
         gx = (xs[None] - x0[:, None]) / (x1 - x0).clamp(min=1e-6)[:, None] * 2 - 1
         gy = (ys[None] - y0[:, None]) / (y1 - y0).clamp(min=1e-6)[:, None] * 2 - 1
-        n = gx.shape[0]
-        grid = torch.stack((gx[:, None, :].expand(n, H, W), gy[:, :, None].expand(n, H, W)), dim=3)  # (n, H, W, 2)
-        sampled = F.grid_sample(logits[part, None].float(), grid, mode="bilinear", align_corners=False)
+        rows = _bilinear_weights(gy, logits.shape[-2])  # (n, H, R)
+        cols = _bilinear_weights(gx, logits.shape[-1])  # (n, W, R)
+        sampled = rows @ logits[part].float() @ cols.transpose(1, 2)  # (n, H, W)
         inside = (gx.abs() <= 1)[:, None, :] & (gy.abs() <= 1)[:, :, None]  # (n, H, W)
-        out[part] = (sampled[:, 0] > threshold) & inside
+        out[part] = (sampled > threshold) & inside
     return out
 
 

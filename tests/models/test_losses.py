@@ -19,6 +19,7 @@ from bmbench.models.losses import (
     mask_loss,
     roi_mask_targets,
     select_mask_positives,
+    semantic_targets,
 )
 from bmbench.variants import build_segmenter, parse_spec
 
@@ -187,3 +188,17 @@ def test_mask_head_loss_backpropagates_for_every_family(text: str) -> None:
     assert torch.isfinite(loss) and loss > 0
     grads = [p.grad for p in model.mask_head.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_semantic_targets_are_per_class_unions_at_the_stride() -> None:
+    masks = torch.zeros((3, 16, 16), dtype=torch.uint8)
+    masks[0, :8, :8] = 1  # class 1
+    masks[1, 4:8, 4:12] = 1  # class 1, overlapping the first
+    masks[2, 8:, 8:] = 1  # class 0
+    target = {"masks": masks, "labels": torch.tensor([1, 1, 0])}
+    empty = {"masks": masks[:0], "labels": torch.zeros(0, dtype=torch.int64)}
+    goal = semantic_targets([target, empty], num_classes=3, size=(16, 16), stride=8)
+    assert goal.shape == (2, 3, 2, 2)
+    assert goal[0, 1].tolist() == [[1.0, 0.25], [0.0, 0.0]]  # the union, not the sum
+    assert goal[0, 0].tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    assert goal[0, 2].sum() == 0 and goal[1].sum() == 0
