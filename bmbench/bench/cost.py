@@ -66,7 +66,9 @@ def stage_costs(
         K, M, R = spec.K, spec.M, spec.R
         bottom = StageCost(_basis_flops(C, K, hw), 0)
         top = StageCost(_conv(T, K * M * M, 3, tower_hw), 0)
-        merge = StageCost(0, N * K * R * R * (7 + 7 + 3 + 2))
+        # Upsampling as two matmuls per (instance, basis): (R×M)(M×M) then (R×M)(M×R); then roi_align's bilinear
+        # sample (7 per element), softmax over K (3) and the weighted sum (2).
+        merge = StageCost(N * K * 2 * R * M * (M + R), N * K * R * R * (7 + 3 + 2))
     elif spec.family == "yolact":
         K = spec.K
         bottom = StageCost(_basis_flops(C, K, hw), 0)

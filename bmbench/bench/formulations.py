@@ -53,31 +53,15 @@ def blend_inplace(bases: Tensor, attentions: Tensor, rois: Tensor, *, M: int, R:
     return weights.mul_(_pool(bases, rois, R)).sum(dim=1)  # (N, R, R)
 
 
-def interpolation_matrix(size_in: int, size_out: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``Tensor[size_out, size_in]``: 1-D linear interpolation (align_corners=False) as a matrix, so that bilinear
-    upsampling of ``x: Tensor[..., M, M]`` is ``A @ x @ A.T``."""
-    eye = torch.eye(size_in, dtype=torch.float32, device=device)[None]  # (1, M, M): one impulse per channel
-    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].t().to(dtype)  # (R, M)
-
-
-def blend_separable(bases: Tensor, attentions: Tensor, rois: Tensor, *, M: int, R: int) -> Tensor:
-    """Bilinear upsampling as two small matmuls with the interpolation matrix."""
-    K = bases.shape[1]
-    A = interpolation_matrix(M, R, dtype=attentions.dtype, device=attentions.device)  # (R, M)
-    upsampled = torch.matmul(torch.matmul(A, attentions.view(-1, K, M, M)), A.t())  # (N, K, R, R)
-    return (_pool(bases, rois, R) * upsampled.softmax(dim=1)).sum(dim=1)  # (N, R, R)
-
-
 def blend_loop(bases: Tensor, attentions: Tensor, rois: Tensor, *, M: int, R: int) -> Tensor:
     """One instance at a time (the reference the model-zoo tests compare against); for scale, not speed."""
     return torch.cat([blend(bases, attentions[i : i + 1], rois[i : i + 1], M=M, R=R) for i in range(len(rois))])
 
 
 FORMULATIONS: dict[str, Blender] = {
-    "blender": blend,  # ours, bmbench.models.heads.blend
+    "blender": blend,  # ours, bmbench.models.heads.blendmask.blend (separable upsampling)
     "plain": blend_plain,
     "einsum": blend_einsum,
     "inplace": blend_inplace,
-    "separable": blend_separable,
     "loop": blend_loop,
 }

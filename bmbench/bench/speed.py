@@ -30,6 +30,7 @@ from bmbench.bench.sweep import (
     torch_settings,
 )
 from bmbench.bench.workload import random_inputs, sample_instances
+from bmbench.device import allocator_mode
 from bmbench.errors import BmbenchError
 from bmbench.results import atomic_path, run_metadata, write_json, write_table
 
@@ -100,6 +101,7 @@ def speed_metadata(config: SweepConfig, **extra: Any) -> dict[str, Any]:
         cudnn_benchmark=config.device.type == "cuda",
         cpu_count=os.cpu_count(),
         load_average_start=machine_load(),
+        host_allocator=allocator_mode(),
         **extra,
     )
 

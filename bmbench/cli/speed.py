@@ -29,6 +29,7 @@ from bmbench.bench.options import (
 from bmbench.bench.speed import SpeedRun, check_out_dir, default_out_dir, machine_load, run_checks_to, run_speed
 from bmbench.bench.sweep import count_steps, plan_points
 from bmbench.cli.console import console
+from bmbench.device import reuse_freed_memory
 from bmbench.models.backbone import TRUNKS
 
 BUSY_LOAD = 1.0  # a 1-minute load average from other work at which the run warns
@@ -95,6 +96,7 @@ def speed_cli(
     points, _ = plan_points(config)
     out_dir = out if out is not None else default_out_dir(config, check=check)
     check_out_dir(out_dir)
+    reuse_freed_memory()  # stable host-memory timings: see bmbench.device.reuse_freed_memory
     load = machine_load()
     if load is not None and load >= BUSY_LOAD:
         console(stderr=True).print(

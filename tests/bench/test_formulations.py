@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from bmbench.bench.checks import run_checks
-from bmbench.bench.formulations import FORMULATIONS, interpolation_matrix
+from bmbench.bench.formulations import FORMULATIONS
 from bmbench.bench.options import make_config
 from bmbench.models.heads.blendmask import blend
 
@@ -24,13 +23,6 @@ def test_formulation_equals_the_blender(name: str, K: int, M: int, R: int) -> No
         expected = blend(bases, attentions, rois, M=M, R=R)
         got = FORMULATIONS[name](bases, attentions.clone(), rois, M=M, R=R)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_interpolation_matrix_is_bilinear_upsampling() -> None:
-    x = torch.randn(3, 2, 7, 7)
-    A = interpolation_matrix(7, 56, dtype=torch.float32, device=torch.device("cpu"))
-    expected = F.interpolate(x, size=(56, 56), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(A @ x @ A.t(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_checks_report_formulations_bandwidth_and_repeatability(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +42,8 @@ def test_tiny_run_through_the_cli(tmp_path: Path) -> None:
     assert set(frame["instances"]) == {1, 2} and set(frame["R"]) == {8, 16}
     assert set(frame["stage"]) == {"bottom", "top", "merge", "paste", "total", "detector", "end_to_end"}
     assert (out / "scaling.csv").exists() and json.loads((out / "meta.json").read_text())["image_size"] == "64x48"
+    allocator = json.loads((out / "meta.json").read_text())["host_allocator"]
+    assert allocator.startswith("glibc, freed memory reused") or platform.libc_ver()[0] != "glibc"
     again = runner.invoke(_app(), [*args, "--instances", "1", *TINY, "--out", str(out)])
     assert again.exit_code == 2 and "already holds a run" in again.output
 

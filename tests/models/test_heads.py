@@ -10,6 +10,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from bmbench.models.backbone import feature_shapes
 from bmbench.models.heads import blend
+from bmbench.models.heads.blendmask import interpolation_matrix
 from bmbench.models.heads.centermask import product_logits
 from bmbench.variants import PRESETS, VariantSpec, build_segmenter, parse_spec
 
@@ -121,3 +122,10 @@ def test_inference_in_low_precision(name: str, dtype: torch.dtype) -> None:
         params = torch.zeros(4, model.mask_head.num_params, dtype=dtype)
         logits = model.mask_head.merge(out.bottom, params, _rois().to(dtype), torch.tensor([0, 1, 2, 1]))
     assert logits.dtype == dtype and torch.isfinite(logits.float()).all()
+
+
+def test_interpolation_matrix_is_bilinear_upsampling() -> None:
+    x = torch.randn(3, 2, 7, 7)
+    A = interpolation_matrix(7, 56, dtype=torch.float32, device=torch.device("cpu"))
+    expected = F.interpolate(x, size=(56, 56), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(A @ x @ A.t(), expected, rtol=1e-5, atol=1e-5)
