@@ -152,6 +152,12 @@ def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) ->
     lines = [f"### Ablation suite `{suite.name}`", ""]
     ok = int(suite.frame["status"].astype(str).eq("ok").sum())
     lines += [f"{ok} of {len(suite.frame)} cells succeeded.", ""]
+    if "eval_boxes" in suite.frame and suite.frame["eval_boxes"].astype(str).eq("oracle").any():
+        lines += [
+            "Masks were scored on ground-truth boxes (`eval: {boxes: oracle}`): box AP is 100 by construction, and "
+            "mask AP measures the masks alone.",
+            "",
+        ]
     latency = tables.latency_at(suite)
     front = f"mask AP against ms at N={latency[0]}" if latency else "no times"
     lines += _table(

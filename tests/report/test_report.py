@@ -16,7 +16,7 @@ from bmbench.cli.report import report_cli
 from bmbench.errors import BmbenchError
 from bmbench.report import load, render
 from bmbench.report.claims import FINDINGS
-from bmbench.report.render import PUBLISHED_LABEL, build_report, figure_dir
+from bmbench.report.render import PUBLISHED_LABEL, build_report, figure_dir, suite_section
 from bmbench.report.tables import BEST_MARK, PARETO_MARK, grid_table, pareto_front
 
 NOW = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
@@ -128,6 +128,14 @@ def test_grid_marks_best_and_pareto(tmp_path: Path) -> None:
     assert best[["R", "K", "M"]].values.tolist() == [["56", "8", "7"]]
     ap, ms = pd.Series([30.0, 32.0, 31.0, 29.0]), pd.Series([1.0, 2.0, 3.0, 0.5])
     assert pareto_front(ap, ms).tolist() == [True, True, False, True]
+
+
+@pytest.mark.parametrize("boxes", ["oracle", "predicted"])
+def test_oracle_suites_say_that_box_ap_is_by_construction(tmp_path: Path, boxes: str) -> None:
+    frame = suite_frame().assign(eval_boxes=boxes)
+    suite = load.load_suite(write_suite(tmp_path / "quick", frame))
+    text = "\n".join(suite_section(suite, [], tmp_path / "report.md"))
+    assert ("box AP is 100 by construction" in text) == (boxes == "oracle")
 
 
 def test_the_cli_writes_the_report_and_prints_the_verdicts(tmp_path: Path) -> None:
