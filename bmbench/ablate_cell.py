@@ -24,7 +24,8 @@ from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
 from bmbench.evaluate import evaluate
 from bmbench.results import device_name, git_commit, write_table
-from bmbench.suites import SuiteSpec, format_size
+from bmbench.suite_fields import format_size
+from bmbench.suites import SuiteSpec
 from bmbench.train import train
 
 SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload

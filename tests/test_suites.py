@@ -42,7 +42,7 @@ def test_omitted_sections_take_documented_defaults(tmp_path: Path) -> None:
     assert suite.name == "only-variants"  # the file's stem
     assert suite.dataset == DatasetSpec(kind="synthetic", images=400, size=256, seed=0)
     assert suite.train == TrainSpec(
-        protocol="shared-trunk", iters=300, batch_size=8, lr=0.002, trunk="small", image_size=256, trunk_iters=600
+        protocol="shared-trunk", iters=200, batch_size=8, lr=0.002, trunk="small", image_size=256, trunk_iters=1000
     )
     assert suite.train == TrainSpec()  # the defaults are bmbench.train's
     assert suite.eval == EvalSpec(boxes="predicted")

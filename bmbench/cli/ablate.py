@@ -13,7 +13,8 @@ from rich.table import Table
 
 from bmbench.ablate import Cell, PlannedCell, plan_suite, run_suite
 from bmbench.cli.console import console
-from bmbench.suites import format_size, load_suite
+from bmbench.suite_fields import format_size
+from bmbench.suites import load_suite
 
 
 class RichSuiteProgress:

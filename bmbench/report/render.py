@@ -16,8 +16,9 @@ import pandas as pd
 
 import bmbench
 from bmbench.report import figures, tables
-from bmbench.report.claims import FAILS, FINDINGS, HOLDS, Verdict, evaluate
+from bmbench.report.claims import FAILS, HOLDS, Verdict, evaluate
 from bmbench.report.figures import FigureResult
+from bmbench.report.findings import FINDINGS
 from bmbench.report.load import AblationSuite, Environment, SpeedRun, load_results
 from bmbench.results import git_commit, write_text
 

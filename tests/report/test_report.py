@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bmbench.cli.report import report_cli
 from bmbench.errors import BmbenchError
 from bmbench.report import load, render
-from bmbench.report.claims import FINDINGS
+from bmbench.report.findings import FINDINGS
 from bmbench.report.render import PUBLISHED_LABEL, build_report, figure_dir, suite_section
 from bmbench.report.tables import BEST_MARK, PARETO_MARK, grid_table, pareto_front
 
