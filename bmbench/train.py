@@ -94,10 +94,14 @@ def build_semantic_head(*, in_channels: int, num_classes: int) -> nn.Module:
     )
 
 
-def _semantic_head(config: TrainConfig, num_classes: int, device: torch.device) -> nn.Module | None:
+def _semantic_head(
+    config: TrainConfig, num_classes: int, device: torch.device
+) -> tuple[nn.Module | None, list[nn.Parameter]]:
+    """The auxiliary head when the config asks for one (else None), and the parameters it adds to the optimiser."""
     if not config.semantic_aux:
-        return None
-    return build_semantic_head(in_channels=TRUNKS[config.trunk].fpn_channels, num_classes=num_classes).to(device)
+        return None, []
+    head = build_semantic_head(in_channels=TRUNKS[config.trunk].fpn_channels, num_classes=num_classes).to(device)
+    return head, list(head.parameters())
 
 
 def _semantic_term(
@@ -197,9 +201,8 @@ def shared_trunk(
         if not reused:
             model.train()
             batches = training_batches(dataset, batch_size=config.batch_size, seed=config.seed)
-            semantic_head = _semantic_head(config, dataset.num_classes, device)
+            semantic_head, extra = _semantic_head(config, dataset.num_classes, device)
             step = detector_step(model, config.image_size, semantic_head)
-            extra = list(semantic_head.parameters()) if semantic_head is not None else []
             rows, timing = optimise(
                 step,
                 model.trunk_parameters() + extra,
@@ -345,9 +348,9 @@ def train(
         )
     else:
         model.train()
-        semantic_head = _semantic_head(config, dataset.num_classes, torch_device)
+        semantic_head, extra = _semantic_head(config, dataset.num_classes, torch_device)
         step, stage = joint_step(model, image_size, max_mask_positives, semantic_head), "joint"
-        parameters = list(model.parameters()) + (list(semantic_head.parameters()) if semantic_head else [])
+        parameters = list(model.parameters()) + extra
     batches = training_batches(dataset, batch_size=batch_size, seed=seed + 1)
     rows, timing = optimise(
         step,

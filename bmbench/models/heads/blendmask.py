@@ -26,7 +26,7 @@ def blend(bases: Tensor, attentions: Tensor, rois: Tensor, *, M: int, R: int) ->
     (batch index, x0, y0, x1, y1 in image pixels) -> mask logits ``Tensor[N, R, R]``.
 
     The bilinear upsampling (align_corners=False) is computed as two small matrix products with the interpolation
-    matrix: the same values as ``F.interpolate`` (tests/models/heads), and faster on the CPU at K=4, M=7, R=56
+    matrix: the same values as ``F.interpolate`` (tests/models/test_heads.py), and faster on the CPU at K=4, M=7, R=56
     (``bmbench speed --check`` compares the formulations).
     """
     K = bases.shape[1]
