@@ -31,6 +31,7 @@ from bmbench.models.fcos import level_points
 from bmbench.models.losses import flatten_levels
 from bmbench.models.postprocess import Detections, detect, merge_detections, oracle_locations, paste_in_original
 from bmbench.models.segmenter import InstanceSegmenter
+from bmbench.reference import REFERENCES, score_reference
 from bmbench.results import run_metadata, write_json, write_table, write_text
 from bmbench.scoring import detections_to_coco, metrics_frame, score_detections
 from bmbench.train import CHECKPOINT_FORMAT
@@ -233,6 +234,20 @@ def evaluate_detections(
     metrics = score_detections(ann_file, detections)
     if out is not None:
         _write_scores(Path(out), metrics, detections=str(detections), split=split)
+    return metrics
+
+
+def evaluate_reference(
+    kind: str, data_dir: Path | None = None, *, split: str = "val", out: Path | None = None
+) -> dict[str, Any]:
+    """Score reference masks `kind` (one of bmbench.reference.REFERENCES: masks built from the ground truth) on
+    `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the mask metrics."""
+    if kind not in REFERENCES:
+        raise BmbenchError(f"unknown reference {kind!r} (known: {', '.join(REFERENCES)})")
+    ann_file, _ = find_split(_data_dir(data_dir), split)
+    metrics = score_reference(ann_file, kind)
+    if out is not None:
+        _write_scores(Path(out), metrics, reference=kind, split=split)
     return metrics
 
 

@@ -113,6 +113,10 @@ def test_evaluate_cli_errors_exit_2(checkpoint: Path, tiny_data: Path, tmp_path:
         "bad boxes": ["evaluate", str(checkpoint), "--boxes", "psychic", *data],
         "missing data": ["evaluate", str(checkpoint), "--data", str(tmp_path / "nodata")],
         "missing detections": ["evaluate", "--detections", str(tmp_path / "none.json"), *data],
+        "checkpoint and reference": ["evaluate", str(checkpoint), "--reference", "box", *data],
+        "unknown reference": ["evaluate", "--reference", "psychic", *data],
+        "boxes with reference": ["evaluate", "--reference", "box", "--boxes", "oracle", *data],
+        "reference on missing data": ["evaluate", "--reference", "box", "--data", str(tmp_path / "nodata")],
     }
     for name, args in cases.items():
         out = tmp_path / f"out-{name.replace(' ', '-')}"

@@ -1,4 +1,5 @@
-"""`bmbench evaluate`: COCO mask and box AP of a checkpoint (predicted or oracle boxes), or of a results file."""
+"""`bmbench evaluate`: COCO mask and box AP of a checkpoint (predicted or oracle boxes), of a results file, or of
+reference masks built from the ground truth."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from rich.table import Table
 
 from bmbench.cli.console import console
 from bmbench.errors import BmbenchError
-from bmbench.evaluate import BOX_SOURCES, evaluate, evaluate_detections
+from bmbench.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
+from bmbench.reference import REFERENCES
 from bmbench.scoring import STAT_NAMES
 
 
@@ -25,22 +27,43 @@ def evaluate_cli(
     detections: Annotated[
         Path | None, typer.Option("--detections", help="Score this COCO results JSON instead of a checkpoint.")
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference",
+            help=f"Score masks built from the ground truth instead: {' | '.join(REFERENCES)} (see README).",
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to score against, e.g. val, val2017.")] = "val",
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Output folder. Default: eval-<split>-<boxes> beside the checkpoint."),
+        typer.Option(
+            "--out",
+            help="Output folder. Default: eval-<split>-<boxes> beside the checkpoint, or "
+            "results/reference/<data>-<split>-<kind> for --reference.",
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per inference batch.")] = 8,
 ) -> None:
-    """Evaluate a checkpoint (writes detections.json and metrics.csv), or score a detections file."""
-    if checkpoint is not None and detections is not None:
-        raise BmbenchError("give either a CHECKPOINT or --detections, not both")
-    if checkpoint is None and detections is None:
-        raise BmbenchError("give a CHECKPOINT to evaluate or --detections FILE.json to score")
-    if detections is not None:
-        if boxes != "predicted":
-            raise BmbenchError("--boxes applies to a checkpoint, not to --detections")
+    """Evaluate a checkpoint (writes detections.json and metrics.csv), score a detections file, or score reference
+    masks built from the ground truth (what a mask AP means on the dataset)."""
+    sources = [
+        name
+        for name, given in (("CHECKPOINT", checkpoint), ("--detections", detections), ("--reference", reference))
+        if given is not None
+    ]
+    if len(sources) > 1:
+        raise BmbenchError(f"give one of CHECKPOINT, --detections and --reference, not {' and '.join(sources)}")
+    if not sources:
+        raise BmbenchError("give a CHECKPOINT to evaluate, --detections FILE.json to score, or --reference KIND")
+    if boxes != "predicted" and checkpoint is None:
+        raise BmbenchError("--boxes applies to a checkpoint only")
+    if reference is not None:
+        out = out or Path("results") / "reference" / f"{data.name if data else 'synthetic'}-{split}-{reference}"
+        metrics = evaluate_reference(reference, data, split=split, out=out)
+        title = f"reference masks {reference!r} on {split}"
+    elif detections is not None:
         out = out or detections.parent / f"{detections.stem}-scores-{split}"
         metrics = evaluate_detections(detections, data, split=split, out=out)
         title = f"{detections} on {split}"

@@ -1,0 +1,77 @@
+"""Reference masks: idealised predictions built from the ground truth and scored like any detections.
+
+They say what a mask AP means on a dataset. For every (non-crowd) ground-truth instance, on its ground-truth box,
+with score 1, each reference predicts the best mask that a head with one kind of knowledge could produce:
+
+- ``box``: the filled box (no knowledge of shape);
+- ``foreground``: every instance's pixels inside the box, i.e. a perfect class-agnostic foreground map cut by the
+  box (what identical bases, or one global saliency map without a local shape, give at best);
+- ``class-foreground``: the pixels of the instance's class inside the box, i.e. a perfect per-class semantic map
+  cut by the box (what class-specialised bases give at best, before any separation of same-class neighbours).
+
+The ground truth itself scores mask AP 1. The gap between a reference and 1 is what instance separation inside
+the box is worth on the dataset; a model scored with oracle boxes (``bmbench evaluate --boxes oracle``) is compared
+with these. Everything is computed on run-length encodings by pycocotools (box RLEs, unions and intersections).
+
+Letters: G instances of an image, H×W the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from bmbench.data.coco import load_coco
+from bmbench.errors import BmbenchError
+from bmbench.scoring import score_detections
+
+REFERENCES = ("box", "foreground", "class-foreground")
+
+
+def reference_detections(gt: COCO, kind: str) -> list[dict]:
+    """COCO result dicts (segmentation only, score 1) of reference `kind` for every non-crowd instance of `gt`."""
+    if kind not in REFERENCES:
+        raise BmbenchError(f"unknown reference {kind!r} (known: {', '.join(REFERENCES)})")
+    results = []
+    for image_id in sorted(gt.imgs):
+        image = gt.imgs[image_id]
+        height, width = image["height"], image["width"]
+        anns = [ann for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_id)) if not ann.get("iscrowd", 0)]
+        if not anns:
+            continue
+        rles = [gt.annToRLE(ann) for ann in anns]  # (G,) whatever the annotation's form: polygons or RLE
+        xywh = np.array([ann["bbox"] for ann in anns], dtype=np.float64).reshape(-1, 4)  # (G, 4)
+        boxes = mask_utils.frPyObjects(xywh, height, width)  # (G,) filled boxes
+        everyone = mask_utils.merge(rles, intersect=False)  # union of the image's instances
+        for ann, box in zip(anns, boxes, strict=True):
+            if kind == "box":
+                mask = box
+            else:
+                union = everyone
+                if kind == "class-foreground":
+                    same = [
+                        rle for rle, other in zip(rles, anns, strict=True) if other["category_id"] == ann["category_id"]
+                    ]
+                    union = mask_utils.merge(same, intersect=False)
+                mask = mask_utils.merge([union, box], intersect=True)
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": ann["category_id"],
+                    "score": 1.0,
+                    "segmentation": {"size": [height, width], "counts": mask["counts"].decode("ascii")},
+                }
+            )
+    return results
+
+
+def score_reference(gt_json: Path, kind: str) -> dict[str, float]:
+    """Mask metrics (``mask_AP``, ``mask_AP50``, …) of reference `kind` against the ground truth `gt_json`."""
+    gt = load_coco(Path(gt_json))
+    detections = reference_detections(gt, kind)
+    if not detections:
+        raise BmbenchError(f"{gt_json}: no non-crowd instances to build {kind!r} references from")
+    return score_detections(gt_json, detections, iou_types=("segm",))

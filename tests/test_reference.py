@@ -1,0 +1,106 @@
+"""Reference masks: exact AP on a constructed case, the order box ≤ foreground ≤ class-foreground on synthetic
+data, crowds ignored, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pycocotools import mask as mask_utils
+from typer.testing import CliRunner
+
+from bmbench.cli import app
+from bmbench.data.synth import write_synthetic_dataset
+from bmbench.errors import BmbenchError
+from bmbench.reference import REFERENCES, reference_detections, score_reference
+
+SIZE = 64
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [SIZE, SIZE], "counts": rle["counts"].decode("ascii")}
+
+
+def _annotation(ann_id: int, category_id: int, mask: np.ndarray, *, iscrowd: int = 0) -> dict:
+    ys, xs = np.nonzero(mask)
+    bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    return {
+        "id": ann_id,
+        "image_id": 1,
+        "category_id": category_id,
+        "segmentation": _rle(mask),
+        "area": int(mask.sum()),
+        "bbox": bbox,
+        "iscrowd": iscrowd,
+    }
+
+
+@pytest.fixture
+def constructed(tmp_path: Path) -> Path:
+    """One 64×64 image. A (class 1): an L of 700 px in a 40×40 box. B (class 2): a 20×20 square inside A's box,
+    filling its own box. A crowd region (class 1) lies apart from both."""
+    a = np.zeros((SIZE, SIZE), dtype=bool)
+    a[0:40, 0:10] = True
+    a[30:40, 0:40] = True
+    b = np.zeros_like(a)
+    b[0:20, 20:40] = True
+    crowd = np.zeros_like(a)
+    crowd[50:60, 50:60] = True
+    data = {
+        "images": [{"id": 1, "file_name": "1.png", "height": SIZE, "width": SIZE}],
+        "annotations": [_annotation(1, 1, a), _annotation(2, 2, b), _annotation(3, 1, crowd, iscrowd=1)],
+        "categories": [{"id": 1, "name": "ell"}, {"id": 2, "name": "square"}],
+    }
+    path = tmp_path / "instances_val.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+# Per class, AP@[.5:.95] with one instance is the share of the ten IoU thresholds its IoU reaches.
+# box: A's IoU 700/1600 = 0.44 -> 0; B's box is B -> 1. foreground: A's box also holds B, IoU 700/1100 = 0.64
+# -> 0.5, 0.55, 0.6 pass -> 0.3; B -> 1. class-foreground: A's class union is A -> 1; B -> 1.
+@pytest.mark.parametrize(("kind", "expected"), [("box", 0.5), ("foreground", 0.65), ("class-foreground", 1.0)])
+def test_exact_ap_on_a_constructed_case(constructed: Path, kind: str, expected: float) -> None:
+    metrics = score_reference(constructed, kind)
+    assert metrics["mask_AP"] == pytest.approx(expected, abs=1e-9)
+    assert set(metrics) == {key for key in metrics if key.startswith("mask_")}  # segm only: box AP would be 1
+
+
+def test_crowds_get_no_reference_and_stay_out_of_the_foreground(constructed: Path) -> None:
+    from bmbench.data.coco import load_coco
+
+    detections = reference_detections(load_coco(constructed), "foreground")
+    assert len(detections) == 2 and all(det["score"] == 1.0 for det in detections)
+    union = np.logical_or.reduce([mask_utils.decode(det["segmentation"]).astype(bool) for det in detections])
+    assert not union[50:60, 50:60].any()
+
+
+def test_references_are_ordered_on_synthetic_data(tmp_path: Path) -> None:
+    """Per instance, fg∩box ⊆ box and class-fg∩box ⊆ fg∩box, all containing the instance: IoU, hence AP, can only
+    rise from box to foreground to class-foreground."""
+    root = write_synthetic_dataset(tmp_path / "ds", num_images=12, size=96, seed=3)
+    ann_file = root / "annotations" / "instances_train.json"
+    ap = [score_reference(ann_file, kind)["mask_AP"] for kind in REFERENCES]
+    assert ap[0] <= ap[1] <= ap[2] <= 1.0
+    assert ap[0] < ap[2]  # synthetic shapes are far from their boxes
+
+
+def test_unknown_reference_is_refused(constructed: Path) -> None:
+    with pytest.raises(BmbenchError, match="unknown reference 'psychic'"):
+        score_reference(constructed, "psychic")
+
+
+def test_cli_prints_and_writes_the_table(tmp_path: Path) -> None:
+    root = write_synthetic_dataset(tmp_path / "ds", num_images=8, size=96, seed=1)
+    out = tmp_path / "ref"
+    result = CliRunner().invoke(app, ["evaluate", "--reference", "foreground", "--data", str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "reference masks 'foreground'" in result.output
+    table = pd.read_csv(out / "metrics.csv")
+    assert set(table["reference"]) == {"foreground"} and set(table["split"]) == {"val"}
+    ap = table.loc[(table["iou_type"] == "segm") & (table["metric"] == "AP"), "value"].item()
+    assert ap == pytest.approx(score_reference(root / "annotations" / "instances_val.json", "foreground")["mask_AP"])
