@@ -130,6 +130,7 @@ def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) 
         "infer_images_per_s": metrics.get("inference_images_per_s"),
         "eval_s": metrics.get("eval_s"),
         "num_detections": metrics.get("num_detections"),
+        "bases_corr": metrics.get("bases_corr"),
     }
     measured |= _cost(cell)
     measured["env"] = {

@@ -116,6 +116,29 @@ def predict(
     return results
 
 
+def basis_correlation(bottom: Any) -> float:
+    """Mean pairwise Pearson correlation between the K maps of ``bottom: Tensor[B, K, h, w]`` (bases, prototypes)
+    over all their pixels; NaN when the bottom is not such a tensor or K < 2.
+
+    Near 1, the K maps are one map: K acts as 1 (the failure a briefly trained shared-trunk BlendMask shows: its
+    attention starts uniform, so every basis gets the same gradient, and identical bases give the attention none).
+    """
+    if not isinstance(bottom, torch.Tensor) or bottom.ndim != 4 or bottom.shape[1] < 2:
+        return float("nan")
+    maps = bottom.detach().double().transpose(0, 1).flatten(1)  # (K, B*h*w)
+    maps = maps - maps.mean(dim=1, keepdim=True)
+    maps = maps / maps.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    K = maps.shape[0]
+    gram = maps @ maps.t()  # (K, K) correlations, ones on the diagonal
+    return float((gram.sum() - gram.diagonal().sum()) / (K * K - K))
+
+
+@torch.inference_mode()
+def _bottom_correlation(model: InstanceSegmenter, images: torch.Tensor) -> float:
+    bottom = model.mask_head.bottom(model.backbone(images), tuple(images.shape[-2:]))
+    return basis_correlation(bottom)
+
+
 def _original_boxes(boxes: torch.Tensor, scale: float, orig_size: tuple[int, int]) -> torch.Tensor:
     out = boxes.float() / scale
     out[:, 0::2] = out[:, 0::2].clamp(0, orig_size[1])
@@ -150,7 +173,8 @@ def evaluate(
 
     Returns the COCO metrics (``mask_AP``, ``mask_AP50``, ``mask_AP75``, ``mask_APs/m/l``, ``box_AP`` …, in 0..1)
     plus ``inference_images_per_s`` (forward, post-processing, merge and paste; synchronised), ``eval_s`` (the
-    whole call), ``num_images`` and ``num_detections``. With `out`, writes ``detections.json``,
+    whole call), ``num_images``, ``num_detections`` and ``bases_corr`` (:func:`basis_correlation` of the bottom
+    module's maps on the first batch). With `out`, writes ``detections.json``,
     ``metrics.csv``/``.parquet`` and ``meta.json`` there.
     """
     started = time.perf_counter()
@@ -176,6 +200,7 @@ def evaluate(
     results: list[dict] = []
     image_ids: list[int] = []
     inference_s = 0.0
+    first_batch: torch.Tensor | None = None
     bar = Progress(
         TextColumn(f"evaluate ({boxes} boxes)"),
         BarColumn(),
@@ -188,6 +213,7 @@ def evaluate(
         task = bar.add_task("evaluate", total=len(subset))
         for images, targets in loader:
             images = images.to(torch_device)
+            first_batch = images if first_batch is None else first_batch
             synchronize(torch_device)
             tick = time.perf_counter()
             predictions = predict(model, images, targets, boxes=boxes, image_size=image_size)
@@ -210,6 +236,7 @@ def evaluate(
         "inference_images_per_s": len(image_ids) / max(inference_s, 1e-9),
         "num_images": len(image_ids),
         "num_detections": len(results),
+        "bases_corr": float("nan") if first_batch is None else _bottom_correlation(model, first_batch),
         "eval_s": time.perf_counter() - started,
     }
     if out is not None:

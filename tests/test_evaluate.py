@@ -4,6 +4,7 @@ image size), scoring a detections file (ground truth scores AP 1.0), and the err
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -136,3 +137,20 @@ def test_wrong_categories_are_refused(checkpoint: Path, tmp_path: Path) -> None:
         path.write_text(json.dumps(data))
     with pytest.raises(BmbenchError, match="differ from the checkpoint"):
         evaluate(checkpoint, other, device="cpu")
+
+
+def test_basis_correlation_of_constructed_maps() -> None:
+    from bmbench.evaluate import basis_correlation
+
+    x = torch.randn(2, 1, 8, 8)
+    assert basis_correlation(torch.cat([x, 3 * x + 1], dim=1)) == pytest.approx(1.0)  # one map, rescaled
+    assert basis_correlation(torch.cat([x, -x], dim=1)) == pytest.approx(-1.0)
+    three = torch.cat([x, x, -x], dim=1)  # pairs: +1, -1, -1
+    assert basis_correlation(three) == pytest.approx(-1.0 / 3.0)
+    for not_bases in (x, {"p2": x}, torch.randn(4, 8, 8)):  # K = 1, FPN levels (Mask R-CNN), wrong rank
+        assert math.isnan(basis_correlation(not_bases))
+
+
+def test_evaluate_reports_the_bases_correlation(checkpoint: Path, tiny_data: Path) -> None:
+    metrics = evaluate(checkpoint, tiny_data, boxes="oracle", device="cpu")
+    assert -1.0 <= metrics["bases_corr"] <= 1.0  # K=2 bases: measured, not NaN

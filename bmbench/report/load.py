@@ -46,6 +46,7 @@ PER_N_RE = re.compile(r"^(mask|bottom|top|merge|paste)_(ms|gflops)_n(\d+)$")  # 
 PARAMS_COLUMNS = ("mask_params", "params")  # first present wins
 GFLOPS_COLUMNS = ("mask_gflops", "total_gflops", "gflops", "GFLOPs")  # one N-free GFLOPs column, if no per-N ones
 REFERENCE_N = 100  # the N of single-number columns (ms, GFLOPs, Pareto front): a crowded COCO image; else the max N
+BASES_CORR_COLUMN = "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.evaluate.basis_correlation)
 TOUCHING_AP_COLUMNS = ("mask_AP_touching", "mask_AP_overlap", "mask_AP_crowded")  # a per-subset AP, if measured
 ENV_META_KEYS = ("device", "device_name", "cpu_model", "dtype", "threads", "torch", "torchvision", "git_commit")
 UNKNOWN_DEVICE = "unknown device"
@@ -118,7 +119,14 @@ class AblationSuite:
         per_n = [column for column in ok.columns if PER_N_RE.match(str(column))]
         measures = [
             column
-            for column in (*AP_COLUMNS, *TOUCHING_AP_COLUMNS, *per_n, self.params_column, *GFLOPS_COLUMNS)
+            for column in (
+                *AP_COLUMNS,
+                *TOUCHING_AP_COLUMNS,
+                *per_n,
+                self.params_column,
+                *GFLOPS_COLUMNS,
+                BASES_CORR_COLUMN,
+            )
             if column is not None and column in ok.columns
         ]
         keys = ["spec"]

@@ -165,7 +165,8 @@ def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) ->
         "BlendMask grid (rows R / K / M)",
         tables.grid_table(suite),
         f"{tables.BEST_MARK}: highest mask AP; {tables.PARETO_MARK}: no other cell is both more accurate and "
-        f"faster ({front}).",
+        f"faster ({front}). `bases r`: mean pairwise correlation of a cell's trained bases on the first evaluation "
+        "batch; near 1 the K bases are one map and K acts as 1.",
     )
     lines += _table("Baselines side by side", tables.baselines_table(suite))
     lines += _table("Failed cells", tables.failed_cells_table(suite))

@@ -11,7 +11,7 @@ from importlib import resources
 
 import pandas as pd
 
-from bmbench.report.load import DETECTOR, END_TO_END, REFERENCE_N, STAGES, AblationSuite, SpeedRun
+from bmbench.report.load import BASES_CORR_COLUMN, DETECTOR, END_TO_END, REFERENCE_N, STAGES, AblationSuite, SpeedRun
 
 GRID_MS_AT = (10, 100)  # the paper's table reports the mask branch at these N; the nearest measured N stands in
 PARETO_N = REFERENCE_N  # Pareto front and "ms" of the trade-off findings: N=100, else the largest N measured
@@ -191,6 +191,8 @@ def _metric_columns(cells: pd.DataFrame, suite: AblationSuite, ms_at: list[int])
     if suite.gflops_column:
         num, column = suite.gflops_column
         columns["GFLOPs" if num is None else f"GFLOPs N={num}"] = cells[column].map(lambda v: fmt_num(v, 2))
+    if BASES_CORR_COLUMN in cells and cells[BASES_CORR_COLUMN].notna().any():
+        columns["bases r"] = cells[BASES_CORR_COLUMN].map(lambda v: fmt_num(v, 2))
     if (cells["seeds"] > 1).any():
         columns["seeds"] = cells["seeds"].map(fmt_int)
     return columns

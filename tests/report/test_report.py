@@ -199,3 +199,12 @@ def test_report_imports_only_tables_never_the_models() -> None:
             for name in names:
                 if name.startswith("bmbench."):
                     assert name.startswith(allowed), f"{source.name} imports {name}"
+
+
+def test_grid_shows_the_bases_correlation_only_when_measured(tmp_path: Path) -> None:
+    plain = grid_table(load.load_suite(write_suite(tmp_path / "plain")))
+    assert "bases r" not in plain.columns
+    frame = suite_frame()
+    frame["bases_corr"] = [0.987 if family == "blendmask" else float("nan") for family in frame["family"]]
+    table = grid_table(load.load_suite(write_suite(tmp_path / "with", frame)))
+    assert set(table["bases r"]) == {"0.99"}
