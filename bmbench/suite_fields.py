@@ -1,7 +1,7 @@
 """The suite loader's YAML field checks: each reads one value at a key path and returns it typed, or raises one
 ``BmbenchError`` that names the file and the key path (``suites/x.yaml: grid[0].M: ...``).
 
-A mapping key given twice is an error too (`_UniqueKeyLoader`), where PyYAML would silently keep the last.
+A mapping key given twice is an error too (`UniqueKeyLoader`), where PyYAML would silently keep the last.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def format_size(size: tuple[int, int]) -> str:
     return f"{W}x{H}"
 
 
-class _Errors:
+class Errors:
     """Builds the one-line error for a key path in one file."""
 
     def __init__(self, path: Path) -> None:
@@ -32,11 +32,11 @@ class _Errors:
         return BmbenchError(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that rejects a mapping key given twice (PyYAML silently keeps the last)."""
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -46,10 +46,10 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     text = repr(value)
@@ -60,9 +60,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _mapping(err: _Errors, key: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+def field_mapping(err: Errors, key: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise err(key, f"expected a mapping, got {_describe(value)}")
+        raise err(key, f"expected a mapping, got {describe(value)}")
     for name in value:
         if name not in allowed:
             where = f"{key}.{name}" if key else str(name)
@@ -70,19 +70,19 @@ def _mapping(err: _Errors, key: str, value: Any, allowed: tuple[str, ...]) -> di
     return value
 
 
-def _int(err: _Errors, key: str, value: Any, *, minimum: int = 0) -> int:
+def field_int(err: Errors, key: str, value: Any, *, minimum: int = 0) -> int:
     if not _is_int(value):
-        raise err(key, f"expected an integer, got {_describe(value)}")
+        raise err(key, f"expected an integer, got {describe(value)}")
     if value < minimum:
         raise err(key, f"must be >= {minimum}, got {value}")
     return value
 
 
-def _int_list(err: _Errors, key: str, value: Any, *, minimum: int = 0) -> tuple[int, ...]:
+def field_int_list(err: Errors, key: str, value: Any, *, minimum: int = 0) -> tuple[int, ...]:
     """A list of distinct integers (a single integer counts as a one-element list)."""
     items = [value] if _is_int(value) else value
     if not isinstance(items, list) or not all(_is_int(v) for v in items):
-        raise err(key, f"expected a list of integers, got {_describe(value)}")
+        raise err(key, f"expected a list of integers, got {describe(value)}")
     if not items:
         raise err(key, "expected a non-empty list of integers, got []")
     for v in items:
@@ -94,28 +94,28 @@ def _int_list(err: _Errors, key: str, value: Any, *, minimum: int = 0) -> tuple[
     return tuple(items)
 
 
-def _str(err: _Errors, key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
+def field_str(err: Errors, key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str) or not value:
-        raise err(key, f"expected a non-empty string, got {_describe(value)}")
+        raise err(key, f"expected a non-empty string, got {describe(value)}")
     if choices is not None and value not in choices:
         raise err(key, f"expected one of {', '.join(choices)}, got {value!r}")
     return value
 
 
-def _size(err: _Errors, key: str, value: Any) -> tuple[int, int]:
+def field_size(err: Errors, key: str, value: Any) -> tuple[int, int]:
     """``WxH`` (e.g. 1088x800, as `bmbench speed --image-size`) or one integer for a square image -> (H, W)."""
     if _is_int(value):
         W = H = value
     elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[xX×]\s*\d+\s*", value):
         W, H = (int(s) for s in re.split(r"[xX×]", value))
     else:
-        raise err(key, f"expected WxH (e.g. 1088x800) or an integer, got {_describe(value)}")
+        raise err(key, f"expected WxH (e.g. 1088x800) or an integer, got {describe(value)}")
     if min(H, W) < 32:
         raise err(key, f"sides must be >= 32 px, got {format_size((H, W))}")
     return H, W
 
 
-def _positive(err: _Errors, key: str, value: Any) -> float:
+def field_positive(err: Errors, key: str, value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise err(key, f"expected a positive number, got {_describe(value)}")
+        raise err(key, f"expected a positive number, got {describe(value)}")
     return float(value)

@@ -33,15 +33,15 @@ from bmbench.device import DTYPES
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
 from bmbench.suite_fields import (
-    _describe,
-    _Errors,
-    _int,
-    _int_list,
-    _mapping,
-    _positive,
-    _size,
-    _str,
-    _UniqueKeyLoader,
+    Errors,
+    UniqueKeyLoader,
+    describe,
+    field_int,
+    field_int_list,
+    field_mapping,
+    field_positive,
+    field_size,
+    field_str,
     format_size,
 )
 from bmbench.train import TrainConfig
@@ -144,11 +144,11 @@ def speed_dict(speed: SpeedSpec) -> dict[str, Any]:
     return asdict(speed) | {"instances": list(speed.instances), "image_size": format_size(speed.image_size)}
 
 
-def _load_dataset(err: _Errors, raw: Any) -> DatasetSpec:
+def _load_dataset(err: Errors, raw: Any) -> DatasetSpec:
     if raw is None:
         return DatasetSpec()
-    _mapping(err, "dataset", raw, ("kind", "images", "size", "seed", "root", "train", "val"))
-    kind = _str(err, "dataset.kind", raw.get("kind", "synthetic"), DATASET_KINDS)
+    field_mapping(err, "dataset", raw, ("kind", "images", "size", "seed", "root", "train", "val"))
+    kind = field_str(err, "dataset.kind", raw.get("kind", "synthetic"), DATASET_KINDS)
     own = ("images", "size", "seed") if kind == "synthetic" else ("root", "train", "val")
     for key in raw:
         if key != "kind" and key not in own:
@@ -157,9 +157,9 @@ def _load_dataset(err: _Errors, raw: Any) -> DatasetSpec:
         default = DatasetSpec()
         return DatasetSpec(
             kind=kind,
-            images=_int(err, "dataset.images", raw.get("images", default.images), minimum=2),
-            size=_int(err, "dataset.size", raw.get("size", default.size), minimum=64),
-            seed=_int(err, "dataset.seed", raw.get("seed", default.seed)),
+            images=field_int(err, "dataset.images", raw.get("images", default.images), minimum=2),
+            size=field_int(err, "dataset.size", raw.get("size", default.size), minimum=64),
+            seed=field_int(err, "dataset.seed", raw.get("seed", default.seed)),
         )
     for key in own:
         if key not in raw:
@@ -169,55 +169,55 @@ def _load_dataset(err: _Errors, raw: Any) -> DatasetSpec:
         images=None,
         size=None,
         seed=None,
-        root=_str(err, "dataset.root", raw["root"]),
-        train=_str(err, "dataset.train", raw["train"]),
-        val=_str(err, "dataset.val", raw["val"]),
+        root=field_str(err, "dataset.root", raw["root"]),
+        train=field_str(err, "dataset.train", raw["train"]),
+        val=field_str(err, "dataset.val", raw["val"]),
     )
 
 
-def _load_train(err: _Errors, raw: Any, dataset: DatasetSpec) -> TrainSpec:
+def _load_train(err: Errors, raw: Any, dataset: DatasetSpec) -> TrainSpec:
     default = TrainSpec()
-    raw = {} if raw is None else _mapping(err, "train", raw, tuple(f.name for f in fields(TrainSpec)))
+    raw = {} if raw is None else field_mapping(err, "train", raw, tuple(f.name for f in fields(TrainSpec)))
     image_size = default.image_size if dataset.size is None else -(-dataset.size // 32) * 32
-    image_size = _int(err, "train.image_size", raw.get("image_size", image_size), minimum=32)
+    image_size = field_int(err, "train.image_size", raw.get("image_size", image_size), minimum=32)
     if image_size % 32:
         raise err("train.image_size", f"must be a multiple of 32, got {image_size}")
     return TrainSpec(
-        protocol=_str(err, "train.protocol", raw.get("protocol", default.protocol), PROTOCOLS),
-        iters=_int(err, "train.iters", raw.get("iters", default.iters), minimum=1),
-        batch_size=_int(err, "train.batch_size", raw.get("batch_size", default.batch_size), minimum=1),
-        lr=_positive(err, "train.lr", raw.get("lr", default.lr)),
-        trunk=_str(err, "train.trunk", raw.get("trunk", default.trunk), tuple(TRUNKS)),
+        protocol=field_str(err, "train.protocol", raw.get("protocol", default.protocol), PROTOCOLS),
+        iters=field_int(err, "train.iters", raw.get("iters", default.iters), minimum=1),
+        batch_size=field_int(err, "train.batch_size", raw.get("batch_size", default.batch_size), minimum=1),
+        lr=field_positive(err, "train.lr", raw.get("lr", default.lr)),
+        trunk=field_str(err, "train.trunk", raw.get("trunk", default.trunk), tuple(TRUNKS)),
         image_size=image_size,
-        trunk_iters=_int(err, "train.trunk_iters", raw.get("trunk_iters", default.trunk_iters), minimum=1),
+        trunk_iters=field_int(err, "train.trunk_iters", raw.get("trunk_iters", default.trunk_iters), minimum=1),
     )
 
 
-def _load_eval(err: _Errors, raw: Any) -> EvalSpec:
+def _load_eval(err: Errors, raw: Any) -> EvalSpec:
     if raw is None:
         return EvalSpec()
-    _mapping(err, "eval", raw, ("boxes",))
-    return EvalSpec(boxes=_str(err, "eval.boxes", raw.get("boxes", EvalSpec.boxes), BOX_SOURCES))
+    field_mapping(err, "eval", raw, ("boxes",))
+    return EvalSpec(boxes=field_str(err, "eval.boxes", raw.get("boxes", EvalSpec.boxes), BOX_SOURCES))
 
 
-def _load_speed(err: _Errors, raw: Any) -> SpeedSpec:
+def _load_speed(err: Errors, raw: Any) -> SpeedSpec:
     if raw is None:
         return SpeedSpec()
     default = SpeedSpec()
-    _mapping(err, "speed", raw, tuple(f.name for f in fields(SpeedSpec)))
-    instances = _int_list(err, "speed.instances", raw.get("instances", list(default.instances)), minimum=1)
+    field_mapping(err, "speed", raw, tuple(f.name for f in fields(SpeedSpec)))
+    instances = field_int_list(err, "speed.instances", raw.get("instances", list(default.instances)), minimum=1)
     return SpeedSpec(
         instances=tuple(sorted(instances)),
-        image_size=_size(err, "speed.image_size", raw.get("image_size", format_size(default.image_size))),
-        trunk=_str(err, "speed.trunk", raw.get("trunk", default.trunk), tuple(TRUNKS)),
-        dtype=_str(err, "speed.dtype", raw.get("dtype", default.dtype), tuple(DTYPES)),
-        budget_s=_positive(err, "speed.budget_s", raw.get("budget_s", default.budget_s)),
+        image_size=field_size(err, "speed.image_size", raw.get("image_size", format_size(default.image_size))),
+        trunk=field_str(err, "speed.trunk", raw.get("trunk", default.trunk), tuple(TRUNKS)),
+        dtype=field_str(err, "speed.dtype", raw.get("dtype", default.dtype), tuple(DTYPES)),
+        budget_s=field_positive(err, "speed.budget_s", raw.get("budget_s", default.budget_s)),
     )
 
 
-def _load_grid_entry(err: _Errors, key: str, raw: Any) -> GridEntry:
+def _load_grid_entry(err: Errors, key: str, raw: Any) -> GridEntry:
     if not isinstance(raw, dict):
-        raise err(key, f"expected a mapping with a family and K/M/R/S lists, got {_describe(raw)}")
+        raise err(key, f"expected a mapping with a family and K/M/R/S lists, got {describe(raw)}")
     if "family" not in raw:
         raise err(f"{key}.family", "missing")
     family = raw["family"]
@@ -230,7 +230,7 @@ def _load_grid_entry(err: _Errors, key: str, raw: Any) -> GridEntry:
             raise err(f"{key}.{axis}", f"not a field of family {family} (its fields: {', '.join(own)})")
     for axis in own:
         if axis in raw:
-            axes.append((axis, _int_list(err, f"{key}.{axis}", raw[axis], minimum=1)))
+            axes.append((axis, field_int_list(err, f"{key}.{axis}", raw[axis], minimum=1)))
     return GridEntry(family=family, axes=tuple(axes))
 
 
@@ -252,7 +252,7 @@ def expand_entry(entry: GridEntry) -> tuple[list[VariantSpec], list[str]]:
 def load_suite(path: Path | str) -> SuiteSpec:
     """Load and validate a suite file; any problem raises one BmbenchError naming the file and the key path."""
     path = Path(path)
-    err = _Errors(path)
+    err = Errors(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -260,7 +260,7 @@ def load_suite(path: Path | str) -> SuiteSpec:
     except OSError as why:
         raise err("", f"cannot read: {why.strerror or why}") from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as why:
         mark = getattr(why, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -269,22 +269,22 @@ def load_suite(path: Path | str) -> SuiteSpec:
     if raw is None:
         raise err("", "empty file (a suite needs at least a grid or variants)")
     sections = ("name", "dataset", "train", "seeds", "grid", "variants", "eval", "speed")
-    _mapping(err, "", raw, sections)
+    field_mapping(err, "", raw, sections)
 
-    name = _str(err, "name", raw.get("name", path.stem))
+    name = field_str(err, "name", raw.get("name", path.stem))
     if not _NAME_RE.match(name):
         raise err("name", f"expected letters, digits, '.', '_' or '-' (it names a folder), got {name!r}")
 
     grid_raw = raw.get("grid", [])
     if not isinstance(grid_raw, list):
-        raise err("grid", f"expected a list of entries, got {_describe(grid_raw)}")
+        raise err("grid", f"expected a list of entries, got {describe(grid_raw)}")
     if "grid" in raw and not grid_raw:
         raise err("grid", "empty grid (give at least one entry, or leave grid out and list variants)")
     grid = tuple(_load_grid_entry(err, f"grid[{i}]", entry) for i, entry in enumerate(grid_raw))
 
     variants_raw = raw.get("variants", [])
     if not isinstance(variants_raw, list) or not all(isinstance(v, str) for v in variants_raw):
-        raise err("variants", f"expected a list of presets or spec strings, got {_describe(variants_raw)}")
+        raise err("variants", f"expected a list of presets or spec strings, got {describe(variants_raw)}")
     fixed = []
     for i, text in enumerate(variants_raw):
         try:
@@ -312,7 +312,7 @@ def load_suite(path: Path | str) -> SuiteSpec:
         path=str(path),
         dataset=dataset,
         train=_load_train(err, raw.get("train"), dataset),
-        seeds=_int_list(err, "seeds", raw.get("seeds", [0])),
+        seeds=field_int_list(err, "seeds", raw.get("seeds", [0])),
         grid=grid,
         variants=tuple(variants_raw),
         eval=_load_eval(err, raw.get("eval")),

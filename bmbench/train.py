@@ -43,7 +43,7 @@ from bmbench.models.losses import (
 )
 from bmbench.models.segmenter import InstanceSegmenter
 from bmbench.results import atomic_path, run_metadata, write_json, write_table
-from bmbench.trunk_cache import TRUNK_FORMAT, _load_trunk, data_identity, default_trunk_cache, trunk_key
+from bmbench.trunk_cache import TRUNK_FORMAT, data_identity, default_trunk_cache, load_trunk, trunk_key
 from bmbench.variants import VariantSpec, build_segmenter, parse_spec
 
 PROTOCOLS = ("joint", "shared-trunk")
@@ -229,7 +229,7 @@ def shared_trunk(
             }
             with atomic_path(path) as tmp:
                 torch.save(record, tmp)
-        state = _load_trunk(path)
+        state = load_trunk(path)
     model.backbone.load_state_dict(state["backbone"])
     model.detector.load_state_dict(state["detector"])
     return {"key": key, "path": path, "reused": reused, "log": state["log"], "metrics": state["metrics"]}

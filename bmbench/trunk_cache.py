@@ -54,7 +54,7 @@ def default_trunk_cache() -> Path:
     return Path("results") / "trunks"
 
 
-def _load_trunk(path: Path) -> dict[str, Any]:
+def load_trunk(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
