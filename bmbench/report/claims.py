@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 
 from bmbench.report.findings import FINDINGS, Finding
-from bmbench.report.load import END_TO_END, TOUCHING_AP_COLUMNS, AblationSuite, Environment, SpeedRun
+from bmbench.report.load import BASES_CORR_COLUMN, END_TO_END, TOUCHING_AP_COLUMNS, AblationSuite, Environment, SpeedRun
 from bmbench.report.tables import latency_at, pareto_front, spec_label
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 
 AP_MARGIN = 0.5  # AP points: a smaller difference is within the seed-to-seed spread of a short training run
 MIN_TRAINED_AP = 5.0  # AP points: below this the models learned too little for accuracy comparisons to mean anything
+COLLAPSED_BASES_R = 0.95  # bases_corr at or above: the K bases are one map, so K and M cannot change the masks
 K1_USABLE_FRACTION = 0.8  # "usable": K=1 keeps >= 80 % of the best multi-base cell's AP (degraded, not collapsed)
 PAPER_BEST = {"R": 56, "K": 4, "M": 7}  # the paper's best grid point (finding 3)
 R_EXPONENT, R_TOLERANCE = 2.0, 0.3  # quadratic in R; ±0.3 is the acceptance band of the speed issue
@@ -57,12 +58,21 @@ def _blend(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _untrained(cells: pd.DataFrame) -> Check | None:
+    """Not measured when the models learned too little, or when the K>1 bases collapsed into one map (then the
+    attention's softmax over identical bases returns that map whatever K and M are: no K or M comparison holds)."""
     best = cells["mask_AP"].max()
     if best < MIN_TRAINED_AP:
         return Check(
             NOT_MEASURED,
             f"the best cell reaches only {best:.1f} mask AP (< {MIN_TRAINED_AP}): too little "
             "training to compare accuracy; run a longer suite",
+        )
+    corr = cells[cells["K"] > 1][BASES_CORR_COLUMN].dropna() if BASES_CORR_COLUMN in cells else pd.Series([])
+    if len(corr) and corr.median() >= COLLAPSED_BASES_R:
+        return Check(
+            NOT_MEASURED,
+            f"the K>1 cells' bases collapsed into one map (median bases r {corr.median():.2f} ≥ "
+            f"{COLLAPSED_BASES_R}): K and M cannot change the masks; train longer or jointly",
         )
     return None
 

@@ -168,3 +168,14 @@ def test_suite_cells_average_seeds(base: pd.DataFrame, tmp_path: Path) -> None:
     assert len(cells) == len(base) and (cells["seeds"] == 2).all()
     paper = cells[cells["spec"] == "blendmask:K=4,M=7,R=56"]
     assert paper["mask_AP"].iloc[0] == pytest.approx(36.0)
+
+
+def test_collapsed_bases_make_k_and_m_comparisons_unmeasured(base: pd.DataFrame, tmp_path: Path) -> None:
+    checks = (claims.check_single_base, claims.check_four_bases, claims.check_best_cell, claims.check_attention_side)
+    collapsed = base.assign(bases_corr=0.99)
+    for check in checks:
+        result = check(cells_of(collapsed, tmp_path))
+        assert result.verdict == NOT_MEASURED and "collapsed" in result.evidence and "0.99" in result.evidence
+    distinct = base.assign(bases_corr=0.4)  # the same AP as `base`, bases that differ: judged as before
+    for check in checks:
+        assert check(cells_of(distinct, tmp_path)).verdict == check(cells_of(base, tmp_path)).verdict == HOLDS
