@@ -24,22 +24,27 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from bmbench.data.coco import load_coco
+from bmbench.data.coco import check_annotations, load_coco
 from bmbench.errors import BmbenchError
 from bmbench.scoring import score_detections
 
 REFERENCES = ("box", "foreground", "class-foreground")
 
 
-def reference_detections(gt: COCO, kind: str) -> list[dict]:
-    """COCO result dicts (segmentation only, score 1) of reference `kind` for every non-crowd instance of `gt`."""
+def reference_detections(gt: COCO, kind: str, ann_ids: set[int] | None = None) -> list[dict]:
+    """COCO result dicts (segmentation only, score 1) of reference `kind` for every non-crowd instance of `gt`
+    (of those in `ann_ids`, when given)."""
     if kind not in REFERENCES:
         raise BmbenchError(f"unknown reference {kind!r} (known: {', '.join(REFERENCES)})")
     results = []
     for image_id in sorted(gt.imgs):
         image = gt.imgs[image_id]
         height, width = image["height"], image["width"]
-        anns = [ann for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_id)) if not ann.get("iscrowd", 0)]
+        anns = [
+            ann
+            for ann in gt.loadAnns(gt.getAnnIds(imgIds=image_id))
+            if not ann.get("iscrowd", 0) and (ann_ids is None or ann["id"] in ann_ids)
+        ]
         if not anns:
             continue
         rles = [gt.annToRLE(ann) for ann in anns]  # (G,) whatever the annotation's form: polygons or RLE
@@ -69,9 +74,14 @@ def reference_detections(gt: COCO, kind: str) -> list[dict]:
 
 
 def score_reference(gt_json: Path, kind: str) -> dict[str, float]:
-    """Mask metrics (``mask_AP``, ``mask_AP50``, …) of reference `kind` against the ground truth `gt_json`."""
+    """Mask metrics (``mask_AP``, ``mask_AP50``, …) of reference `kind` against the ground truth `gt_json`.
+
+    The annotations are checked as the training reader checks them (a malformed entry raises BmbenchError naming
+    the file and the annotation); those it would skip (empty masks, boxes under a pixel) get no reference.
+    """
     gt = load_coco(Path(gt_json))
-    detections = reference_detections(gt, kind)
+    usable, _, _ = check_annotations(gt, Path(gt_json))
+    detections = reference_detections(gt, kind, set(usable))
     if not detections:
         raise BmbenchError(f"{gt_json}: no non-crowd instances to build {kind!r} references from")
     return score_detections(gt_json, detections, iou_types=("segm",))

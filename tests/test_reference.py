@@ -104,3 +104,19 @@ def test_cli_prints_and_writes_the_table(tmp_path: Path) -> None:
     assert set(table["reference"]) == {"foreground"} and set(table["split"]) == {"val"}
     ap = table.loc[(table["iou_type"] == "segm") & (table["metric"] == "AP"), "value"].item()
     assert ap == pytest.approx(score_reference(root / "annotations" / "instances_val.json", "foreground")["mask_AP"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("segmentation", [["not", "numbers"], 3], "malformed polygon"),
+        ("bbox", [1, 2], "no valid bbox"),
+        ("category_id", 99, "unknown category_id 99"),
+    ],
+)
+def test_malformed_ground_truth_is_named(constructed: Path, field: str, value: object, message: str) -> None:
+    data = json.loads(constructed.read_text())
+    data["annotations"][0][field] = value
+    constructed.write_text(json.dumps(data))
+    with pytest.raises(BmbenchError, match=f"{constructed.name}: annotation 1 .*{message}"):
+        score_reference(constructed, "foreground")

@@ -99,7 +99,7 @@ def _is_empty_segmentation(ann: dict, image: dict, ann_file: Path) -> bool:
     return True
 
 
-def _check_annotations(coco: COCO, ann_file: Path) -> tuple[list[int], int, int]:
+def check_annotations(coco: COCO, ann_file: Path) -> tuple[list[int], int, int]:
     """Validate references and boxes; clip partly-outside boxes in place.
 
     Returns (usable annotation ids, number of clipped boxes, number of skipped annotations).
@@ -178,7 +178,7 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
                 raise BmbenchError(
                     f"{self.ann_file}: image file {file_name!r} (image id {image_id}) not found in {self.image_dir}"
                 )
-        usable, self.num_clipped, self.num_skipped = _check_annotations(self.coco, self.ann_file)
+        usable, self.num_clipped, self.num_skipped = check_annotations(self.coco, self.ann_file)
         self._usable = set(usable)
         if self.num_clipped or self.num_skipped:
             warnings.warn(
