@@ -31,7 +31,7 @@ from bmbench.models.fcos import level_points
 from bmbench.models.losses import flatten_levels
 from bmbench.models.postprocess import Detections, detect, merge_detections, oracle_locations, paste_in_original
 from bmbench.models.segmenter import InstanceSegmenter
-from bmbench.reference import REFERENCES, score_reference
+from bmbench.reference import check_reference, score_reference
 from bmbench.results import run_metadata, write_json, write_table, write_text
 from bmbench.scoring import detections_to_coco, metrics_frame, score_detections
 from bmbench.train import CHECKPOINT_FORMAT
@@ -269,8 +269,7 @@ def evaluate_reference(
 ) -> dict[str, Any]:
     """Score reference masks `kind` (one of bmbench.reference.REFERENCES: masks built from the ground truth) on
     `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the mask metrics."""
-    if kind not in REFERENCES:
-        raise BmbenchError(f"unknown reference {kind!r} (known: {', '.join(REFERENCES)})")
+    check_reference(kind)  # before the default dataset may be generated: bad input writes nothing
     ann_file, _ = find_split(_data_dir(data_dir), split)
     metrics = score_reference(ann_file, kind)
     if out is not None:

@@ -31,11 +31,16 @@ from bmbench.scoring import score_detections
 REFERENCES = ("box", "foreground", "class-foreground")
 
 
+def check_reference(kind: str) -> None:
+    """Raise BmbenchError unless `kind` is one of REFERENCES."""
+    if kind not in REFERENCES:
+        raise BmbenchError(f"unknown reference {kind!r} (known: {', '.join(REFERENCES)})")
+
+
 def reference_detections(gt: COCO, kind: str, ann_ids: set[int] | None = None) -> list[dict]:
     """COCO result dicts (segmentation only, score 1) of reference `kind` for every non-crowd instance of `gt`
     (of those in `ann_ids`, when given)."""
-    if kind not in REFERENCES:
-        raise BmbenchError(f"unknown reference {kind!r} (known: {', '.join(REFERENCES)})")
+    check_reference(kind)
     results = []
     for image_id in sorted(gt.imgs):
         image = gt.imgs[image_id]

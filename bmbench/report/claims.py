@@ -57,7 +57,7 @@ def _blend(cells: pd.DataFrame) -> pd.DataFrame:
     return cells[(cells["family"] == "blendmask") & cells["mask_AP"].notna()]
 
 
-def _untrained(cells: pd.DataFrame) -> Check | None:
+def _not_comparable(cells: pd.DataFrame) -> Check | None:
     """Not measured when the models learned too little, or when the K>1 bases collapsed into one map (then the
     attention's softmax over identical bases returns that map whatever K and M are: no K or M comparison holds)."""
     best = cells["mask_AP"].max()
@@ -90,7 +90,7 @@ def check_single_base(cells: pd.DataFrame) -> Check:
     single, multi = blend[blend["K"] == 1], blend[blend["K"] > 1]
     if single.empty or multi.empty:
         return Check(NOT_MEASURED, "needs BlendMask cells with K=1 and with K>1")
-    if (weak := _untrained(blend)) is not None:
+    if (weak := _not_comparable(blend)) is not None:
         return weak
     one, best = single.loc[single["mask_AP"].idxmax()], multi.loc[multi["mask_AP"].idxmax()]
     ratio = one["mask_AP"] / best["mask_AP"]
@@ -132,7 +132,7 @@ def check_four_bases(cells: pd.DataFrame, latency: str | None = None) -> Check:
         parts.append(f"{text} ({len(pairs)} matched R/M)")
     if not parts:
         return Check(NOT_MEASURED, "no other K measured at the same R and M as K=4")
-    if (weak := _untrained(blend)) is not None:
+    if (weak := _not_comparable(blend)) is not None:
         return weak
     if latency and blend[latency].notna().any():
         on_front = pareto_front(blend["mask_AP"], blend[latency]) & (blend["K"] == 4)
@@ -150,7 +150,7 @@ def check_best_cell(cells: pd.DataFrame) -> Check:
     paper = blend[(blend["R"] == PAPER_BEST["R"]) & (blend["K"] == PAPER_BEST["K"]) & (blend["M"] == PAPER_BEST["M"])]
     if paper.empty or len(blend) < 3:
         return Check(NOT_MEASURED, "needs the R=56, K=4, M=7 cell in a grid of at least 3 BlendMask cells")
-    if (weak := _untrained(blend)) is not None:
+    if (weak := _not_comparable(blend)) is not None:
         return weak
     best, ours = blend.loc[blend["mask_AP"].idxmax()], paper.iloc[0]
     rank = int((blend["mask_AP"] > ours["mask_AP"]).sum()) + 1
@@ -178,7 +178,7 @@ def check_attention_side(cells: pd.DataFrame) -> Check:
     gain, pairs = _m1_gain(blend, "mask_AP")
     if not pairs:
         return Check(NOT_MEASURED, "needs BlendMask cells with M=1 and M>1 at the same R and K")
-    if (weak := _untrained(blend)) is not None:
+    if (weak := _not_comparable(blend)) is not None:
         return weak
     ok = gain >= AP_MARGIN
     parts = [f"M=1 loses {gain:.1f} AP to the best M>1 (mean of {pairs} matched R/K; needs ≥ {AP_MARGIN})"]
