@@ -11,10 +11,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bmbench.ablate import Cell, PlannedCell, plan_suite, run_suite
+from bmbench.ablation.fields import format_size
+from bmbench.ablation.run import Cell, PlannedCell, plan_suite, run_suite
+from bmbench.ablation.suite import load_suite
 from bmbench.cli.console import console
-from bmbench.suite_fields import format_size
-from bmbench.suites import load_suite
 
 
 class RichSuiteProgress:

@@ -11,9 +11,9 @@ from rich.table import Table
 
 from bmbench.cli.console import console
 from bmbench.errors import BmbenchError
-from bmbench.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
-from bmbench.reference import REFERENCES
-from bmbench.scoring import STAT_NAMES
+from bmbench.evaluation.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
+from bmbench.evaluation.references import REFERENCES
+from bmbench.evaluation.scoring import STAT_NAMES
 
 
 def evaluate_cli(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bmbench.cli.console import console
 from bmbench.models.backbone import TRUNKS
-from bmbench.train import PROTOCOLS, TrainConfig, train
+from bmbench.training.train import PROTOCOLS, TrainConfig, train
 from bmbench.variants import parse_spec
 
 

@@ -1,7 +1,8 @@
 """One detector, one mask head: backbone + FPN -> FCOS head -> the mask head's bottom and top stages.
 
 ``forward`` returns raw outputs only; the per-instance merge, losses and post-processing are free functions that
-take these outputs (see bmbench.train / bmbench.evaluate). Letters: B images, D instance parameters per location.
+take these outputs (see bmbench.training.train / bmbench.evaluation.evaluate). Letters: B images, D instance parameters
+per location.
 """
 
 from __future__ import annotations

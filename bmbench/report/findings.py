@@ -1,4 +1,4 @@
-"""The BlendMask paper's findings as data: each with its number in bmbench/reference/claims.md, its text, where it is
+"""The BlendMask paper's findings as data: each with its number in bmbench/report/paper/claims.md, its text, where it is
 stated, and what measures it. bmbench.report.claims computes their verdicts.
 """
 
@@ -16,7 +16,7 @@ ADELAIDET_SOURCE = "aim-uofa/AdelaiDet configs/BlendMask/README.md (R-50 1x, GTX
 
 @dataclass(frozen=True)
 class Finding:
-    id: int  # its number in bmbench/reference/claims.md
+    id: int  # its number in bmbench/report/paper/claims.md
     text: str  # the finding as the paper states it
     source: str  # where it is stated
     needs: str = ABLATION  # what measures it, for the message when nothing does

@@ -21,7 +21,7 @@ import pandas as pd
 from bmbench.errors import BmbenchError
 
 # --- the columns the report reads (aligned with bmbench.bench.sweep.SPEED_COLUMNS, bmbench.bench.scaling and
-# --- bmbench.ablate.summary_row); everything else in the tables is ignored ---------------------------------------
+# --- bmbench.ablation.run.summary_row); everything else in the tables is ignored -------------------------------
 
 SPEC_KEYS = ("K", "M", "R", "S")
 STAGES = ("bottom", "top", "merge", "paste", "total")  # mask-branch stages, in order
@@ -46,7 +46,9 @@ PER_N_RE = re.compile(r"^(mask|bottom|top|merge|paste)_(ms|gflops)_n(\d+)$")  # 
 PARAMS_COLUMNS = ("mask_params", "params")  # first present wins
 GFLOPS_COLUMNS = ("mask_gflops", "total_gflops", "gflops", "GFLOPs")  # one N-free GFLOPs column, if no per-N ones
 REFERENCE_N = 100  # the N of single-number columns (ms, GFLOPs, Pareto front): a crowded COCO image; else the max N
-BASES_CORR_COLUMN = "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.evaluate.basis_correlation)
+BASES_CORR_COLUMN = (
+    "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.evaluation.evaluate.basis_correlation)
+)
 TOUCHING_AP_COLUMNS = ("mask_AP_touching", "mask_AP_overlap", "mask_AP_crowded")  # a per-subset AP, if measured
 ENV_META_KEYS = ("device", "device_name", "cpu_model", "dtype", "threads", "torch", "torchvision", "git_commit")
 UNKNOWN_DEVICE = "unknown device"

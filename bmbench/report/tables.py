@@ -253,8 +253,8 @@ def failed_cells_table(suite: AblationSuite) -> pd.DataFrame:
 
 
 def published_figures() -> pd.DataFrame:
-    """The published figures shipped with the package (bmbench/reference/published.csv), as they were published."""
-    with (resources.files("bmbench") / "reference" / PUBLISHED_FILE).open(encoding="utf-8") as handle:
+    """The published figures shipped with the package (bmbench/report/paper/published.csv), as they were published."""
+    with (resources.files("bmbench.report") / "paper" / PUBLISHED_FILE).open(encoding="utf-8") as handle:
         return pd.read_csv(handle)
 
 

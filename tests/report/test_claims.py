@@ -30,8 +30,8 @@ def base() -> pd.DataFrame:
     return suite_frame()
 
 
-def test_findings_match_the_shipped_reference_text() -> None:
-    text = (resources.files("bmbench") / "reference" / "claims.md").read_text(encoding="utf-8")
+def test_findings_match_the_shipped_paper_text() -> None:
+    text = (resources.files("bmbench.report") / "paper" / "claims.md").read_text(encoding="utf-8")
     items = re.findall(r"^(\d)\. (.+?)(?=^\d\. |^\s*$)", text, flags=re.M | re.S)
     assert [int(number) for number, _ in items] == [f.id for f in claims.FINDINGS] == list(range(1, 9))
     for (_, body), finding in zip(items, claims.FINDINGS, strict=True):

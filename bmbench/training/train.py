@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from bmbench.data.coco import CocoInstanceDataset
 from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
-from bmbench.loop import StepLoss, optimise, training_batches
 from bmbench.models.backbone import TRUNKS
 from bmbench.models.fcos import level_points
 from bmbench.models.losses import (
@@ -43,7 +42,8 @@ from bmbench.models.losses import (
 )
 from bmbench.models.segmenter import InstanceSegmenter
 from bmbench.results import atomic_path, run_metadata, write_json, write_table
-from bmbench.trunk_cache import TRUNK_FORMAT, data_identity, default_trunk_cache, load_trunk, trunk_key
+from bmbench.training.loop import StepLoss, optimise, training_batches
+from bmbench.training.trunk import TRUNK_FORMAT, data_identity, default_trunk_cache, load_trunk, trunk_key
 from bmbench.variants import VariantSpec, build_segmenter, parse_spec
 
 PROTOCOLS = ("joint", "shared-trunk")

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from bmbench.ablation.suite import DatasetSpec, EvalSpec, SpeedSpec, TrainSpec, load_suite
 from bmbench.errors import BmbenchError
-from bmbench.suites import DatasetSpec, EvalSpec, SpeedSpec, TrainSpec, load_suite
 from bmbench.variants import PRESETS, VariantSpec
 
-SUITES = Path(__file__).resolve().parents[1] / "suites"
+SUITES = Path(__file__).resolve().parents[2] / "suites"
 
 
 def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
@@ -44,7 +44,7 @@ def test_omitted_sections_take_documented_defaults(tmp_path: Path) -> None:
     assert suite.train == TrainSpec(
         protocol="shared-trunk", iters=200, batch_size=8, lr=0.002, trunk="small", image_size=256, trunk_iters=1000
     )
-    assert suite.train == TrainSpec()  # the defaults are bmbench.train's
+    assert suite.train == TrainSpec()  # the defaults are bmbench.training.train's
     assert suite.eval == EvalSpec(boxes="predicted")
     assert suite.speed == SpeedSpec(instances=(1, 10, 100), image_size=(800, 1088), trunk="r50", dtype="fp32")
     assert suite.resolved()["speed"]["image_size"] == "1088x800"  # W x H, as `bmbench speed --image-size`

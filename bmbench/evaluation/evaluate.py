@@ -27,14 +27,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bmbench.data.coco import CocoInstanceDataset, collate, find_split
 from bmbench.device import resolve_device, synchronize
 from bmbench.errors import BmbenchError
+from bmbench.evaluation.references import check_reference, score_reference
+from bmbench.evaluation.scoring import detections_to_coco, metrics_frame, score_detections
 from bmbench.models.fcos import level_points
 from bmbench.models.losses import flatten_levels
 from bmbench.models.postprocess import Detections, detect, merge_detections, oracle_locations, paste_in_original
 from bmbench.models.segmenter import InstanceSegmenter
-from bmbench.reference import check_reference, score_reference
 from bmbench.results import run_metadata, write_json, write_table, write_text
-from bmbench.scoring import detections_to_coco, metrics_frame, score_detections
-from bmbench.train import CHECKPOINT_FORMAT
+from bmbench.training.train import CHECKPOINT_FORMAT
 from bmbench.variants import build_segmenter, parse_spec
 
 BOX_SOURCES = ("predicted", "oracle")
@@ -44,7 +44,7 @@ _CHECKPOINT_KEYS = ("spec", "trunk", "num_classes", "label_to_category_id", "con
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by bmbench.train; a missing, unreadable or foreign file raises BmbenchError."""
+    """A checkpoint written by bmbench.training.train; a missing, unreadable or foreign file raises BmbenchError."""
     path = Path(path)
     if not path.is_file():
         raise BmbenchError(f"checkpoint {path} not found")
@@ -267,8 +267,8 @@ def evaluate_detections(
 def evaluate_reference(
     kind: str, data_dir: Path | None = None, *, split: str = "val", out: Path | None = None
 ) -> dict[str, Any]:
-    """Score reference masks `kind` (one of bmbench.reference.REFERENCES: masks built from the ground truth) on
-    `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the mask metrics."""
+    """Score reference masks `kind` (one of bmbench.evaluation.references.REFERENCES: masks built from the ground
+    truth) on `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the mask metrics."""
     check_reference(kind)  # before the default dataset may be generated: bad input writes nothing
     ann_file, _ = find_split(_data_dir(data_dir), split)
     metrics = score_reference(ann_file, kind)

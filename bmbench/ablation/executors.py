@@ -1,7 +1,8 @@
 """Where a suite's cells run: in this process, in N local processes, or as Ray tasks.
 
 An executor takes the cells to run and yields ``(cell, result record)`` as each finishes, in completion order; the
-caller (``bmbench.ablate.run_suite``) stores every record, so only this process writes result files and the summary.
+caller (``bmbench.ablation.run.run_suite``) stores every record, so only this process writes result files and
+the summary.
 A cell's own failure is a "failed" record (see ``execute_cell``); a worker process that dies (killed by the kernel
 for memory, a crash) is one too, for that cell alone.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bmbench.ablate import Cell, CellRunner, execute_cell
+from bmbench.ablation.run import Cell, CellRunner, execute_cell
 from bmbench.bench.options import default_threads
 from bmbench.errors import BmbenchError
 

@@ -28,11 +28,7 @@ from typing import Any
 
 import yaml
 
-from bmbench.bench.options import DEFAULT_BUDGET_S
-from bmbench.device import DTYPES
-from bmbench.errors import BmbenchError
-from bmbench.models.backbone import TRUNKS
-from bmbench.suite_fields import (
+from bmbench.ablation.fields import (
     Errors,
     UniqueKeyLoader,
     describe,
@@ -44,7 +40,11 @@ from bmbench.suite_fields import (
     field_str,
     format_size,
 )
-from bmbench.train import TrainConfig
+from bmbench.bench.options import DEFAULT_BUDGET_S
+from bmbench.device import DTYPES
+from bmbench.errors import BmbenchError
+from bmbench.models.backbone import TRUNKS
+from bmbench.training.train import TrainConfig
 from bmbench.variants import FAMILIES, VariantSpec, parse_spec
 
 PROTOCOLS = ("shared-trunk", "joint")
@@ -68,7 +68,7 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """How each cell's model is trained before it is evaluated (defaults: bmbench.train.TrainConfig's)."""
+    """How each cell's model is trained before it is evaluated (defaults: bmbench.training.train.TrainConfig's)."""
 
     protocol: str = TrainConfig.protocol  # shared-trunk (trunk trained once, then each mask head) | joint (end to end)
     iters: int = TrainConfig.iters  # optimiser steps per cell (shared-trunk: of the mask head)

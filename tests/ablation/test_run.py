@@ -17,13 +17,13 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import bmbench.ablate_cell
+import bmbench.ablation.runner
 import bmbench.cli
-from bmbench.ablate import Cell, expand_cells, run_suite, suite_lock
+from bmbench.ablation.run import Cell, expand_cells, run_suite, suite_lock
+from bmbench.ablation.suite import load_suite
 from bmbench.bench.options import default_threads
 from bmbench.cli.ablate import ablate_cli
 from bmbench.errors import BmbenchError
-from bmbench.suites import load_suite
 
 FAKE_SUITE = """
 name: fake
@@ -178,9 +178,9 @@ def test_an_interrupted_suite_resumes_with_the_unfinished_cells_only(tmp_path: P
 KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_ablate import fake_runner, no_data
-from bmbench.ablate import run_suite
-from bmbench.suites import load_suite
+from test_run import fake_runner, no_data
+from bmbench.ablation.run import run_suite
+from bmbench.ablation.suite import load_suite
 run_suite(load_suite({path!r}), out={out!r}, device="cpu", runner=fake_runner, prepare=no_data)
 """
 
@@ -362,8 +362,8 @@ def test_cli_missing_suite_file_exits_2(tmp_path: Path) -> None:
 
 
 def test_cli_exit_status_says_whether_every_cell_succeeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bmbench.ablate_cell, "run_cell", fake_runner)
-    monkeypatch.setattr(bmbench.ablate_cell, "prepare_data", no_data)
+    monkeypatch.setattr(bmbench.ablation.runner, "run_cell", fake_runner)
+    monkeypatch.setattr(bmbench.ablation.runner, "prepare_data", no_data)
     out = tmp_path / "out"
     args = ["ablate", "--out", str(out), "--device", "cpu"]
     failing = CliRunner().invoke(app, [*args, str(suite_file(tmp_path))])
@@ -375,8 +375,8 @@ def test_cli_exit_status_says_whether_every_cell_succeeded(tmp_path: Path, monke
 
 
 def test_cli_only_and_force_pick_the_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bmbench.ablate_cell, "run_cell", fake_runner)
-    monkeypatch.setattr(bmbench.ablate_cell, "prepare_data", no_data)
+    monkeypatch.setattr(bmbench.ablation.runner, "run_cell", fake_runner)
+    monkeypatch.setattr(bmbench.ablation.runner, "prepare_data", no_data)
     path, out = suite_file(tmp_path), tmp_path / "out"
     first = expand_cells(load_suite(path))[0].cell_id
     args = ["ablate", str(path), "--out", str(out), "--device", "cpu", "--only", first[:5]]

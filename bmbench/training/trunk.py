@@ -1,5 +1,5 @@
 """The shared trunk's cache: the key of everything that changes a trained trunk, where trunks are cached, and the
-cached file's format. bmbench.train trains the trunk and stores it here.
+cached file's format. bmbench.training.train trains the trunk and stores it here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from bmbench.data.coco import find_split
 from bmbench.errors import BmbenchError
 
-if TYPE_CHECKING:  # bmbench.train imports this module
-    from bmbench.train import TrainConfig
+if TYPE_CHECKING:  # bmbench.training.train imports this module
+    from bmbench.training.train import TrainConfig
 
 TRUNK_FORMAT = "bmbench-trunk/1"
 TRUNK_RECIPE = 1  # bump when the trunk's training changes, so that older cached trunks are not reused

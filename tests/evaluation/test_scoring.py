@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
-from bmbench.scoring import STAT_NAMES, detections_to_coco, encode_masks, metrics_frame, score_detections
+from bmbench.evaluation.scoring import STAT_NAMES, detections_to_coco, encode_masks, metrics_frame, score_detections
 
 
 @pytest.fixture(scope="module")

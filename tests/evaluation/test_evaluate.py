@@ -18,8 +18,8 @@ from bmbench.cli.evaluate import evaluate_cli
 from bmbench.cli.train import train_cli
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
-from bmbench.evaluate import evaluate, evaluate_detections
-from bmbench.train import train
+from bmbench.evaluation.evaluate import evaluate, evaluate_detections
+from bmbench.training.train import train
 
 IMAGE_SIZE = 64  # the dataset's 96 px images are resized to 64 px: results must come back at 96 px
 
@@ -140,7 +140,7 @@ def test_wrong_categories_are_refused(checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_basis_correlation_of_constructed_maps() -> None:
-    from bmbench.evaluate import basis_correlation
+    from bmbench.evaluation.evaluate import basis_correlation
 
     x = torch.randn(2, 1, 8, 8)
     assert basis_correlation(torch.cat([x, 3 * x + 1], dim=1)) == pytest.approx(1.0)  # one map, rescaled

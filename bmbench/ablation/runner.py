@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from bmbench.ablate import Cell
+from bmbench.ablation.fields import format_size
+from bmbench.ablation.run import Cell
+from bmbench.ablation.suite import SuiteSpec
 from bmbench.bench.cost import describe
 from bmbench.bench.options import make_config
 from bmbench.bench.sweep import run_sweep
@@ -22,11 +24,9 @@ from bmbench.data.coco import find_split
 from bmbench.data.synth import ensure_default_dataset
 from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
-from bmbench.evaluate import evaluate
+from bmbench.evaluation.evaluate import evaluate
 from bmbench.results import device_name, git_commit, write_table
-from bmbench.suite_fields import format_size
-from bmbench.suites import SuiteSpec
-from bmbench.train import train
+from bmbench.training.train import train
 
 SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload
 TRUNKS_DIR = "trunks"

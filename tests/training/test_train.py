@@ -11,15 +11,15 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import bmbench.train as train_module
+import bmbench.training.train as train_module
 from bmbench.cli import _Group
 from bmbench.cli.evaluate import evaluate_cli
 from bmbench.cli.train import train_cli
 from bmbench.data.coco import CocoInstanceDataset, collate
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
-from bmbench.loop import NonFiniteLossError, optimise
-from bmbench.train import joint_step, train
+from bmbench.training.loop import NonFiniteLossError, optimise
+from bmbench.training.train import joint_step, train
 from bmbench.variants import FAMILY_PRESETS, PRESETS, build_segmenter, parse_spec
 
 # The family presets shrunk so that a step takes a fraction of a second on a CPU.

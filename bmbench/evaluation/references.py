@@ -26,7 +26,7 @@ from pycocotools.coco import COCO
 
 from bmbench.data.coco import check_annotations, load_coco
 from bmbench.errors import BmbenchError
-from bmbench.scoring import score_detections
+from bmbench.evaluation.scoring import score_detections
 
 REFERENCES = ("box", "foreground", "class-foreground")
 

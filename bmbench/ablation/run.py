@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 
 import bmbench
+from bmbench.ablation.suite import DatasetSpec, EvalSpec, SpeedSpec, SuiteSpec, TrainSpec, speed_dict
 from bmbench.device import resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError
 from bmbench.results import run_metadata, write_json, write_table
-from bmbench.suites import DatasetSpec, EvalSpec, SpeedSpec, SuiteSpec, TrainSpec, speed_dict
 from bmbench.variants import VariantSpec
 
 RESULT_FILE = "result.json"
@@ -301,8 +301,8 @@ def run_suite(
     ``runner`` and ``prepare`` default to the real ones (train → evaluate → time; dataset generation); tests
     inject fakes. ``device`` is resolved per cell by the runner's process (``auto``, ``cpu``, ``cuda``).
     """
-    from bmbench.ablate_cell import prepare_data, run_cell
-    from bmbench.executors import EXECUTORS
+    from bmbench.ablation.executors import EXECUTORS
+    from bmbench.ablation.runner import prepare_data, run_cell
 
     if executor not in EXECUTORS:
         raise BmbenchError(f"unknown executor {executor!r} (use {', '.join(EXECUTORS)})")

@@ -1,0 +1,2 @@
+"""Evaluation: inference to COCO detections (evaluate), COCOeval scoring (scoring), masks built from the ground
+truth (references)."""
