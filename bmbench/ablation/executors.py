@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bmbench.ablation.run import Cell, CellRunner, execute_cell
+from bmbench.ablation.cell import Cell, CellRunner, execute_cell
 from bmbench.bench.options import default_threads
 from bmbench.errors import BmbenchError
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from bmbench.ablation.cell import Cell
 from bmbench.ablation.fields import format_size
-from bmbench.ablation.run import Cell
 from bmbench.ablation.suite import SuiteSpec
 from bmbench.bench.cost import describe
 from bmbench.bench.options import make_config

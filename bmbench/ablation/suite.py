@@ -44,7 +44,7 @@ from bmbench.bench.options import DEFAULT_BUDGET_S
 from bmbench.device import DTYPES
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
-from bmbench.training.train import TrainConfig
+from bmbench.training.config import TrainConfig
 from bmbench.variants import FAMILIES, VariantSpec, parse_spec
 
 PROTOCOLS = ("shared-trunk", "joint")

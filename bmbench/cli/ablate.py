@@ -11,8 +11,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bmbench.ablation.cell import Cell, PlannedCell, plan_suite
 from bmbench.ablation.fields import format_size
-from bmbench.ablation.run import Cell, PlannedCell, plan_suite, run_suite
+from bmbench.ablation.run import run_suite
 from bmbench.ablation.suite import load_suite
 from bmbench.cli.console import console
 

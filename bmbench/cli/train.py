@@ -11,7 +11,8 @@ from rich.table import Table
 
 from bmbench.cli.console import console
 from bmbench.models.backbone import TRUNKS
-from bmbench.training.train import PROTOCOLS, TrainConfig, train
+from bmbench.training.config import PROTOCOLS, TrainConfig
+from bmbench.training.train import train
 from bmbench.variants import parse_spec
 
 

@@ -29,46 +29,17 @@ from bmbench.device import resolve_device, synchronize
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.references import check_reference, score_reference
 from bmbench.evaluation.scoring import detections_to_coco, metrics_frame, score_detections
+from bmbench.models.diagnostics import basis_correlation
 from bmbench.models.fcos import level_points
 from bmbench.models.losses import flatten_levels
 from bmbench.models.postprocess import Detections, detect, merge_detections, oracle_locations, paste_in_original
 from bmbench.models.segmenter import InstanceSegmenter
 from bmbench.results import run_metadata, write_json, write_table, write_text
-from bmbench.training.train import CHECKPOINT_FORMAT
-from bmbench.variants import build_segmenter, parse_spec
+from bmbench.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 BOX_SOURCES = ("predicted", "oracle")
 DETECTIONS_FILE = "detections.json"
 METRICS_STEM = "metrics"
-_CHECKPOINT_KEYS = ("spec", "trunk", "num_classes", "label_to_category_id", "config", "model")
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by bmbench.training.train; a missing, unreadable or foreign file raises BmbenchError."""
-    path = Path(path)
-    if not path.is_file():
-        raise BmbenchError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - whatever torch.load raises, the file is not a usable checkpoint
-        raise BmbenchError(f"checkpoint {path} is corrupted or not a torch file ({type(err).__name__})") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise BmbenchError(f"{path} is not a bmbench checkpoint (expected format {CHECKPOINT_FORMAT})")
-    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
-    if missing:
-        raise BmbenchError(f"checkpoint {path} lacks {', '.join(missing)}")
-    return state
-
-
-def model_from_checkpoint(state: dict[str, Any], path: Path) -> InstanceSegmenter:
-    """Rebuild the model a checkpoint describes and load its weights."""
-    model = build_segmenter(parse_spec(state["spec"]), trunk=state["trunk"], num_classes=state["num_classes"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise BmbenchError(f"checkpoint {path}: weights do not fit {state['spec']} ({first})") from err
-    return model
 
 
 def oracle_detections(
@@ -114,23 +85,6 @@ def predict(
         )
         results.append((det, masks))
     return results
-
-
-def basis_correlation(bottom: Any) -> float:
-    """Mean pairwise Pearson correlation between the K maps of ``bottom: Tensor[B, K, h, w]`` (bases, prototypes)
-    over all their pixels; NaN when the bottom is not such a tensor or K < 2.
-
-    Near 1, the K maps are one map: K acts as 1 (the failure a briefly trained shared-trunk BlendMask shows: its
-    attention starts uniform, so every basis gets the same gradient, and identical bases give the attention none).
-    """
-    if not isinstance(bottom, torch.Tensor) or bottom.ndim != 4 or bottom.shape[1] < 2:
-        return float("nan")
-    maps = bottom.detach().double().transpose(0, 1).flatten(1)  # (K, B*h*w)
-    maps = maps - maps.mean(dim=1, keepdim=True)
-    maps = maps / maps.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    K = maps.shape[0]
-    gram = maps @ maps.t()  # (K, K) correlations, ones on the diagonal
-    return float((gram.sum() - gram.diagonal().sum()) / (K * K - K))
 
 
 @torch.inference_mode()

@@ -1,21 +1,26 @@
 """The shared trunk's cache: the key of everything that changes a trained trunk, where trunks are cached, and the
-cached file's format. bmbench.training.train trains the trunk and stores it here.
+cached file's format, and `shared_trunk`, which trains a trunk once and caches it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from bmbench.data.coco import find_split
+from bmbench.data.coco import CocoInstanceDataset, find_split
 from bmbench.errors import BmbenchError
-
-if TYPE_CHECKING:  # bmbench.training.train imports this module
-    from bmbench.training.train import TrainConfig
+from bmbench.models.segmenter import InstanceSegmenter
+from bmbench.results import atomic_path
+from bmbench.training.config import TrainConfig, _loop_options
+from bmbench.training.loop import optimise, training_batches
+from bmbench.training.steps import _semantic_head, detector_step
 
 TRUNK_FORMAT = "bmbench-trunk/1"
 TRUNK_RECIPE = 1  # bump when the trunk's training changes, so that older cached trunks are not reused
@@ -62,3 +67,60 @@ def load_trunk(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != TRUNK_FORMAT:
         raise BmbenchError(f"{path}: not a bmbench trunk checkpoint; delete it to retrain")
     return state
+
+
+def shared_trunk(
+    model: InstanceSegmenter,
+    dataset: CocoInstanceDataset,
+    *,
+    config: TrainConfig,
+    data_id: str,
+    cache: Path,
+    device: torch.device,
+    log_every: int,
+    progress: bool,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Load the cached trunk for this key into `model`, training and caching it first when absent. A file lock
+    makes concurrent runs train it once. Returns the trunk's record (key, log, metrics, whether it was reused)."""
+    key = trunk_key(data_id, config, dataset.num_classes)
+    path = Path(cache) / f"trunk-{config.trunk}-{key}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        reused = path.is_file()
+        if not reused:
+            model.train()
+            batches = training_batches(dataset, batch_size=config.batch_size, seed=config.seed)
+            semantic_head, extra = _semantic_head(config, dataset.num_classes, device)
+            step = detector_step(model, config.image_size, semantic_head)
+            rows, timing = optimise(
+                step,
+                model.trunk_parameters() + extra,
+                batches,
+                stage="trunk",
+                iters=config.trunk_iters,
+                lr=config.trunk_lr,
+                device=device,
+                **_loop_options(config),
+                log_every=log_every,
+                progress=progress,
+                on_log=on_log,
+            )
+            record = {
+                "format": TRUNK_FORMAT,
+                "key": key,
+                "config": asdict(config),
+                "data_id": data_id,
+                "num_classes": dataset.num_classes,
+                "backbone": model.backbone.state_dict(),
+                "detector": model.detector.state_dict(),
+                "log": rows,
+                "metrics": {"trunk_train_s": timing["seconds"], "trunk_images_per_s": timing["images_per_s"]},
+            }
+            with atomic_path(path) as tmp:
+                torch.save(record, tmp)
+        state = load_trunk(path)
+    model.backbone.load_state_dict(state["backbone"])
+    model.detector.load_state_dict(state["detector"])
+    return {"key": key, "path": path, "reused": reused, "log": state["log"], "metrics": state["metrics"]}

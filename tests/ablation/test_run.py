@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 import bmbench.ablation.runner
 import bmbench.cli
-from bmbench.ablation.run import Cell, expand_cells, run_suite, suite_lock
+from bmbench.ablation.cell import Cell, expand_cells
+from bmbench.ablation.run import run_suite, suite_lock
 from bmbench.ablation.suite import load_suite
 from bmbench.bench.options import default_threads
 from bmbench.cli.ablate import ablate_cli

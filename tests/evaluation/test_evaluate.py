@@ -140,7 +140,7 @@ def test_wrong_categories_are_refused(checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_basis_correlation_of_constructed_maps() -> None:
-    from bmbench.evaluation.evaluate import basis_correlation
+    from bmbench.models.diagnostics import basis_correlation
 
     x = torch.randn(2, 1, 8, 8)
     assert basis_correlation(torch.cat([x, 3 * x + 1], dim=1)) == pytest.approx(1.0)  # one map, rescaled

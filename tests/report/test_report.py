@@ -172,7 +172,7 @@ def test_a_table_that_is_not_ours_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_columns_read_are_the_columns_the_producers_write() -> None:
     """Aligns load.py's constants with bmbench speed / bmbench ablate (imports them: tests may, report may not)."""
-    from bmbench.ablation.run import METRICS
+    from bmbench.ablation.cell import METRICS
     from bmbench.bench.scaling import SCALING_COLUMNS
     from bmbench.bench.sweep import SPEED_COLUMNS
 

@@ -11,6 +11,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+import bmbench.training.steps as steps_module
 import bmbench.training.train as train_module
 from bmbench.cli import _Group
 from bmbench.cli.evaluate import evaluate_cli
@@ -19,7 +20,8 @@ from bmbench.data.coco import CocoInstanceDataset, collate
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
 from bmbench.training.loop import NonFiniteLossError, optimise
-from bmbench.training.train import joint_step, train
+from bmbench.training.steps import joint_step
+from bmbench.training.train import train
 from bmbench.variants import FAMILY_PRESETS, PRESETS, build_segmenter, parse_spec
 
 # The family presets shrunk so that a step takes a fraction of a second on a CPU.
@@ -80,7 +82,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_data: Path, tmp_path: Path, mo
     def nan_mask_loss(*args, **kwargs) -> torch.Tensor:
         return torch.tensor(float("nan"), requires_grad=True)
 
-    monkeypatch.setattr(train_module, "mask_head_loss", nan_mask_loss)
+    monkeypatch.setattr(steps_module, "mask_head_loss", nan_mask_loss)
     with pytest.raises(NonFiniteLossError, match=r"joint training stopped at iteration 1/3: loss term 'mask' is nan"):
         _train_tiny(tiny_data, tmp_path / "run", iters=3)
     assert not (tmp_path / "run").exists()

@@ -1,0 +1,212 @@
+"""Cells: a suite's unit of work (variant x seed), its id (a hash of its resolved config), planning which cells
+run, running one through a runner into a result record, and the summary table of finished cells."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import bmbench
+from bmbench.ablation.suite import DatasetSpec, EvalSpec, SpeedSpec, SuiteSpec, TrainSpec, speed_dict
+from bmbench.errors import BmbenchError
+from bmbench.results import write_table
+from bmbench.variants import VariantSpec
+
+RESULT_FILE = "result.json"
+
+
+CELL_ID_LENGTH = 12  # hex digits of the config hash: 48 bits, no collision in any grid we would run
+
+
+METRICS = ("mask_AP", "mask_AP50", "mask_AP75", "mask_APs", "mask_APm", "mask_APl", "box_AP")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One variant with one seed under a suite's settings: the unit that trains, evaluates and is timed."""
+
+    suite: str  # the suite's name (not part of the id: the same cell in two suites has the same id)
+    spec: VariantSpec  # the mask head
+    seed: int  # seeds the model's initialisation and the data order
+    dataset: DatasetSpec  # what it trains and evaluates on
+    train: TrainSpec  # how it trains
+    eval: EvalSpec  # how AP is measured
+    speed: SpeedSpec  # how its mask branch is timed
+
+    def config(self) -> dict[str, Any]:
+        """The resolved config that the id hashes: everything that changes the cell's results."""
+        return {
+            "bmbench": bmbench.__version__,
+            "spec": str(self.spec),
+            "seed": self.seed,
+            "dataset": asdict(self.dataset),
+            "train": asdict(self.train),
+            "eval": asdict(self.eval),
+            "speed": speed_dict(self.speed),
+        }
+
+    @property
+    def cell_id(self) -> str:
+        text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:CELL_ID_LENGTH]
+
+
+def expand_cells(suite: SuiteSpec) -> list[Cell]:
+    """Every variant of the suite (grid first, then fixed variants) with every seed, in that order."""
+    return [
+        Cell(suite.name, spec, seed, suite.dataset, suite.train, suite.eval, suite.speed)
+        for spec in suite.specs
+        for seed in suite.seeds
+    ]
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """A cell and what this run does with it."""
+
+    cell: Cell  # the cell
+    action: str  # "run" or "reuse"
+    previous: dict[str, Any] | None  # its result.json when one exists
+
+
+def plan_suite(
+    suite: SuiteSpec, out: Path, *, force: bool = False, retry_failed: bool = False, only: list[str] | None = None
+) -> list[PlannedCell]:
+    """Which cells run and which are reused; reads only. ``only`` restricts to cell ids (or unique prefixes)."""
+    cells = expand_cells(suite)
+    if only:
+        cells = _select(cells, only)
+    suite_dir = Path(out) / suite.name
+    plan = []
+    for cell in cells:
+        previous = read_result(suite_dir / cell.cell_id)
+        rerun = force or previous is None or (retry_failed and previous.get("status") != "ok")
+        plan.append(PlannedCell(cell, "run" if rerun else "reuse", previous))
+    return plan
+
+
+def _select(cells: list[Cell], only: list[str]) -> list[Cell]:
+    chosen: dict[str, Cell] = {}
+    for wanted in only:
+        matches = [cell for cell in cells if cell.cell_id.startswith(wanted)]
+        if len(matches) != 1:
+            what = "no cell" if not matches else f"{len(matches)} cells"
+            raise BmbenchError(f"--only {wanted}: {what} of this suite match (see --dry-run for the ids)")
+        chosen[matches[0].cell_id] = matches[0]
+    return [cell for cell in cells if cell.cell_id in chosen]
+
+
+def read_result(cell_dir: Path) -> dict[str, Any] | None:
+    """A cell's result.json, or None when absent (or unreadable, which atomic writes should make impossible)."""
+    try:
+        return json.loads((cell_dir / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def summary_row(cell: Cell, result: dict[str, Any]) -> dict[str, Any]:
+    """One tidy row: every config field, status and error, then whatever the runner measured, then the env."""
+    spec, data, train = cell.spec, cell.dataset, cell.train
+    row: dict[str, Any] = {
+        "suite": cell.suite,
+        "cell_id": cell.cell_id,
+        "variant": spec.name,
+        "spec": str(spec),
+        "family": spec.family,
+        **{key: getattr(spec, key) for key in ("K", "M", "R", "S")},
+        "seed": cell.seed,
+        **{f"dataset_{key}": value for key, value in asdict(data).items()},
+        "protocol": train.protocol,
+        "iters": train.iters,
+        "batch_size": train.batch_size,
+        "lr": train.lr,
+        "trunk": train.trunk,
+        "eval_boxes": cell.eval.boxes,
+        "speed_image_size": speed_dict(cell.speed)["image_size"],
+        "speed_trunk": cell.speed.trunk,
+        "status": result.get("status"),
+        "error": result.get("error"),
+    }
+    measured = result.get("measured") or {}
+    row |= {key: measured.get(key) for key in METRICS}
+    row |= {f"mask_ms_n{n}": measured.get(f"mask_ms_n{n}") for n in cell.speed.instances}
+    row |= {key: value for key, value in measured.items() if key not in row}
+    row |= {key: value for key, value in (result.get("env") or {}).items() if key not in row}
+    row |= {"wall_s": result.get("wall_s"), "finished": result.get("finished")}
+    return row
+
+
+def write_summary(suite_dir: Path, plan: list[PlannedCell], results: dict[str, dict[str, Any]]) -> None:
+    """Rebuild summary.csv and summary.parquet (atomically) from the results of the plan's cells, in plan order."""
+    rows = [summary_row(p.cell, results[p.cell.cell_id]) for p in plan if p.cell.cell_id in results]
+    write_table(pd.DataFrame(rows), suite_dir / "summary")
+
+
+CellRunner = Callable[..., dict[str, Any]]  # runner(cell, *, cell_dir, device, data_dir) -> measured values
+
+
+def _must_be_finite(key: str) -> bool:
+    # NaN is legitimate for mask_APs/m/l (COCOeval has no object of that size), not for these.
+    return "loss" in key or key in ("mask_AP", "box_AP") or key.startswith("mask_ms_n")
+
+
+def _non_finite(values: dict[str, Any]) -> list[str]:
+    return [
+        key
+        for key, value in values.items()
+        if _must_be_finite(key) and isinstance(value, float) and not math.isfinite(value)
+    ]
+
+
+def execute_cell(
+    runner: CellRunner, cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None
+) -> dict[str, Any]:
+    """Run one cell and return its result record; an exception, OOM or a NaN becomes status "failed", never a
+    raise (KeyboardInterrupt and SystemExit still propagate). Writes nothing itself: the caller stores it."""
+    started = datetime.now(timezone.utc)
+    begin = time.perf_counter()
+    record: dict[str, Any] = {"cell_id": cell.cell_id, "suite": cell.suite, "config": cell.config()}
+    try:
+        measured = runner(cell, cell_dir=cell_dir, device=device, data_dir=data_dir)
+        env = measured.pop("env", {})
+        bad = _non_finite(measured)
+        status, error = ("failed", f"non-finite values: {', '.join(bad)}") if bad else ("ok", None)
+        record |= {"status": status, "error": error, "measured": measured, "env": env}
+    except Exception as err:  # noqa: BLE001 - a failing cell is recorded and the suite goes on
+        record |= {"status": "failed", "error": f"{type(err).__name__}: {err}".strip(), "measured": {}, "env": {}}
+        record["traceback"] = traceback.format_exc()
+        _free_accelerator_memory()
+    record |= {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - begin, 3),
+    }
+    return record
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities -> None, recursively: result.json stays standard JSON (COCOeval's "no such object size"
+    is NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _free_accelerator_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,49 @@
+"""The checkpoint format that bmbench.training.train writes and evaluation reads: the format tag, loading with
+checks, and rebuilding the model it describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bmbench.errors import BmbenchError
+from bmbench.models.segmenter import InstanceSegmenter
+from bmbench.variants import build_segmenter, parse_spec
+
+CHECKPOINT_FORMAT = "bmbench-checkpoint/1"
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+_CHECKPOINT_KEYS = ("spec", "trunk", "num_classes", "label_to_category_id", "config", "model")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by bmbench.training.train; a missing, unreadable or foreign file raises BmbenchError."""
+    path = Path(path)
+    if not path.is_file():
+        raise BmbenchError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever torch.load raises, the file is not a usable checkpoint
+        raise BmbenchError(f"checkpoint {path} is corrupted or not a torch file ({type(err).__name__})") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise BmbenchError(f"{path} is not a bmbench checkpoint (expected format {CHECKPOINT_FORMAT})")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise BmbenchError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any], path: Path) -> InstanceSegmenter:
+    """Rebuild the model a checkpoint describes and load its weights."""
+    model = build_segmenter(parse_spec(state["spec"]), trunk=state["trunk"], num_classes=state["num_classes"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise BmbenchError(f"checkpoint {path}: weights do not fit {state['spec']} ({first})") from err
+    return model

@@ -1,0 +1,108 @@
+"""The losses of the three kinds of training step (trunk, joint, mask head), and the training-only auxiliary
+semantic head.
+
+Letters: B images per step, as in bmbench.models.losses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bmbench.models.backbone import TRUNKS
+from bmbench.models.fcos import level_points
+from bmbench.models.losses import (
+    assign_fcos_targets,
+    fcos_losses,
+    level_size_ranges,
+    mask_head_loss,
+    select_mask_positives,
+    semantic_loss,
+    semantic_targets,
+)
+from bmbench.models.segmenter import InstanceSegmenter
+from bmbench.training.config import TrainConfig
+from bmbench.training.loop import StepLoss
+
+SEMANTIC_LEVEL, SEMANTIC_STRIDE = "p3", 8  # where the auxiliary semantic head reads: the finest level the bases use
+
+
+def build_semantic_head(*, in_channels: int, num_classes: int) -> nn.Module:
+    """Training-only auxiliary head on P3 (3x3 conv, ReLU, 1x1 to per-class logits); discarded after training."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(), nn.Conv2d(in_channels, num_classes, 1)
+    )
+
+
+def _semantic_head(
+    config: TrainConfig, num_classes: int, device: torch.device
+) -> tuple[nn.Module | None, list[nn.Parameter]]:
+    """The auxiliary head when the config asks for one (else None), and the parameters it adds to the optimiser."""
+    if not config.semantic_aux:
+        return None, []
+    head = build_semantic_head(in_channels=TRUNKS[config.trunk].fpn_channels, num_classes=num_classes).to(device)
+    return head, list(head.parameters())
+
+
+def _semantic_term(
+    head: nn.Module, features: dict[str, Tensor], targets: list[dict[str, Any]], size: tuple[int, int]
+) -> Tensor:
+    logits = head(features[SEMANTIC_LEVEL])  # (B, C, H/8, W/8)
+    return semantic_loss(
+        logits, semantic_targets(targets, num_classes=logits.shape[1], size=size, stride=SEMANTIC_STRIDE)
+    )
+
+
+def detector_step(model: InstanceSegmenter, image_size: int, semantic_head: nn.Module | None = None) -> StepLoss:
+    """The trunk's training step: FCOS losses, plus the auxiliary semantic loss when `semantic_head` is given."""
+
+    def step(images: Tensor, targets: list[dict[str, Any]], generator: torch.Generator) -> dict[str, Tensor]:
+        features = model.backbone(images)
+        outputs = model.detector(features)
+        points = level_points([tuple(x.shape[-2:]) for x in outputs.class_logits], images.device)
+        assigned = assign_fcos_targets(points, targets, size_ranges=level_size_ranges(image_size))
+        losses = fcos_losses(outputs, points, assigned)
+        if semantic_head is not None:
+            losses["semantic"] = _semantic_term(semantic_head, features, targets, tuple(images.shape[-2:]))
+        return losses
+
+    return step
+
+
+def joint_step(
+    model: InstanceSegmenter, image_size: int, max_positives: int, semantic_head: nn.Module | None = None
+) -> StepLoss:
+    """End-to-end step: FCOS losses, the mask loss on sampled positives, and the auxiliary semantic loss when
+    `semantic_head` is given."""
+
+    def step(images: Tensor, targets: list[dict[str, Any]], generator: torch.Generator) -> dict[str, Tensor]:
+        out = model(images)
+        points = level_points([tuple(x.shape[-2:]) for x in out.detections.class_logits], images.device)
+        assigned = assign_fcos_targets(points, targets, size_ranges=level_size_ranges(image_size))
+        losses = fcos_losses(out.detections, points, assigned)
+        if semantic_head is not None:
+            losses["semantic"] = _semantic_term(semantic_head, out.features, targets, tuple(images.shape[-2:]))
+        chosen = select_mask_positives(assigned, max_positives, generator)
+        losses["mask"] = mask_head_loss(model.mask_head, out.bottom, out.params, targets, assigned, *chosen)
+        return losses
+
+    return step
+
+
+def mask_step(model: InstanceSegmenter, image_size: int, max_positives: int) -> StepLoss:
+    """Shared-trunk step: the frozen trunk runs without gradients; only the mask head's stages are trained."""
+
+    def step(images: Tensor, targets: list[dict[str, Any]], generator: torch.Generator) -> dict[str, Tensor]:
+        with torch.no_grad():
+            features = model.backbone(images)
+            detections = model.detector(features)
+        bottom = model.mask_head.bottom(features, tuple(images.shape[-2:]))
+        params = model.mask_head.top(detections.box_tower)
+        points = level_points([tuple(x.shape[-2:]) for x in detections.class_logits], images.device)
+        assigned = assign_fcos_targets(points, targets, size_ranges=level_size_ranges(image_size))
+        chosen = select_mask_positives(assigned, max_positives, generator)
+        return {"mask": mask_head_loss(model.mask_head, bottom, params, targets, assigned, *chosen)}
+
+    return step
