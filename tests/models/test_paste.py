@@ -73,3 +73,24 @@ def test_separable_paste_equals_grid_sample() -> None:
     ours = paste_roi_masks(logits, boxes, (64, 80))
     assert (ours != reference).sum() <= 2  # float rounding, at logits within ~1e-6 of the threshold
     assert reference.sum() > 1000
+
+
+def test_paste_inside_the_box_equals_the_whole_image_paste() -> None:
+    generator = torch.Generator().manual_seed(3)
+    num = 60
+    logits = torch.randn((num, 14, 14), generator=generator) * 4
+    corners = torch.rand((num, 2), generator=generator) * 100 - 20  # some boxes cross or leave the border
+    sides = torch.rand((num, 2), generator=generator) * 60
+    sides[:12] *= 0.02  # boxes under one pixel
+    boxes = torch.cat([corners, corners + sides], dim=1)
+    edge = torch.tensor([[0.0, 0.0, 80.0, 64.0], [70.5, 50.5, 80.0, 64.0], [-5.0, 10.0, 0.4, 20.0]])
+    boxes, logits = torch.cat([boxes, edge]), torch.cat([logits, torch.full((3, 14, 14), 3.0)])
+    ours = paste_roi_masks(logits, boxes, (64, 80))
+    assert torch.equal(ours, paste.paste_roi_masks_whole_image(logits, boxes, (64, 80)))
+    assert ours[-3].all() and ours[-2, 50:, 70:].all() and ours[-2].sum() == 14 * 10 and not ours[-1].any()
+    assert ours[:12].sum() < ours[12:].sum() / 10 and ours.sum() > 1000
+
+
+def test_paste_window_covers_every_pixel_of_its_box() -> None:
+    windows = paste._box_windows(torch.tensor([[3.2, 4.7, 9.1, 5.2], [-3.0, -2.0, 200.0, 300.0]]), (40, 48))
+    assert windows.tolist() == [[2, 3, 11, 7], [0, 0, 48, 40]]
