@@ -9,25 +9,36 @@ Letters: N detections, H x W the original image.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from torch import Tensor
 
 from bmbench.data.coco import load_coco, read_json
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, BmbenchWarning
+from bmbench.evaluation.evaluators import (
+    MAX_DETS,
+    GroundTruth,
+    check_evaluator,
+    check_max_dets,
+    max_dets_settings,
+    per_category_ap,
+    run_cocoeval,
+    stat_names,
+    summarize,
+)
 
 IOU_TYPES = {"segm": "mask", "bbox": "box"}  # COCOeval iouType -> metric-name prefix
 FIELDS = {"segm": "segmentation", "bbox": "bbox"}  # COCOeval iouType -> result-dict field
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+STAT_NAMES = stat_names(MAX_DETS)  # AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
+BOUNDARY_STATS = ("AP", "AP50", "AP75")  # the Boundary AP numbers reported (boundary_AP, ...)
 
 
 def encode_masks(masks: Tensor) -> list[dict]:
@@ -114,22 +125,63 @@ def _check_detections(detections: list, gt: COCO, source: str) -> list[str]:
     return present
 
 
-def _evaluate(gt: COCO, detections: list[dict], iou_type: str, image_ids: list[int] | None) -> tuple[list, str]:
-    """COCOeval stats (12 numbers) and the text it printed."""
-    field = FIELDS[iou_type]
-    # Keep only this type's field: loadRes takes `area` from the bbox whenever one is present, which would put
-    # masks in the wrong COCO size range; it also writes into the dicts, hence the copies.
-    keep = ("image_id", "category_id", "score", field)
-    results = [{key: det[key] for key in keep} for det in detections]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        evaluator = COCOeval(gt, gt.loadRes(results), iouType=iou_type)
-        if image_ids is not None:
-            evaluator.params.imgIds = list(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return list(evaluator.stats), printed.getvalue()
+def _gt_counts_over(gt: COCO, image_ids: Sequence[int] | None, max_dets: int) -> None:
+    """Warn, with counts, when some image has more (non-crowd) ground-truth instances than `max_dets`."""
+    wanted = set(gt.imgs) if image_ids is None else set(image_ids)
+    counts: dict[int, int] = {}
+    for ann in gt.dataset["annotations"]:
+        if ann["image_id"] in wanted and not ann.get("iscrowd", 0):
+            counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + 1
+    over = {image: n for image, n in counts.items() if n > max_dets}
+    if over:
+        worst = max(over, key=over.get)
+        warnings.warn(
+            f"{len(over)} image(s) have more ground-truth instances than max_dets={max_dets} (most: {over[worst]} in "
+            f"image {worst}); their recall, and so AP, cannot reach 1: raise max_dets (--max-dets)",
+            stacklevel=3,
+        )
+
+
+def subset_ids(gt: COCO, source: str = "ground truth") -> dict[str, set[int]]:
+    """{subset name: ids of the annotations tagged with it} from each annotation's optional ``subsets`` field (a
+    list of names, e.g. ["touching", "thin"], that pycocotools ignores); a malformed field raises BmbenchError."""
+    members: dict[str, set[int]] = {}
+    for ann in gt.dataset["annotations"]:
+        names = ann.get("subsets", [])
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise BmbenchError(f"{source}: annotation {ann['id']} has a malformed 'subsets' (want a list of names)")
+        for name in names:
+            members.setdefault(name, set()).add(ann["id"])
+    return dict(sorted(members.items()))
+
+
+def breakdown_names(gt: COCO, source: str = "ground truth") -> dict[str, Any]:
+    """The per-subset and per-class column of every subset name and category id: {"subsets": {name: column},
+    "classes": {category id: column}}, columns mask_AP_<subset> and mask_AP_<class name> (whitespace as _; a class
+    named like a subset becomes mask_AP_class_<name>)."""
+    subsets = {name: f"mask_AP_{name}" for name in subset_ids(gt, source)}
+    classes = {}
+    for cat_id in sorted(gt.cats):
+        name = "_".join(str(gt.cats[cat_id].get("name", cat_id)).split())
+        column = f"mask_AP_{name}"
+        classes[cat_id] = f"mask_AP_class_{name}" if column in subsets.values() else column
+    return {"subsets": subsets, "classes": classes}
+
+
+def _summary_text(prefix: str, stats: dict[str, float], max_dets: int) -> str:
+    """COCOeval's summary lines, for the numbers as bmbench read them."""
+    rows = [("Precision", "AP", "0.50:0.95", "all", max_dets)]
+    rows += [("Precision", "AP", "0.50", "all", max_dets), ("Precision", "AP", "0.75", "all", max_dets)]
+    rows += [("Precision", "AP", "0.50:0.95", area, max_dets) for area in ("small", "medium", "large")]
+    rows += [("Recall", "AR", "0.50:0.95", "all", m) for m in max_dets_settings(max_dets)]
+    rows += [("Recall", "AR", "0.50:0.95", area, max_dets) for area in ("small", "medium", "large")]
+    lines = [f"{prefix}:"]
+    for (kind, short, iou, area, m), value in zip(rows, stats.values(), strict=True):
+        shown = -1.0 if math.isnan(value) else value
+        lines.append(
+            f" Average {kind:<9} ({short}) @[ IoU={iou:<9} | area={area:>6s} | maxDets={m:>3d} ] = {shown:0.3f}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def score_detections(
@@ -139,17 +191,28 @@ def score_detections(
     iou_types: Sequence[str] = ("segm", "bbox"),
     image_ids: Sequence[int] | None = None,
     summary: list[str] | None = None,
+    evaluator: str = "pycocotools",
+    max_dets: int = MAX_DETS,
+    boundary: bool = True,
+    breakdown: bool = True,
 ) -> dict[str, float]:
     """COCO metrics of `detections` (result dicts or a JSON file of them) against the ground truth `gt_json`.
 
     Scores each of `iou_types` that the detections carry (a segm-only or bbox-only list scores only that type).
     Returns e.g. {"mask_AP": ..., "mask_AP50": ..., "box_APl": ..., "box_AR100": ...}; no detections give all
-    zeros. `image_ids` restricts scoring to those images. COCOeval's printed tables are appended to `summary`
-    when it is given.
+    zeros. With segm scored, also ``boundary_AP``/``_AP50``/``_AP75`` (Boundary AP, Cheng et al. 2021; when
+    `boundary`) and, when `breakdown`, ``mask_AP_<subset>`` for every subset name in the ground truth's
+    ``subsets`` fields (ground truth outside the subset ignored) and ``mask_AP_<class name>`` per category.
+
+    `evaluator`: "pycocotools" or "faster" (faster-coco-eval; same numbers). `max_dets`: detections per image
+    scored (COCOeval's maxDets); a ground truth with more instances in one image warns. `image_ids` restricts
+    scoring to those images. Summary tables are appended to `summary` when it is given.
     """
     unknown = [iou for iou in iou_types if iou not in IOU_TYPES]
     if unknown:
         raise BmbenchError(f"unknown iou type(s) {unknown} (known: {', '.join(IOU_TYPES)})")
+    check_evaluator(evaluator)
+    check_max_dets(max_dets)
     gt = load_coco(Path(gt_json))
     if isinstance(detections, str | Path):
         source = str(detections)
@@ -163,20 +226,61 @@ def score_detections(
         if missing:
             raise BmbenchError(f"{gt_json}: image ids {missing[:5]} are not in the ground truth")
     present = _check_detections(detections, gt, source)
+    columns = breakdown_names(gt, str(gt_json)) if breakdown else {"subsets": {}, "classes": {}}
+    _gt_counts_over(gt, image_ids, max_dets)
+    names = stat_names(max_dets)
     if not detections:
-        return {f"{IOU_TYPES[iou]}_{name}": 0.0 for iou in iou_types for name in STAT_NAMES}
+        metrics = {f"{IOU_TYPES[iou]}_{name}": 0.0 for iou in iou_types for name in names}
+        if "segm" in iou_types:
+            metrics |= {f"boundary_{name}": 0.0 for name in BOUNDARY_STATS if boundary}
+            metrics |= {column: 0.0 for part in columns.values() for column in part.values()}
+        return metrics
     if not set(iou_types) & set(present):
         raise BmbenchError(f"{source}: the detections carry none of the requested iou types {list(iou_types)}")
+    index = GroundTruth(gt, evaluator)
+    ids = None if image_ids is None else list(image_ids)
     metrics: dict[str, float] = {}
     for iou in iou_types:
-        if iou not in present:
+        if iou not in present:  # said, not silent: a score missing from the table has a reason
+            message = f"{source}: {IOU_TYPES[iou]} AP not scored: the entries carry no {FIELDS[iou]!r}"
+            warnings.warn(message, BmbenchWarning, stacklevel=2)
             continue
-        stats, text = _evaluate(gt, detections, iou, None if image_ids is None else list(image_ids))
+        results = _results(detections, iou)
+        run = run_cocoeval(index, results, iou, image_ids=ids, max_dets=max_dets)
+        stats = summarize(run, max_dets)
+        metrics |= {f"{IOU_TYPES[iou]}_{name}": value for name, value in stats.items()}
         if summary is not None:
-            summary.append(text)
-        for name, value in zip(STAT_NAMES, stats, strict=True):
-            metrics[f"{IOU_TYPES[iou]}_{name}"] = float("nan") if value < 0 else float(value)
+            summary.append(_summary_text(f"{iou} ({evaluator})", stats, max_dets))
+        if iou != "segm":
+            continue
+        if boundary:
+            edge = summarize(
+                run_cocoeval(index, _results(detections, iou), "boundary", image_ids=ids, max_dets=max_dets)
+            )
+            metrics |= {f"boundary_{name}": edge[name] for name in BOUNDARY_STATS}
+        for cat_id, value in per_category_ap(run).items():
+            if cat_id in columns["classes"]:
+                metrics[columns["classes"][cat_id]] = value
+        members = subset_ids(gt) if columns["subsets"] else {}
+        all_ids = {ann["id"] for ann in gt.dataset["annotations"]}
+        for name, column in columns["subsets"].items():
+            part = run_cocoeval(
+                index,
+                _results(detections, iou),
+                iou,
+                image_ids=ids,
+                max_dets=max_dets,
+                ignore_ids=all_ids - members[name],
+            )
+            metrics[column] = summarize(part, max_dets)["AP"]
     return metrics
+
+
+def _results(detections: list[dict], iou_type: str) -> list[dict]:
+    """Copies that keep only this type's field: loadRes takes `area` from the bbox whenever one is present, which
+    would put masks in the wrong COCO size range; it also writes into the dicts."""
+    keep = ("image_id", "category_id", "score", FIELDS[iou_type])
+    return [{key: det[key] for key in keep} for det in detections]
 
 
 def metrics_frame(metrics: dict[str, float]) -> pd.DataFrame:

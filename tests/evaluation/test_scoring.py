@@ -27,6 +27,10 @@ def _gt(gt_json: Path) -> dict:
     return json.loads(gt_json.read_text())
 
 
+def _subset_columns(gt_json: Path) -> set[str]:
+    return {f"mask_AP_{name}" for ann in _gt(gt_json)["annotations"] for name in ann.get("subsets", [])}
+
+
 def _perfect(gt_json: Path) -> list[dict]:
     return [
         {k: ann[k] for k in ("image_id", "category_id", "bbox", "segmentation")} | {"score": 1.0}
@@ -47,10 +51,15 @@ def test_ground_truth_as_detections_scores_exactly_one(gt_json: Path, capsys: py
     metrics = score_detections(gt_json, _perfect(gt_json), summary=summary)
     for key in ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75"):
         assert metrics[key] == 1.0, key
-    assert set(metrics) == {f"{prefix}_{name}" for prefix in ("mask", "box") for name in STAT_NAMES}
+    stats = {f"{prefix}_{name}" for prefix in ("mask", "box") for name in STAT_NAMES}
+    classes = {f"mask_AP_{cat['name']}" for cat in _gt(gt_json)["categories"]}
+    assert set(metrics) == stats | {"boundary_AP", "boundary_AP50", "boundary_AP75"} | classes | _subset_columns(
+        gt_json
+    )
+    assert metrics["boundary_AP"] == 1.0 and all(metrics[name] == pytest.approx(1.0, abs=1e-12) for name in classes)
     assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in metrics.values())
     assert capsys.readouterr().out == ""  # COCOeval's tables are captured, not printed
-    assert len(summary) == 2 and "Average Precision" in summary[0]
+    assert len(summary) == 2 and "Average Precision" in summary[0] and "maxDets=100 ] = 1.000" in summary[0]
 
 
 def test_detections_built_from_tensors_score_one(gt_json: Path) -> None:
@@ -97,7 +106,8 @@ def test_empty_detections_score_zero(gt_json: Path) -> None:
 def test_scores_only_the_types_present(gt_json: Path) -> None:
     segm_only = [{k: v for k, v in det.items() if k != "bbox"} for det in _perfect(gt_json)]
     bbox_only = [{k: v for k, v in det.items() if k != "segmentation"} for det in _perfect(gt_json)]
-    assert set(score_detections(gt_json, segm_only)) == {f"mask_{name}" for name in STAT_NAMES}
+    segm = score_detections(gt_json, segm_only, boundary=False, breakdown=False)
+    assert set(segm) == {f"mask_{name}" for name in STAT_NAMES}
     box = score_detections(gt_json, bbox_only)
     assert set(box) == {f"box_{name}" for name in STAT_NAMES} and box["box_AP"] == 1.0
     with pytest.raises(BmbenchError, match="none of the requested iou types"):
@@ -108,10 +118,10 @@ def test_image_ids_restrict_scoring(gt_json: Path, tmp_path: Path) -> None:
     first = _gt(gt_json)["images"][0]["id"]
     some = [det for det in _perfect(gt_json) if det["image_id"] == first]
     assert score_detections(gt_json, some)["mask_AP"] < 1.0  # the other images' instances are missed
-    assert score_detections(gt_json, some, image_ids=[first])["mask_AP"] == 1.0
+    assert score_detections(gt_json, some, image_ids=[first])["mask_AP"] == pytest.approx(1.0, abs=1e-12)
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(some))
-    assert score_detections(gt_json, path, image_ids=[first])["box_AP"] == 1.0
+    assert score_detections(gt_json, path, image_ids=[first])["box_AP"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(BmbenchError, match=r"image ids \[12345\] are not in the ground truth"):
         score_detections(gt_json, some, image_ids=[12345])
 
@@ -144,7 +154,7 @@ def test_bad_detection_files_name_the_file_and_entry(gt_json: Path, tmp_path: Pa
 
 
 def test_metrics_frame_is_tidy(gt_json: Path) -> None:
-    frame = metrics_frame(score_detections(gt_json, _perfect(gt_json)))
+    frame = metrics_frame(score_detections(gt_json, _perfect(gt_json), breakdown=False))
     assert list(frame.columns) == ["iou_type", "metric", "value"]
-    assert len(frame) == 2 * len(STAT_NAMES) and set(frame["iou_type"]) == {"segm", "bbox"}
+    assert len(frame) == 2 * len(STAT_NAMES) + 3 and set(frame["iou_type"]) == {"segm", "bbox", "boundary"}
     assert frame.set_index(["iou_type", "metric"]).loc[("segm", "AP"), "value"] == 1.0
