@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e '.[dev,ray]' $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[dev,ray,faster]' $(TORCH_PIN)
 	touch $(STAMP)
 
 # The whole story on the CPU: the variants, a speed sweep, a small ablation on the synthetic data, the report.
