@@ -1,7 +1,8 @@
 """The `bmbench` command: one Typer sub-command a file, joined here.
 
 Every command body parses its options and calls library functions. A `BmbenchError` raised anywhere becomes one
-line on stderr and exit code 2, with no traceback (also under `typer.testing.CliRunner`).
+line on stderr and exit code 2, with no traceback (also under `typer.testing.CliRunner`); a `BmbenchWarning`
+becomes one ``warning: ...`` line on stderr (bmbench.cli.console.one_line_warnings).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from bmbench.cli.ablate import ablate_cli
+from bmbench.cli.console import one_line_warnings
 from bmbench.cli.data import data_app
 from bmbench.cli.evaluate import evaluate_cli
 from bmbench.cli.report import report_cli
@@ -20,11 +22,12 @@ from bmbench.errors import BmbenchError
 
 
 class _Group(TyperGroup):
-    """Turns `BmbenchError` into a one-line message and exit code 2."""
+    """Turns `BmbenchError` into a one-line message and exit code 2, and prints `BmbenchWarning`s as one line."""
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
-            return super().invoke(ctx)
+            with one_line_warnings():
+                return super().invoke(ctx)
         except BmbenchError as err:
             typer.secho(f"error: {err}", err=True, fg="red")
             ctx.exit(2)

@@ -1,8 +1,11 @@
 """A COCO-format instance-segmentation reader for training and evaluation, built on pycocotools.COCO.
 
-The annotation file is checked when the dataset is built, so that bad input fails early with a message naming
-the file and the entry, never deep inside a loss. Images are resized to fit an `image_size` square keeping their
-aspect ratio and padded (bottom and right) to a multiple of 32.
+The annotation file is checked when it is read (:func:`check_coco`, one policy for every reader: training,
+evaluation, scoring and references), so that bad input fails early with a message naming the file and the entry,
+never deep inside a loss or COCOeval; what the check skips or repairs is reported as one counted `BmbenchWarning`.
+
+Images are resized to fit an `image_size` square keeping their aspect ratio and padded (bottom and right) to a
+multiple of 32.
 
 Letters: N instances, B batch, H x W the padded image.
 """
@@ -13,6 +16,7 @@ import contextlib
 import io
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torchvision.ops import masks_to_boxes
 
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, BmbenchWarning
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean of 0..1 pixels
 PIXEL_STD = (0.229, 0.224, 0.225)  # ImageNet RGB std of 0..1 pixels
@@ -42,25 +46,6 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise BmbenchError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
-
-
-def load_coco(path: Path, data: dict | None = None) -> COCO:
-    """A pycocotools COCO index of `path` (or of `data`, already read from it), without its console chatter."""
-    data = read_json(path) if data is None else data
-    if not isinstance(data, dict):
-        raise BmbenchError(f"{path}: expected a JSON object with images, annotations and categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise BmbenchError(f"{path}: missing or non-list {key!r}")
-    for key, required in (("images", ("id", "width", "height")), ("annotations", ("id", "image_id"))):
-        for index, entry in enumerate(data[key]):
-            if not isinstance(entry, dict) or any(field not in entry for field in required):
-                raise BmbenchError(f"{path}: {key}[{index}] must be an object with {', '.join(required)}")
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 def find_split(root: Path, split: str) -> tuple[Path, Path]:
@@ -80,59 +65,210 @@ def find_split(root: Path, split: str) -> tuple[Path, Path]:
     raise BmbenchError(f"split {split!r} not found under {root}: looked for {' or '.join(tried)}")
 
 
-def _is_empty_segmentation(ann: dict, image: dict, ann_file: Path) -> bool:
-    """Whether the annotation has no mask; drops polygons of fewer than 3 points in place."""
+EMPTY_MASK = "an empty mask"  # skip reason: no segmentation, [], only polygons under 3 points, or an RLE of area 0
+TINY_BOX = "a box under 1 pixel"  # skip reason: bbox w or h < 1, also after clipping to the image
+_REQUIRED = {"images": ("id", "width", "height"), "categories": ("id",), "annotations": ("id", "image_id")}
+_NOUNS = {"images": "image", "categories": "category", "annotations": "annotation"}
+
+
+@dataclass(frozen=True)
+class AnnotationCheck:
+    """What :func:`check_coco` left out of or repaired in an annotation file (all zero when it was clean)."""
+
+    path: Path  # the annotation file
+    total: int  # annotations in the file
+    skipped: dict[str, tuple[Any, ...]]  # reason (EMPTY_MASK, TINY_BOX) -> ids of the annotations left out
+    clipped: int  # kept annotations whose box ran partly outside their image, clipped to it
+    filled_area: int  # kept annotations without an area, given their mask's
+
+    @property
+    def num_skipped(self) -> int:
+        """Annotations left out, whatever the reason."""
+        return sum(len(ids) for ids in self.skipped.values())
+
+    def message(self) -> str:
+        """The one-line report with counts, e.g. "instances_val.json: skipped 2 of 13 annotations (1 with an empty
+        mask: id 21; 1 with a box under 1 pixel: id 7), clipped 1 box partly outside its image"; "" when clean."""
+        parts = []
+        if self.num_skipped:
+            reasons = "; ".join(f"{len(ids)} with {why}: {_ids(ids)}" for why, ids in self.skipped.items() if ids)
+            parts.append(f"skipped {self.num_skipped} of {self.total} annotations ({reasons})")
+        if self.clipped:
+            parts.append(f"clipped {_plural(self.clipped, 'box', 'boxes')} partly outside {_its(self.clipped)} image")
+        if self.filled_area:
+            parts.append(f"took the mask area of {_plural(self.filled_area, 'annotation', 'annotations')} without one")
+        return f"{self.path}: {', '.join(parts)}" if parts else ""
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _its(count: int) -> str:
+    return "its" if count == 1 else "their"
+
+
+def _ids(ids: tuple[Any, ...], shown: int = 5) -> str:
+    text = ", ".join(repr(i) for i in ids[:shown])
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{'id' if len(ids) == 1 else 'ids'} {text}{more}"
+
+
+def _refuse_duplicates(entries: list[dict], key: str, path: Path) -> None:
+    """Raise BmbenchError naming every id that two or more `entries` share (and where, for the first five)."""
+    where: dict[Any, list[int]] = {}
+    for index, entry in enumerate(entries):
+        where.setdefault(entry["id"], []).append(index)
+    shared = [(entry_id, indices) for entry_id, indices in where.items() if len(indices) > 1]
+    if shared:
+        named = "; ".join(f"{i!r} ({', '.join(f'{key}[{k}]' for k in at)})" for i, at in shared[:5])
+        more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+        raise BmbenchError(f"{path}: duplicate {_NOUNS[key]} {'id' if len(shared) == 1 else 'ids'} {named}{more}")
+
+
+def _check_structure(data: Any, path: Path) -> None:
+    """The top-level lists, each entry's required fields, well-formed ids and image sizes, then unique ids."""
+    if not isinstance(data, dict):
+        raise BmbenchError(f"{path}: expected a JSON object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise BmbenchError(f"{path}: missing or non-list {key!r}")
+    for key, required in _REQUIRED.items():
+        for index, entry in enumerate(data[key]):
+            if not isinstance(entry, dict) or any(field not in entry for field in required):
+                raise BmbenchError(f"{path}: {key}[{index}] must be an object with {', '.join(required)}")
+            if isinstance(entry["id"], bool) or not isinstance(entry["id"], int):
+                raise BmbenchError(f"{path}: {key}[{index}] id {entry['id']!r} is not an integer")
+            if key == "images" and not all(
+                isinstance(entry[side], int) and not isinstance(entry[side], bool) and entry[side] > 0
+                for side in ("width", "height")
+            ):
+                raise BmbenchError(f"{path}: image {entry['id']!r} width and height must be positive integers")
+    for key in _REQUIRED:  # before any reference is followed: a renumbered image is a duplicate, not a dangling id
+        _refuse_duplicates(data[key], key, path)
+
+
+def _mask(ann: dict, image: dict, path: Path) -> list | dict | None:
+    """The annotation's segmentation with polygons under 3 points dropped; None when it holds no mask."""
     segm = ann.get("segmentation")
+    if segm is None:
+        return None
     if isinstance(segm, list):
-        if not all(isinstance(poly, list) for poly in segm):
-            raise BmbenchError(f"{ann_file}: annotation {ann.get('id')} has a malformed polygon segmentation")
-        ann["segmentation"] = [poly for poly in segm if len(poly) >= 6 and len(poly) % 2 == 0]
-        return not ann["segmentation"]
+        if not all(
+            isinstance(poly, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in poly)
+            for poly in segm
+        ):
+            raise BmbenchError(f"{path}: annotation {ann['id']} has a malformed polygon segmentation")
+        polygons = [poly for poly in segm if len(poly) >= 6 and len(poly) % 2 == 0]
+        return polygons or None
     if isinstance(segm, dict):
         if list(segm.get("size", [])) != [image["height"], image["width"]] or "counts" not in segm:
             raise BmbenchError(
-                f"{ann_file}: annotation {ann.get('id')} has an RLE segmentation whose size is not "
+                f"{path}: annotation {ann['id']} has an RLE segmentation whose size is not "
                 f"[{image['height']}, {image['width']}] or that lacks counts"
             )
-        rle = mask_utils.frPyObjects(segm, *segm["size"]) if isinstance(segm["counts"], list) else segm
-        return int(mask_utils.area(rle)) == 0
-    return True
+        return segm if int(mask_utils.area(_rle(segm, image))) > 0 else None
+    raise BmbenchError(f"{path}: annotation {ann['id']} segmentation is neither polygons nor an RLE: {segm!r:.40}")
 
 
-def check_annotations(coco: COCO, ann_file: Path) -> tuple[list[int], int, int]:
-    """Validate references and boxes; clip partly-outside boxes in place.
+def _rle(segm: list | dict, image: dict) -> dict:
+    """One RLE of a checked segmentation (polygons merged, uncompressed counts compressed)."""
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, image["height"], image["width"]))
+    return mask_utils.frPyObjects(segm, *segm["size"]) if isinstance(segm["counts"], list) else segm
 
-    Returns (usable annotation ids, number of clipped boxes, number of skipped annotations).
+
+def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
+    """Check a COCO annotation dict read from `path`; return a cleaned copy and what the check did.
+
+    Refused, with a one-line BmbenchError naming the file and the entry: a non-object, or images, annotations or
+    categories missing or not lists; an entry without its ids (or an image without a positive width and height);
+    duplicate image, category or annotation ids (checked first, so a renumbered image reads as a duplicate, not as
+    a dangling reference); an unknown image_id or category_id; a bbox that is not [x, y, w, h] or lies entirely
+    outside its image; a malformed polygon or an RLE of the wrong size; an area that is not a number.
+    Skipped (counted by reason): annotations with EMPTY_MASK or TINY_BOX.
+    Repaired (counted): a box partly outside its image is clipped to it; a missing area becomes the mask's area.
+    A missing iscrowd means 0. `data` itself is not modified; the copy holds only the kept annotations.
     """
-    usable, clipped, skipped = [], 0, 0
-    for ann in coco.dataset["annotations"]:
-        ann_id = ann.get("id")
-        image = coco.imgs.get(ann.get("image_id"))
+    _check_structure(data, path)
+    images = {image["id"]: image for image in data["images"]}
+    categories = {cat["id"] for cat in data["categories"]}
+    kept: list[dict] = []
+    skipped: dict[str, list] = {EMPTY_MASK: [], TINY_BOX: []}
+    clipped = filled_area = 0
+    for ann in data["annotations"]:
+        ann_id = ann["id"]
+        image = images.get(ann["image_id"])
         if image is None:
-            raise BmbenchError(f"{ann_file}: annotation {ann_id} refers to unknown image_id {ann.get('image_id')}")
-        if ann.get("category_id") not in coco.cats:
-            raise BmbenchError(f"{ann_file}: annotation {ann_id} has unknown category_id {ann.get('category_id')}")
+            raise BmbenchError(f"{path}: annotation {ann_id} refers to unknown image_id {ann['image_id']!r}")
+        if ann.get("category_id") not in categories:
+            raise BmbenchError(f"{path}: annotation {ann_id} has unknown category_id {ann.get('category_id')!r}")
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
-            raise BmbenchError(f"{ann_file}: annotation {ann_id} has no valid bbox [x, y, w, h]: {bbox!r}")
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+        ):
+            raise BmbenchError(f"{path}: annotation {ann_id} has no valid bbox [x, y, w, h]: {bbox!r}")
+        if "area" in ann and (isinstance(ann["area"], bool) or not isinstance(ann["area"], int | float)):
+            raise BmbenchError(f"{path}: annotation {ann_id} has a malformed area {ann['area']!r}")
+        segm = _mask(ann, image, path)
         x, y, w, h = bbox
         W, H = image["width"], image["height"]
-        if w < 1 or h < 1 or _is_empty_segmentation(ann, image, ann_file):
-            skipped += 1
+        if w < 1 or h < 1:
+            skipped[TINY_BOX].append(ann_id)
+            continue
+        if segm is None:
+            skipped[EMPTY_MASK].append(ann_id)
             continue
         if x >= W or y >= H or x + w <= 0 or y + h <= 0:
             raise BmbenchError(
-                f"{ann_file}: annotation {ann_id} bbox {bbox} lies entirely outside its image {image['id']} ({W}x{H})"
+                f"{path}: annotation {ann_id} bbox {bbox} lies entirely outside its image {image['id']} ({W}x{H})"
             )
+        ann = {**ann, "segmentation": segm, "iscrowd": ann.get("iscrowd", 0)}
         if x < 0 or y < 0 or x + w > W or y + h > H:
             x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+            if x1 - x0 < 1 or y1 - y0 < 1:
+                skipped[TINY_BOX].append(ann_id)
+                continue
             ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
             clipped += 1
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                skipped += 1
-                continue
-        usable.append(ann_id)
-    return usable, clipped, skipped
+        if "area" not in ann:
+            ann["area"] = float(mask_utils.area(_rle(segm, image)))
+            filled_area += 1
+        kept.append(ann)
+    check = AnnotationCheck(
+        path=path,
+        total=len(data["annotations"]),
+        skipped={why: tuple(ids) for why, ids in skipped.items()},
+        clipped=clipped,
+        filled_area=filled_area,
+    )
+    return {**data, "annotations": kept}, check
+
+
+def read_coco(path: Path, data: Any = None) -> tuple[COCO, AnnotationCheck]:
+    """The checked pycocotools COCO index of `path` (or of `data`, already read from it), and what the check did.
+
+    Every reader (training, evaluation, scoring, references) goes through here, so all of them refuse and skip
+    the same entries (see :func:`check_coco`). Skipped or clipped entries are reported once per call as one
+    `BmbenchWarning` (the CLI prints it as one line); pycocotools' console chatter is dropped.
+    """
+    path = Path(path)
+    cleaned, check = check_coco(read_json(path) if data is None else data, path)
+    message = check.message()
+    if message:
+        warnings.warn(message, BmbenchWarning, stacklevel=1)  # one location: the same file warns once per filter
+    coco = COCO()
+    coco.dataset = cleaned
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco, check
+
+
+def load_coco(path: Path, data: Any = None) -> COCO:
+    """The checked COCO index of `path` (:func:`read_coco` without its report)."""
+    return read_coco(path, data)[0]
 
 
 class CocoInstanceDataset(torch.utils.data.Dataset):
@@ -157,38 +293,34 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         root: Path,
         split: str,
         *,
-        image_size: int = 512,
+        image_size: int | None = 512,
         flip: bool = False,
         skip_crowd: bool = True,
         seed: int = 0,
     ) -> None:
         if seed < 0:
             raise BmbenchError(f"seed must be non-negative, got {seed}")
-        if image_size < SIZE_DIVISOR:
+        if image_size is not None and image_size < SIZE_DIVISOR:
             raise BmbenchError(f"image_size must be at least {SIZE_DIVISOR}, got {image_size}")
         self.ann_file, self.image_dir = find_split(root, split)
         self.image_size, self.flip, self.skip_crowd, self.seed, self.epoch = image_size, flip, skip_crowd, seed, 0
-        self.coco = load_coco(self.ann_file)
+        self.coco, self.check = read_coco(self.ann_file)
+        self.num_clipped, self.num_skipped = self.check.clipped, self.check.num_skipped
         self.image_ids: list[int] = sorted(self.coco.imgs)
         if not self.image_ids:
             raise BmbenchError(f"{self.ann_file}: split {split!r} has no images")
+        if image_size is None:  # the split's longest side, rounded up to the stride: the dataset's own size
+            sides = [max(int(img.get("height", 0)), int(img.get("width", 0))) for img in self.coco.imgs.values()]
+            self.image_size = _round_up(max(max(sides), SIZE_DIVISOR))
         for image_id in self.image_ids:
             file_name = self.coco.imgs[image_id].get("file_name", "")
             if not file_name or not (self.image_dir / file_name).is_file():
                 raise BmbenchError(
                     f"{self.ann_file}: image file {file_name!r} (image id {image_id}) not found in {self.image_dir}"
                 )
-        usable, self.num_clipped, self.num_skipped = check_annotations(self.coco, self.ann_file)
-        self._usable = set(usable)
-        if self.num_clipped or self.num_skipped:
-            warnings.warn(
-                f"{self.ann_file}: clipped {self.num_clipped} boxes partly outside their image; skipped "
-                f"{self.num_skipped} annotations with degenerate boxes (w or h < 1) or empty masks",
-                stacklevel=2,
-            )
         self.label_to_category_id: list[int] = sorted(self.coco.cats)
         self.category_id_to_label = {cat: label for label, cat in enumerate(self.label_to_category_id)}
-        self.class_names = [self.coco.cats[cat]["name"] for cat in self.label_to_category_id]
+        self.class_names = [str(self.coco.cats[cat].get("name", cat)) for cat in self.label_to_category_id]
         self.num_classes = len(self.label_to_category_id)
 
     def set_epoch(self, epoch: int) -> None:
@@ -222,11 +354,7 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
                 f"{self.ann_file}: image {info['file_name']!r} is {w}x{h} but annotated as "
                 f"{info['width']}x{info['height']}"
             )
-        anns = [
-            ann
-            for ann in self.coco.imgToAnns.get(image_id, [])
-            if ann["id"] in self._usable and not (self.skip_crowd and ann.get("iscrowd", 0))
-        ]
+        anns = [ann for ann in self.coco.imgToAnns.get(image_id, []) if not (self.skip_crowd and ann["iscrowd"])]
         scale = self.image_size / max(h, w)
         new_h, new_w = max(round(h * scale), 1), max(round(w * scale), 1)
         image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)  # (3, h, w)
@@ -235,7 +363,7 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         image = (image - mean) / std
         masks = self._masks(image_id, anns, (new_h, new_w), antialias=scale < 1)  # (N, new_h, new_w)
         labels = torch.tensor([self.category_id_to_label[ann["category_id"]] for ann in anns], dtype=torch.int64)
-        iscrowd = torch.tensor([int(ann.get("iscrowd", 0)) for ann in anns], dtype=torch.uint8)
+        iscrowd = torch.tensor([int(ann["iscrowd"]) for ann in anns], dtype=torch.uint8)
         if self._flipped(index):
             image, masks = image.flip(-1), masks.flip(-1)
         keep = masks.flatten(1).bool().any(dim=1)  # small instances can vanish when downscaled

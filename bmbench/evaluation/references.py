@@ -24,7 +24,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from bmbench.data.coco import check_annotations, load_coco
+from bmbench.data.coco import load_coco
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.scoring import score_detections
 
@@ -81,12 +81,12 @@ def reference_detections(gt: COCO, kind: str, ann_ids: set[int] | None = None) -
 def score_reference(gt_json: Path, kind: str) -> dict[str, float]:
     """Mask metrics (``mask_AP``, ``mask_AP50``, …) of reference `kind` against the ground truth `gt_json`.
 
-    The annotations are checked as the training reader checks them (a malformed entry raises BmbenchError naming
-    the file and the annotation); those it would skip (empty masks, boxes under a pixel) get no reference.
+    The ground truth is read by the checked reader every other reader uses (bmbench.data.coco.read_coco): a
+    malformed entry raises BmbenchError naming the file and the annotation; the entries it skips (empty masks,
+    boxes under a pixel) are out of the ground truth, so they get no reference and are not scored either.
     """
     gt = load_coco(Path(gt_json))
-    usable, _, _ = check_annotations(gt, Path(gt_json))
-    detections = reference_detections(gt, kind, set(usable))
+    detections = reference_detections(gt, kind)
     if not detections:
         raise BmbenchError(f"{gt_json}: no non-crowd instances to build {kind!r} references from")
     return score_detections(gt_json, detections, iou_types=("segm",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from bmbench.data.coco import CocoInstanceDataset, collate, find_split
+from bmbench.data.coco import CocoInstanceDataset, check_coco, collate, find_split
 from bmbench.data.synth import write_synthetic_dataset
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, BmbenchWarning
+from bmbench.evaluation.references import score_reference
+from bmbench.evaluation.scoring import score_detections
 
 W, H = 80, 60  # hand-written images are landscape, so resizing has to keep the aspect
 
@@ -148,8 +151,13 @@ def test_partly_outside_boxes_are_clipped_and_degenerate_ones_skipped_with_one_w
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dataset = CocoInstanceDataset(tmp_path, "val", image_size=W)
-    messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "clipped 1 boxes" in messages[0] and "skipped 1 annotations" in messages[0]
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (
+            BmbenchWarning,
+            f"{tmp_path / 'annotations' / 'instances_val.json'}: skipped 1 of 4 annotations "
+            "(1 with a box under 1 pixel: id 3), clipped 1 box partly outside its image",
+        )
+    ]
     assert dataset.num_clipped == 1 and dataset.num_skipped == 1
     assert len(dataset[1][1]["labels"]) == 0 and dataset[1][1]["masks"].shape == (0, 64, 96)
 
@@ -166,6 +174,111 @@ def test_unknown_category_is_an_error(tmp_path: Path) -> None:
     _write(tmp_path, "val", "instances_val.json", anns)
     with pytest.raises(BmbenchError, match="annotation 1 has unknown category_id 99"):
         CocoInstanceDataset(tmp_path, "val")
+
+
+def _perfect(ann_file: Path) -> list[dict]:
+    """Detections equal to the ground truth's non-crowd instances that the reader keeps (ids 1-3 of _annotations)."""
+    data = json.loads(ann_file.read_text())
+    dets = []
+    for ann in data["annotations"]:
+        if ann["iscrowd"] or not ann["segmentation"]:
+            continue
+        segm = ann["segmentation"]
+        if isinstance(segm, list):
+            segm = mask_utils.merge(mask_utils.frPyObjects(segm, H, W))
+        elif isinstance(segm["counts"], list):
+            segm = mask_utils.frPyObjects(segm, H, W)
+        counts = segm["counts"] if isinstance(segm["counts"], str) else segm["counts"].decode("ascii")
+        dets.append(
+            {"image_id": ann["image_id"], "category_id": ann["category_id"], "score": 1.0, "bbox": ann["bbox"]}
+            | {"segmentation": {"size": [H, W], "counts": counts}}
+        )
+    return dets
+
+
+def test_empty_segmentation_is_skipped_alike_by_every_reader(tmp_path: Path) -> None:
+    """Issue 15: `segmentation: []` crashed scoring and references (pycocotools IndexError) while training skipped
+    it. Every reader now skips it with the same one counted warning, and scores as if the entry were absent."""
+    anns = _annotations()
+    anns[1]["segmentation"] = []
+    ann_file = _write(tmp_path, "val", "instances_val.json", anns)
+    expected = f"{ann_file}: skipped 1 of 4 annotations (1 with an empty mask: id 2)"
+    with pytest.warns(BmbenchWarning) as training:
+        dataset = CocoInstanceDataset(tmp_path, "val", image_size=W)
+    with pytest.warns(BmbenchWarning) as scoring:
+        metrics = score_detections(ann_file, _perfect(ann_file))
+    with pytest.warns(BmbenchWarning) as references:
+        reference = score_reference(ann_file, "class-foreground")
+    for caught in (training, scoring, references):
+        assert {str(w.message) for w in caught if w.category is BmbenchWarning} == {expected}
+    assert dataset.num_skipped == 1 and dataset[0][1]["labels"].tolist() == [1]  # the triangle alone
+    assert metrics["mask_AP"] == pytest.approx(1.0) and metrics["box_AP"] == pytest.approx(1.0)
+    assert reference["mask_AP"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["images"].append({**d["images"][0], "file_name": "img2.png"}), "duplicate image id 1 "),
+        (lambda d: d["annotations"][3].update(id=2), "duplicate annotation id 2 "),
+        (lambda d: d["categories"].append({"id": 3, "name": "again"}), "duplicate category id 3 "),
+    ],
+    ids=["image", "annotation", "category"],
+)
+def test_duplicate_ids_are_refused_by_every_reader(tmp_path: Path, edit: object, message: str) -> None:
+    ann_file = _write(tmp_path, "val", "instances_val.json", _annotations())
+    data = json.loads(ann_file.read_text())
+    edit(data)
+    ann_file.write_text(json.dumps(data))
+    where = {"image": r"\(images\[0\], images\[2\]\)", "annotation": r"\(annotations\[1\], annotations\[3\]\)"}
+    pattern = f"^{re.escape(str(ann_file))}: {message}"
+    with pytest.raises(BmbenchError, match=pattern):
+        CocoInstanceDataset(tmp_path, "val")
+    with pytest.raises(BmbenchError, match=pattern):
+        score_detections(ann_file, [])
+    with pytest.raises(BmbenchError, match=pattern):
+        score_reference(ann_file, "box")
+    kind = message.split()[1]
+    if kind in where:
+        with pytest.raises(BmbenchError, match=where[kind]):
+            check_coco(data, ann_file)
+
+
+def test_duplicate_ids_are_all_named(tmp_path: Path) -> None:
+    data = {
+        "images": [{"id": i % 3, "width": W, "height": H} for i in range(9)],
+        "annotations": [],
+        "categories": [{"id": 1}],
+    }
+    with pytest.raises(BmbenchError, match=r"duplicate image ids 0 \(images\[0\], images\[3\], images\[6\]\); 1 "):
+        check_coco(data, tmp_path / "x.json")
+
+
+def test_renumbered_image_reads_as_a_duplicate_not_a_dangling_reference(tmp_path: Path) -> None:
+    anns = _annotations()
+    ann_file = _write(tmp_path, "val", "instances_val.json", anns)
+    data = json.loads(ann_file.read_text())
+    data["images"][0]["id"] = 2  # image 1's annotations now point nowhere, and 2 is taken
+    ann_file.write_text(json.dumps(data))
+    with pytest.raises(BmbenchError, match=r": duplicate image id 2 \(images\[0\], images\[1\]\)$"):
+        CocoInstanceDataset(tmp_path, "val")
+
+
+def test_check_leaves_its_input_alone_and_fills_in_what_scoring_needs(tmp_path: Path) -> None:
+    anns = _annotations()
+    anns[1]["bbox"] = [50, 20, 40, 30]  # clipped
+    del anns[0]["area"], anns[0]["iscrowd"]  # COCOeval needs both (KeyError before)
+    data = {"images": [{"id": 1, "width": W, "height": H}, {"id": 2, "width": W, "height": H}], "annotations": anns}
+    data["categories"] = [{"id": 3}, {"id": 7}]
+    before = json.dumps(data)
+    cleaned, check = check_coco(data, tmp_path / "x.json")
+    assert json.dumps(data) == before
+    assert cleaned["annotations"][0]["iscrowd"] == 0 and cleaned["annotations"][0]["area"] == pytest.approx(450, abs=40)
+    assert cleaned["annotations"][1]["bbox"] == [50, 20, 30, 30]
+    assert check.clipped == 1 and check.filled_area == 1 and check.num_skipped == 0
+    assert check.message() == (
+        f"{tmp_path / 'x.json'}: clipped 1 box partly outside its image, took the mask area of 1 annotation without one"
+    )
 
 
 @pytest.fixture(scope="module")
