@@ -1,0 +1,116 @@
+"""Training scenes as a stream: endless seeded batches of new synthetic scenes, so that no training scene repeats.
+
+Scene i of a stream draws from its own `numpy` Generator seeded with (seed, i, STREAM_TAG): the same seed gives the
+same batches whatever the batch size, another seed gives others, and no scene is one of the images that
+`bmbench.data.synth.write_synthetic_dataset` writes (those are seeded with (seed, i)), so the val split on disk stays
+unseen.
+
+A batch is exactly what `bmbench.training.loop.training_batches` yields for a COCO dataset: the scene is drawn at
+`render_size`, resized to `image_size` and normalised as `bmbench.data.coco.CocoInstanceDataset` does, and collated
+by `bmbench.data.coco.collate`. There are no flips: fresh scenes are already mirror-symmetric in distribution.
+
+Letters: B images per batch, N instances of an image, H x W the padded image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import masks_to_boxes
+
+from bmbench.data.coco import PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR, collate
+from bmbench.data.synth import CATEGORIES, DEFAULT_DIFFICULTY, get_difficulty, render_image
+from bmbench.errors import BmbenchError
+
+STREAM_TAG = 0x5354524D  # "STRM": a last seed word no dataset image uses (numpy ignores trailing zero words)
+NUM_CLASSES = len(CATEGORIES)
+
+
+def scene_sample(
+    seed: int, index: int, *, image_size: int, render_size: int | None = None, difficulty: str = DEFAULT_DIFFICULTY
+) -> tuple[Tensor, dict[str, Any]]:
+    """Scene `index` of stream `seed` as one dataset item: (image: Tensor[3, H, W] normalised, target).
+
+    The target has the fields of `CocoInstanceDataset` items: boxes Tensor[N, 4] xyxy (the masks' extent),
+    labels Tensor[N] int64 in 0..3, masks Tensor[N, H, W] uint8, iscrowd Tensor[N] uint8 (zeros), image_id
+    (= index), orig_size, size and scale. The scene is drawn at `render_size` (default: `image_size`).
+    """
+    render_size = image_size if render_size is None else render_size
+    pixels, instances = render_image(np.random.default_rng([seed, index, STREAM_TAG]), render_size, difficulty)
+    scale = image_size / render_size
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255)  # (3, h, w)
+    if instances:
+        masks = torch.from_numpy(np.stack([mask for _, mask in instances])).to(torch.uint8)  # (N, h, w)
+    else:
+        masks = torch.zeros((0, render_size, render_size), dtype=torch.uint8)
+    labels = torch.tensor([kind for kind, _ in instances], dtype=torch.int64)
+    if render_size != image_size:  # as CocoInstanceDataset resizes
+        image = F.interpolate(image[None], size=(image_size, image_size), mode="bilinear", antialias=True)[0]
+        if len(masks):
+            resized = F.interpolate(
+                masks[:, None].float(), size=(image_size, image_size), mode="bilinear", antialias=scale < 1
+            )[:, 0]
+            masks = (resized >= 0.5).to(torch.uint8)
+        else:
+            masks = torch.zeros((0, image_size, image_size), dtype=torch.uint8)
+    mean, std = torch.tensor(PIXEL_MEAN)[:, None, None], torch.tensor(PIXEL_STD)[:, None, None]
+    image = (image - mean) / std
+    keep = masks.flatten(1).bool().any(dim=1)  # small instances can vanish when downscaled
+    masks, labels = masks[keep], labels[keep]
+    boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # (N, 4) xyxy, pixel edges
+    padded = -(-image_size // SIZE_DIVISOR) * SIZE_DIVISOR
+    image = F.pad(image, (0, padded - image_size, 0, padded - image_size))
+    masks = F.pad(masks, (0, padded - image_size, 0, padded - image_size))
+    target = {
+        "boxes": boxes,
+        "labels": labels,
+        "masks": masks,
+        "iscrowd": torch.zeros(len(labels), dtype=torch.uint8),
+        "image_id": int(index),
+        "orig_size": (render_size, render_size),
+        "size": (image_size, image_size),
+        "scale": float(scale),
+    }
+    return image, target
+
+
+def synthetic_batches(
+    *,
+    batch_size: int,
+    image_size: int,
+    seed: int,
+    render_size: int | None = None,
+    difficulty: str = DEFAULT_DIFFICULTY,
+    start: int = 0,
+) -> Iterator[tuple[Tensor, list[dict[str, Any]]]]:
+    """Endless batches (images: Tensor[B, 3, H, W], targets) of new scenes: batch s holds scenes
+    ``start + s*B .. start + (s+1)*B - 1`` of stream `seed` (see `scene_sample`). Bad arguments raise BmbenchError
+    when the generator is made, before the first batch is drawn."""
+    if batch_size < 1:
+        raise BmbenchError(f"batch size must be positive, got {batch_size}")
+    if image_size < SIZE_DIVISOR:
+        raise BmbenchError(f"image_size must be at least {SIZE_DIVISOR}, got {image_size}")
+    if render_size is not None and render_size < 64:
+        raise BmbenchError(f"render size must be at least 64 px, got {render_size}")
+    if seed < 0 or start < 0:
+        raise BmbenchError(f"seed and start must be non-negative, got {seed} and {start}")
+    get_difficulty(difficulty)
+    return _batches(batch_size, image_size, seed, render_size, difficulty, start)
+
+
+def _batches(
+    batch_size: int, image_size: int, seed: int, render_size: int | None, difficulty: str, start: int
+) -> Iterator[tuple[Tensor, list[dict[str, Any]]]]:
+    index = start
+    while True:
+        items = [
+            scene_sample(seed, i, image_size=image_size, render_size=render_size, difficulty=difficulty)
+            for i in range(index, index + batch_size)
+        ]
+        index += batch_size
+        yield collate(items)
