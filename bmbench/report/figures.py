@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bmbench.report.load import AblationSuite, SpeedRun
+from bmbench.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from bmbench.report.tables import latency_at, pareto_front, spec_label
 from bmbench.results import atomic_path
 
@@ -159,8 +160,25 @@ def latency_vs_r(run: SpeedRun, path: Path) -> FigureResult:
     return _save(figure, path, title)
 
 
+FAMILY_MARKERS = {"blendmask": "o", "maskrcnn": "s", "yolact": "^", "centermask": "D"}  # one marker per family
+OTHER_MARKER = "P"  # a family not listed above
+
+
+def cell_label(cell: pd.Series) -> str:
+    """``K=4 M=7 R=56`` for BlendMask cells, ``maskrcnn R=28`` for the others: the legend's key for a point."""
+    label = spec_label(cell)
+    return label if cell["family"] == "blendmask" else f"{cell['family']} {label}".strip()
+
+
+def _std(cells: pd.DataFrame, column: str) -> pd.Series:
+    name = f"{column}_std"
+    return cells[name].fillna(0.0) if name in cells else pd.Series(0.0, index=cells.index)
+
+
 def ap_vs_latency(suite: AblationSuite, path: Path) -> FigureResult:
-    """Mask AP against mask-branch ms at N=100 (else the largest N) per cell, with the Pareto front."""
+    """Mean mask AP over seeds against mask-branch ms at N=100 (else the largest N), one point per cell with ± std
+    error bars, the Pareto front of the means, one marker per family and a legend naming each cell (no text on the
+    points, so no label hides another)."""
     title = f"Mask AP against mask-branch latency ({suite.name})"
     latency = latency_at(suite)
     cells = suite.cells()
@@ -170,26 +188,69 @@ def ap_vs_latency(suite: AblationSuite, path: Path) -> FigureResult:
     cells = cells[cells["mask_AP"].notna() & cells[column].notna() & (cells[column] > 0)].reset_index(drop=True)
     if len(cells) < 2:
         return FigureResult(title, None, "needs two or more cells with both AP and time")
-    data = pd.DataFrame({"ms": cells[column], "AP": cells["mask_AP"], "family": cells["family"].astype(str)})
-    figure, (ax,) = _canvas()
-    sns.scatterplot(
-        data=data, x="ms", y="AP", hue="family", palette=palette(list(data["family"].unique())), s=60, ax=ax
-    )
-    front = data[pareto_front(data["AP"], data["ms"])].sort_values("ms")
-    ax.step(front["ms"], front["AP"], where="post", color="black", linewidth=1, label="Pareto front")
+    cells = cells.sort_values(["family", "R", "K", "M"], na_position="first", kind="stable").reset_index(drop=True)
+    colours = sns.color_palette("tab20", 20) if len(cells) > 10 else sns.color_palette("tab10", 10)
+    figure, (ax,) = _canvas((SIZE[0] + 2.6, SIZE[1] + 0.4))
+    ap_err, ms_err = _std(cells, "mask_AP"), _std(cells, column)
     for i, cell in cells.iterrows():
-        ax.annotate(
-            spec_label(cell), (data["ms"][i], data["AP"][i]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+        ax.errorbar(
+            cell[column],
+            cell["mask_AP"],
+            yerr=ap_err[i],
+            xerr=ms_err[i],
+            fmt=FAMILY_MARKERS.get(str(cell["family"]), OTHER_MARKER),
+            color=colours[i % len(colours)],
+            markersize=7,
+            markeredgecolor="black",
+            markeredgewidth=0.5,
+            elinewidth=1,
+            capsize=2,
+            label=cell_label(cell),
         )
+    front = cells[pareto_front(cells["mask_AP"], cells[column])].sort_values(column)
+    ax.step(front[column], front["mask_AP"], where="post", color="black", linewidth=1, label="Pareto front (means)")
     _plain_log_x(ax)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set(xlabel=f"mask-branch ms at N={num}", ylabel="mask AP", title=title)
+    several = int(cells["seeds"].max()) > 1
+    ax.legend(
+        fontsize="x-small",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="cell (marker: family)",
+        title_fontsize="x-small",
+        ncol=2 if len(cells) > 20 else 1,
+        frameon=False,
+    )
+    ax.set(
+        xlabel=f"mask-branch ms at N={num}",
+        ylabel="mask AP" + (" (mean ± std over seeds)" if several else ""),
+        title=title,
+    )
     return _save(figure, path, title)
 
 
+def _annotations(grid: pd.DataFrame, spread: pd.DataFrame | None) -> pd.DataFrame:
+    """``12.3 ± 0.8`` per grid square where a spread over seeds exists, else ``12.3``."""
+
+    def text(mean: float, std: float) -> str:
+        if pd.isna(mean):
+            return ""
+        return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f}\n± {std:.1f}"
+
+    std = spread.reindex(index=grid.index, columns=grid.columns) if spread is not None else grid * float("nan")
+    return pd.DataFrame(
+        [
+            [text(m, d) for m, d in zip(row_m, row_d, strict=True)]
+            for row_m, row_d in zip(grid.values, std.values, strict=True)
+        ],
+        index=grid.index,
+        columns=grid.columns,
+    )
+
+
 def ap_heatmap(suite: AblationSuite, path: Path) -> FigureResult:
-    """BlendMask mask AP over K (rows) × M (columns), one panel per R, on one colour scale."""
+    """BlendMask mean mask AP over K (rows) × M (columns), one panel per R, on one colour scale; each square
+    annotated with its mean ± std over seeds."""
     title = f"BlendMask mask AP over K × M per R ({suite.name})"
     cells = suite.cells()
     if "mask_AP" not in cells:
@@ -198,24 +259,69 @@ def ap_heatmap(suite: AblationSuite, path: Path) -> FigureResult:
     if len(blend) < 2:
         return FigureResult(title, None, "needs two or more BlendMask cells with mask AP")
     sides = sorted(blend["R"].dropna().astype(int).unique())
+    several = int(blend["seeds"].max()) > 1
     figure, axes = _canvas((3.4 * len(sides) + 1, 3.6), columns=len(sides))
     low, high = blend["mask_AP"].min(), blend["mask_AP"].max()
     if high - low < 1e-6:  # all cells alike: a degenerate colour scale would paint equal values differently
         low, high = max(0.0, low - 0.5), high + 0.5
     for ax, side in zip(axes, sides, strict=True):
-        grid = blend[blend["R"] == side].pivot_table(index="K", columns="M", values="mask_AP", aggfunc="mean")
+        here = blend[blend["R"] == side]
+        grid = here.pivot_table(index="K", columns="M", values="mask_AP", aggfunc="mean")
+        spread = here.pivot_table(index="K", columns="M", values="mask_AP_std", aggfunc="mean") if several else None
         grid.index, grid.columns = grid.index.astype(int), grid.columns.astype(int)
+        if spread is not None:
+            spread.index, spread.columns = spread.index.astype(int), spread.columns.astype(int)
         sns.heatmap(
             grid,
-            annot=True,
-            fmt=".1f",
+            annot=_annotations(grid, spread),
+            fmt="",
+            annot_kws={"fontsize": 8},
             cmap="viridis",
             vmin=low,
             vmax=high,
             ax=ax,
             cbar=side == sides[-1],
-            cbar_kws={"label": "mask AP"},
+            cbar_kws={"label": "mask AP" + (" (mean over seeds)" if several else "")},
         )
         ax.set(title=f"R={side}", xlabel="M", ylabel="K")
-    figure.suptitle(title, fontsize="medium")
+    figure.suptitle(title + (": mean ± std over seeds" if several else ""), fontsize="medium")
+    return _save(figure, path, title)
+
+
+def learning_curves(suite: AblationSuite, path: Path) -> FigureResult:
+    """Mask AP against training step, one line per spec: the mean over seeds with a 95 % bootstrap band."""
+    title = f"Learning curves: mask AP against step ({suite.name})"
+    curves = suite.curves
+    if curves is None or curves.empty:
+        return FigureResult(title, None, "not measured (the suite has no curves.csv)")
+    if curves["step"].nunique() < 2:
+        return FigureResult(title, None, "needs AP at two or more steps")
+    data = pd.DataFrame(
+        {
+            "step": curves["step"].astype(int),
+            "mask AP": curves["mask_AP"].astype(float),
+            "cell": [cell_label(row) for _, row in curves.iterrows()],
+            "family": curves["family"].astype(str),
+        }
+    )
+    order = list(dict.fromkeys(data.sort_values(["family", "cell"])["cell"]))
+    figure, (ax,) = _canvas((SIZE[0] + 2.6, SIZE[1] + 0.4))
+    sns.lineplot(
+        data=data,
+        x="step",
+        y="mask AP",
+        hue="cell",
+        hue_order=order,
+        palette=sns.color_palette("tab20" if len(order) > 10 else "tab10", len(order)),
+        style="family",
+        markers={f: FAMILY_MARKERS.get(f, OTHER_MARKER) for f in data["family"].unique()},
+        dashes=False,
+        errorbar=("ci", 95),
+        n_boot=BOOTSTRAP_RESAMPLES,
+        seed=BOOTSTRAP_SEED,
+        ax=ax,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set(xlabel="training step", ylabel="mask AP (mean over seeds, 95 % band)", title=title)
     return _save(figure, path, title)

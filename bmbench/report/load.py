@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from bmbench.errors import BmbenchError
+from bmbench.report.stats import aggregate
 
 # --- the columns the report reads (aligned with bmbench.bench.sweep.SPEED_COLUMNS, bmbench.bench.scaling and
 # --- bmbench.ablation.run.summary_row); everything else in the tables is ignored -------------------------------
@@ -50,6 +51,12 @@ BASES_CORR_COLUMN = (
     "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.evaluation.evaluate.basis_correlation)
 )
 TOUCHING_AP_COLUMNS = ("mask_AP_touching", "mask_AP_overlap", "mask_AP_crowded")  # a per-subset AP, if measured
+THIN_AP_COLUMN = "mask_AP_thin"  # mask AP on shapes with parts a few pixels wide (the subset R should matter for)
+BOUNDARY_AP_COLUMN = "boundary_AP"  # Boundary AP (Cheng et al. 2021): the metric that responds to R
+AP_LIKE_RE = re.compile(r"^(mask|box|boundary)_AP")  # every AP column (subsets, classes, AP50/75, s/m/l): 0..1 stored
+SEED_COLUMN = "seed"  # absent in older summaries: each row then stands alone (seed 0)
+CURVES_STEM = "curves"  # results/ablate/<suite>/curves.csv: AP at a few points of each cell's schedule
+CURVES_REQUIRED = ("spec", "family", "step", "mask_AP")
 ENV_META_KEYS = ("device", "device_name", "cpu_model", "dtype", "threads", "torch", "torchvision", "git_commit")
 UNKNOWN_DEVICE = "unknown device"
 DEFAULT_DTYPE = "fp32"  # run_metadata's default
@@ -84,8 +91,9 @@ class AblationSuite:
 
     name: str  # the suite's name (folder name)
     path: Path
-    frame: pd.DataFrame  # the summary, one row per cell; AP columns in points
+    frame: pd.DataFrame  # the summary, one row per cell (a variant with one seed); AP columns in points
     meta: dict[str, Any]
+    curves: pd.DataFrame | None = None  # curves.csv: one row per cell and evaluation step, AP in points; None: absent
 
     def per_n(self, part: str = "mask", unit: str = "ms") -> dict[int, str]:
         """N -> the ``{part}_{unit}_n{N}`` column, by N (``mask``/``ms``: the whole mask branch's median ms)."""
@@ -115,29 +123,35 @@ class AblationSuite:
         column = next((column for column in GFLOPS_COLUMNS if column in self.frame.columns), None)
         return (None, column) if column else None
 
-    def cells(self) -> pd.DataFrame:
-        """One row per spec over its successful cells: metrics averaged over seeds, ``seeds`` counting them."""
+    def measures(self) -> list[str]:
+        """The numeric columns averaged over seeds: every AP column, times per N, params, GFLOPs, bases r."""
+        per_n = [column for column in self.frame.columns if PER_N_RE.match(str(column))]
+        aps = [column for column in self.frame.columns if AP_LIKE_RE.match(str(column))]
+        wanted = (*aps, *per_n, self.params_column, *GFLOPS_COLUMNS, BASES_CORR_COLUMN)
+        return list(dict.fromkeys(c for c in wanted if c is not None and c in self.frame.columns))
+
+    def runs(self) -> pd.DataFrame:
+        """The successful cells, one row per variant and seed: labels, ``seed`` and the measures as floats."""
         ok = self.frame[self.frame["status"].astype(str).eq("ok")]
-        per_n = [column for column in ok.columns if PER_N_RE.match(str(column))]
-        measures = [
-            column
-            for column in (
-                *AP_COLUMNS,
-                *TOUCHING_AP_COLUMNS,
-                *per_n,
-                self.params_column,
-                *GFLOPS_COLUMNS,
-                BASES_CORR_COLUMN,
-            )
-            if column is not None and column in ok.columns
-        ]
-        keys = ["spec"]
-        labels = {column: "first" for column in ("variant", "family", *SPEC_KEYS) if column in ok.columns}
-        numeric = ok[measures].apply(pd.to_numeric, errors="coerce")
-        grouped = pd.concat([ok[keys + list(labels)], numeric], axis=1).groupby(keys, sort=False)
-        cells = grouped.agg({**labels, **{column: "mean" for column in measures}})
-        cells["seeds"] = grouped.size()
-        return cells.reset_index()
+        labels = [c for c in ("spec", "variant", "family", *SPEC_KEYS) if c in ok.columns]
+        seeds = pd.to_numeric(ok[SEED_COLUMN], errors="coerce") if SEED_COLUMN in ok else pd.Series(0, ok.index)
+        numeric = ok[self.measures()].apply(pd.to_numeric, errors="coerce").astype(float)
+        return pd.concat([ok[labels], seeds.fillna(0).astype(int).rename(SEED_COLUMN), numeric], axis=1)
+
+    def cells(self) -> pd.DataFrame:
+        """One row per spec over its successful cells: each measure's mean over seeds (same name), ``<m>_std`` and
+        ``<m>_n``; for AP columns ``<m>_lo``/``<m>_hi``, the bootstrap interval of the mean (bmbench.report.stats);
+        ``seeds`` counts the cells."""
+        runs, measures = self.runs(), self.measures()
+        labels = [c for c in ("variant", "family", *SPEC_KEYS) if c in runs.columns]
+        aps = [column for column in measures if AP_LIKE_RE.match(column)]
+        if runs.empty:
+            return runs.assign(seeds=pd.Series(dtype=int))
+        cells = aggregate(runs, ["spec"], measures, interval=aps)
+        first = runs.groupby("spec", sort=False)[labels].first().reset_index()
+        cells = first.merge(cells, on="spec", how="left")
+        cells["seeds"] = runs.groupby("spec", sort=False).size().to_numpy()
+        return cells
 
 
 @dataclass
@@ -240,15 +254,37 @@ def load_suite(folder: Path) -> AblationSuite:
         raise BmbenchError(f"{folder}: no summary table")
     _missing(frame, SUMMARY_REQUIRED, folder / "summary")
     frame = _numeric_spec_keys(frame.copy())
-    for column in (*AP_COLUMNS, *TOUCHING_AP_COLUMNS):
-        if column in frame.columns:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce") * AP_SCALE
+    _ap_in_points(frame)
     for column in frame.columns:
         if PER_N_RE.match(str(column)):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     meta = read_meta(folder)
     name = str(frame["suite"].iloc[0]) if "suite" in frame.columns and len(frame) else folder.name
-    return AblationSuite(name, folder, frame, meta)
+    return AblationSuite(name, folder, frame, meta, load_curves(folder))
+
+
+def _ap_in_points(frame: pd.DataFrame) -> None:
+    for column in frame.columns:
+        if AP_LIKE_RE.match(str(column)):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce") * AP_SCALE
+
+
+def load_curves(folder: Path) -> pd.DataFrame | None:
+    """``curves.csv`` (or .parquet) of a suite: AP in points, ``seed`` 0 and ``fraction`` step/last step of the
+    cell when absent; None when the suite has none."""
+    frame = read_table(folder, CURVES_STEM)
+    if frame is None:
+        return None
+    _missing(frame, CURVES_REQUIRED, folder / CURVES_STEM)
+    frame = _numeric_spec_keys(frame.copy())
+    _ap_in_points(frame)
+    frame["step"] = pd.to_numeric(frame["step"], errors="coerce")
+    frame[SEED_COLUMN] = pd.to_numeric(frame[SEED_COLUMN], errors="coerce").fillna(0) if SEED_COLUMN in frame else 0
+    cell = frame["cell_id"] if "cell_id" in frame else frame["spec"].astype(str) + "/" + frame[SEED_COLUMN].astype(str)
+    if "fraction" not in frame:
+        frame["fraction"] = frame["step"] / frame.groupby(cell)["step"].transform("max")
+    frame["fraction"] = pd.to_numeric(frame["fraction"], errors="coerce")
+    return frame.dropna(subset=["step", "mask_AP"]).reset_index(drop=True)
 
 
 def _is_within(path: Path, parents: list[Path]) -> bool:
@@ -296,7 +332,11 @@ def _split_suite(suite: AblationSuite) -> dict[tuple[str, str], AblationSuite]:
     parts = {}
     for (device, dtype), rows in frame.groupby(["_device", "_dtype"], sort=False):
         rows = rows.drop(columns=["_device", "_dtype"]).reset_index(drop=True)
-        parts[(str(device), str(dtype))] = AblationSuite(suite.name, suite.path, rows, suite.meta)
+        curves = suite.curves
+        if curves is not None:  # a cell's curve goes with its summary row: by cell id where both have one
+            key = "cell_id" if "cell_id" in curves and "cell_id" in rows else "spec"
+            curves = curves[curves[key].isin(rows[key])].reset_index(drop=True)
+        parts[(str(device), str(dtype))] = AblationSuite(suite.name, suite.path, rows, suite.meta, curves)
     return parts
 
 

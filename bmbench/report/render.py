@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 import bmbench
-from bmbench.report import figures, tables
-from bmbench.report.claims import FAILS, HOLDS, Verdict, evaluate
+from bmbench.report import curves, figures, stats, tables
+from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Verdict, evaluate
 from bmbench.report.figures import FigureResult
 from bmbench.report.findings import FINDINGS
 from bmbench.report.load import AblationSuite, Environment, SpeedRun, load_results
@@ -32,7 +32,19 @@ PUBLISHED_NOTE = (
     "These numbers come from the papers and model zoos named in the `source` column (COCO, the GPUs listed). "
     "They are not comparable with the measurements above and are never mixed into their tables."
 )
-VERDICT_TEXT = {HOLDS: "holds", FAILS: "does not hold here", "not measured": "not measured"}
+VERDICT_TEXT = {
+    HOLDS: "holds",
+    FAILS: "does not hold here",
+    NOT_SIGNIFICANT: "not significant at this budget",
+    NOT_MEASURED: "not measured",
+}
+SPREAD_NOTE = (
+    f"AP is the mean over seeds ± the sample std; intervals are {stats.CI_LEVEL:.0%} percentile bootstraps of the "
+    f"mean ({stats.BOOTSTRAP_RESAMPLES} resamples, seeded), paired over the seeds two cells share. A difference whose "
+    f"interval contains the rule's threshold, or that rests on fewer than {stats.MIN_SEEDS} seeds, reads *not "
+    f"significant at this budget*. With {stats.MIN_SEEDS} seeds the interval is close to the range of the per-seed "
+    "differences: it calls a difference significant only when every seed agrees on its sign."
+)
 RUN_COLUMNS = {  # environment block: column title -> meta.json key
     "device": "device",
     "device name": "device_name",
@@ -52,6 +64,7 @@ SPEED_FIGURES: tuple[tuple[str, Callable[[SpeedRun, Path], FigureResult]], ...] 
 SUITE_FIGURES: tuple[tuple[str, Callable[[AblationSuite, Path], FigureResult]], ...] = (
     ("ap-vs-latency", figures.ap_vs_latency),
     ("ap-heatmap", figures.ap_heatmap),
+    ("learning-curves", figures.learning_curves),
 )
 
 
@@ -169,19 +182,43 @@ def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) ->
         "batch; near 1 the K bases are one map and K acts as 1.",
     )
     lines += _table("Baselines side by side", tables.baselines_table(suite))
+    lines += _table(
+        "Gaps between BlendMask cells, with their intervals",
+        tables.gaps_table(suite),
+        "Each difference is the mean over the matched cells (same values of the other letters) of the cells' mean "
+        "AP; the interval is paired over seeds. R: boundary AP (the metric that responds to R) beside mask AP.",
+    )
+    lines += [SPREAD_NOTE, ""]
     lines += _table("Failed cells", tables.failed_cells_table(suite))
-    lines += _figure_lines(drawn, out)
+    lines += _figure_lines([d for d in drawn if "Learning curves" not in d.title], out)
+    lines += curves_section(suite, [d for d in drawn if "Learning curves" in d.title], out)
     return lines
+
+
+def curves_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) -> list[str]:
+    """AP along each cell's schedule, and whether the ranking at 50 % is the one at 100 %."""
+    lines = ["#### Learning curves", ""]
+    ranking = curves.curve_ranking(suite)
+    if ranking is None:
+        return lines + [
+            "Not measured: the suite has no `curves.csv` (AP at 25, 50 and 100 % of each cell's schedule).",
+            "",
+        ]
+    lines += [f"Ranking: {ranking.text()}.", ""]
+    lines += _table("Mask AP along the schedule (mean ± std over seeds)", curves.curve_table(suite))
+    return lines + _figure_lines(drawn, out)
 
 
 def findings_section(verdicts: list[Verdict]) -> list[str]:
     lines = ["## The paper's findings, tested here", ""]
     failing = sorted({v.finding.id for v in verdicts if v.verdict == FAILS})
     holding = sorted({v.finding.id for v in verdicts if v.verdict == HOLDS})
-    unmeasured = [f.id for f in FINDINGS if f.id not in failing and f.id not in holding]
+    unsure = sorted({v.finding.id for v in verdicts if v.verdict == NOT_SIGNIFICANT} - set(failing) - set(holding))
+    unmeasured = [f.id for f in FINDINGS if f.id not in failing and f.id not in holding and f.id not in unsure]
     lines += [
         f"Hold here: {', '.join(map(str, holding)) or 'none'}. "
         f"Do not hold here: {', '.join(map(str, failing)) or 'none'}. "
+        f"Not significant at this budget: {', '.join(map(str, unsure)) or 'none'}. "
         f"Not measured: {', '.join(map(str, unmeasured)) or 'none'}.",
         "",
     ]

@@ -11,13 +11,36 @@ from importlib import resources
 
 import pandas as pd
 
-from bmbench.report.load import BASES_CORR_COLUMN, DETECTOR, END_TO_END, REFERENCE_N, STAGES, AblationSuite, SpeedRun
+from bmbench.report.load import (
+    BASES_CORR_COLUMN,
+    BOUNDARY_AP_COLUMN,
+    DETECTOR,
+    END_TO_END,
+    REFERENCE_N,
+    STAGES,
+    THIN_AP_COLUMN,
+    TOUCHING_AP_COLUMNS,
+    AblationSuite,
+    SpeedRun,
+)
+from bmbench.report.stats import ABOVE, BELOW, MIN_SEEDS, matched_contrast
 
 GRID_MS_AT = (10, 100)  # the paper's table reports the mask branch at these N; the nearest measured N stands in
 PARETO_N = REFERENCE_N  # Pareto front and "ms" of the trade-off findings: N=100, else the largest N measured
 BEST_MARK, PARETO_MARK = "★ best", "◆ Pareto"
 PUBLISHED_FILE = "published.csv"
 DASH = "–"
+SUBSET_COLUMNS = (  # AP columns shown beside mask AP when measured: (title, column)
+    ("boundary AP", BOUNDARY_AP_COLUMN),
+    *((f"AP {column.removeprefix('mask_AP_')}", column) for column in TOUCHING_AP_COLUMNS),
+    ("AP thin", THIN_AP_COLUMN),
+)
+GAPS = (  # (axis, value, minus, metrics): the differences the quick suite reports with their intervals
+    ("K", 4, 1, ("mask_AP",)),
+    ("M", 7, 1, (*TOUCHING_AP_COLUMNS, "mask_AP")),
+    ("R", 56, 28, ("mask_AP", BOUNDARY_AP_COLUMN, THIN_AP_COLUMN)),  # boundary AP beside mask AP: it responds to R
+)
+NOT_SIGNIFICANT_TEXT = "not significant at this budget"
 
 
 def fmt_ms(value: object) -> str:
@@ -48,6 +71,21 @@ def fmt_point(median: object, iqr: object, noisy: bool, status: str, repeats: ob
     single = repeats is not None and not pd.isna(repeats) and int(repeats) < 2
     text = f"{fmt_ms(median)} ({'1 run' if single else fmt_ms(iqr)})"
     return f"{text} ~" if noisy else text
+
+
+def fmt_spread(mean: object, std: object, n: object) -> str:
+    """``35.0 ± 0.4`` (mean ± sample std over seeds), or the mean alone for one seed."""
+    if mean is None or pd.isna(mean):
+        return DASH
+    several = n is not None and not pd.isna(n) and int(n) > 1 and std is not None and not pd.isna(std)
+    return f"{float(mean):.1f} ± {float(std):.1f}" if several else f"{float(mean):.1f}"
+
+
+def fmt_interval(low: object, high: object, n: object) -> str:
+    """``[34.6, 35.4]``: the bootstrap interval, shown only from MIN_SEEDS seeds on (below, it is their range)."""
+    if low is None or pd.isna(low) or n is None or pd.isna(n) or int(n) < MIN_SEEDS:
+        return DASH
+    return f"[{float(low):.1f}, {float(high):.1f}]"
 
 
 def spec_label(row: pd.Series) -> str:
@@ -181,7 +219,21 @@ def _grid_marks(cells: pd.DataFrame, latency: str | None) -> pd.Series:
 
 def _metric_columns(cells: pd.DataFrame, suite: AblationSuite, ms_at: list[int]) -> dict[str, pd.Series]:
     columns: dict[str, pd.Series] = {}
-    for name, column in (("mask AP", "mask_AP"), ("AP50", "mask_AP50"), ("AP75", "mask_AP75"), ("box AP", "box_AP")):
+
+    def spread(column: str) -> pd.Series:
+        std = cells[f"{column}_std"] if f"{column}_std" in cells else pd.Series(math.nan, index=cells.index)
+        count = cells[f"{column}_n"] if f"{column}_n" in cells else cells["seeds"]
+        return pd.Series([fmt_spread(*v) for v in zip(cells[column], std, count, strict=True)], index=cells.index)
+
+    if "mask_AP" in cells:
+        columns["mask AP"] = spread("mask_AP")
+        if "mask_AP_lo" in cells and (cells["seeds"] >= MIN_SEEDS).any():
+            bounds = zip(cells["mask_AP_lo"], cells["mask_AP_hi"], cells["mask_AP_n"], strict=True)
+            columns["mask AP 95 % CI"] = pd.Series([fmt_interval(*b) for b in bounds], index=cells.index)
+    for name, column in SUBSET_COLUMNS:
+        if column in cells and cells[column].notna().any():
+            columns[name] = spread(column)
+    for name, column in (("AP50", "mask_AP50"), ("AP75", "mask_AP75"), ("box AP", "box_AP")):
         if column in cells:
             columns[name] = cells[column].map(fmt_num)
     for num in ms_at:
@@ -237,6 +289,40 @@ def baselines_table(suite: AblationSuite) -> pd.DataFrame:
     for name, values in _metric_columns(chosen, suite, list(suite.ms_columns)).items():
         table[name] = values
     return table.reset_index(drop=True)
+
+
+def gaps_table(suite: AblationSuite) -> pd.DataFrame:
+    """The GAPS between BlendMask cells on each metric measured: the difference of the means over matched cells,
+    its 95 % bootstrap interval (paired over seeds) and whether that interval excludes 0."""
+    runs = suite.runs()
+    blend = runs[runs["family"] == "blendmask"] if "family" in runs else runs.iloc[0:0]
+    rows = []
+    for axis, value, minus, metrics in GAPS:
+        for metric in metrics:
+            if metric not in blend or blend[metric].isna().all():
+                continue
+            gap, matched = matched_contrast(blend, axis, value, minus, metric)
+            if not matched:
+                continue
+            if gap.measured:
+                interval = f"[{gap.low:+.1f}, {gap.high:+.1f}]"
+                reading = "significant" if gap.side(0.0) in (ABOVE, BELOW) else NOT_SIGNIFICANT_TEXT
+            else:
+                interval = DASH
+                reading = f"{NOT_SIGNIFICANT_TEXT} ({'one seed' if gap.seeds <= 1 else f'{gap.seeds} seeds'})"
+            others = [k for k in ("R", "K", "M") if k != axis]
+            rows.append(
+                {
+                    "comparison": f"{axis}={value} − {axis}={minus}",
+                    "metric": metric,
+                    "matched": f"{matched} ({'/'.join(others)})",
+                    "difference": f"{gap.estimate:+.1f}",
+                    "95 % CI": interval,
+                    "seeds": str(gap.seeds),
+                    "reading": reading,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def failed_cells_table(suite: AblationSuite) -> pd.DataFrame:

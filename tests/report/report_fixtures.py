@@ -125,22 +125,41 @@ def made_up_ap(K: int, M: int, R: int) -> float:
     return 28.0 + {1: 0.0, 2: 2.0, 4: 3.5, 8: 3.6}[K] + {1: 0.0, 7: 2.5, 14: 2.3}[M] + (1.0 if R == 56 else 0.0)
 
 
+SEEDS = (0, 1, 2)
+
+
+def seed_jitter(key: int, index: int, count: int) -> float:
+    """AP points added to a cell's seed ``index`` of ``count``: ±0.1..0.2, a sign and size per cell, zero mean over
+    the seeds (so each cell's mean is exactly its made-up AP) and different across cells (so differences between
+    cells have a spread)."""
+    size = 0.1 + 0.05 * (key % 3)
+    sign = 1 if key % 2 else -1
+    return sign * size * (index - (count - 1) / 2)
+
+
 def suite_frame(
     *,
     ks: tuple[int, ...] = (1, 2, 4, 8),
     ms: tuple[int, ...] = (1, 7),
     rs: tuple[int, ...] = (28, 56),
     device_name: str | None = None,
+    seeds: tuple[int, ...] = SEEDS,
 ) -> pd.DataFrame:
+    """One row per cell and seed: the made-up AP plus seed_jitter (one seed: the made-up AP itself)."""
     rows = []
-    for R in rs:
-        for K in ks:
-            for M in ms:
-                ap = made_up_ap(K, M, R) / 100
-                per = 0.02 * K / 4 * (R / 56) ** 2
-                rows.append(_cell("blendmask", K, M, R, None, ap, per, 1e5 * K))
-    rows.append(_cell("maskrcnn", None, None, 28, None, 0.35, 0.30, 2.6e6))
-    rows.append(_cell("yolact", 32, 1, None, None, 0.30, 0.05, 1e6))
+    for index, seed in enumerate(seeds):
+
+        def add(family, K, M, R, ap, per, params) -> None:  # noqa: ANN001
+            key = (K or 3) + (M or 5) + (R or 28) // 28
+            noisy = ap + seed_jitter(key, index, len(seeds)) / 100
+            rows.append(_cell(family, K, M, R, None, noisy, per, params) | {"seed": seed})
+
+        for R in rs:
+            for K in ks:
+                for M in ms:
+                    add("blendmask", K, M, R, made_up_ap(K, M, R) / 100, 0.02 * K / 4 * (R / 56) ** 2, 1e5 * K)
+        add("maskrcnn", None, None, 28, 0.35, 0.30, 2.6e6)
+        add("yolact", 32, 1, None, 0.30, 0.05, 1e6)
     frame = pd.DataFrame(rows)
     if device_name is not None:
         frame["device_name"] = device_name

@@ -16,7 +16,8 @@ from bmbench.report.load import AblationSuite, load_results, load_speed_run, loa
 
 
 def cells_of(frame: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
-    return load_suite(write_suite(tmp_path / "suite", frame)).cells()
+    """The rows the accuracy checks read: one per spec and seed, AP in points."""
+    return load_suite(write_suite(tmp_path / "suite", frame)).runs()
 
 
 def with_ap(frame: pd.DataFrame, where: pd.Series, ap: float) -> pd.DataFrame:
@@ -161,7 +162,8 @@ def test_per_instance_falls_back_to_the_ablation_times(tmp_path: Path) -> None:
     assert verdicts[0].verdict == HOLDS and "total times" in verdicts[0].scope
 
 
-def test_suite_cells_average_seeds(base: pd.DataFrame, tmp_path: Path) -> None:
+def test_suite_cells_average_seeds(tmp_path: Path) -> None:
+    base = suite_frame(seeds=(0,))
     twice = pd.concat([base, base.assign(seed=1, mask_AP=base["mask_AP"] + 0.02)], ignore_index=True)
     suite: AblationSuite = load_suite(write_suite(tmp_path / "s", twice))
     cells = suite.cells()
