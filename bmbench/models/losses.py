@@ -178,13 +178,13 @@ def fcos_losses(outputs: DetectorOutputs, points: list[Tensor], assigned: FCOSTa
 
 
 def select_mask_positives(
-    assigned: FCOSTargets, max_positives: int, generator: torch.Generator | None = None
+    assigned: FCOSTargets, max_positives: int | None = None, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Positives the mask loss is computed on: all of them, or `max_positives` drawn without replacement by
-    `generator` (on the CPU, so the draw is the same on any device). Returns (image index, location index), each
-    ``Tensor[N]``, sorted."""
+    """Positives the mask loss is computed on: all of them (``max_positives`` None or <= 0, AdelaiDet's choice), or
+    at most `max_positives` drawn without replacement by `generator` (on the CPU, so the draw is the same on any
+    device). Returns (image index, location index), each ``Tensor[N]``, sorted."""
     index = assigned.positive.flatten().nonzero().squeeze(1)  # (N_pos,) into B*P
-    if len(index) > max_positives:
+    if max_positives is not None and 0 < max_positives < len(index):
         keep = torch.randperm(len(index), generator=generator)[:max_positives].sort().values
         index = index[keep.to(index.device)]
     P = assigned.labels.shape[1]
@@ -280,6 +280,9 @@ def mask_head_loss(
     return mask_loss(logits, goal, weights, mask_form=head.mask_form, boxes=boxes)
 
 
+SEMANTIC_WEIGHT = 0.3  # AdelaiDet's weight of the auxiliary semantic loss (MODEL.BASIS_MODULE.LOSS_WEIGHT)
+
+
 def semantic_targets(targets: list[dict[str, Any]], *, num_classes: int, size: tuple[int, int], stride: int) -> Tensor:
     """Per-class foreground of each image at `stride`: ``Tensor[B, C, H/stride, W/stride]`` in 0..1, the fraction
     of each cell covered by an instance of that class (the union of its masks)."""
@@ -293,7 +296,24 @@ def semantic_targets(targets: list[dict[str, Any]], *, num_classes: int, size: t
     return torch.stack(out)
 
 
+def semantic_class_targets(
+    targets: list[dict[str, Any]], *, num_classes: int, size: tuple[int, int], stride: int
+) -> Tensor:
+    """The class of each cell at `stride`, as AdelaiDet's semantic branch is trained: ``Tensor[B, H/stride,
+    W/stride]`` int64, 0 for background and c + 1 for class c: the label (background included) that covers most of
+    the cell (ties go to background, then to the lower class)."""
+    cover = semantic_targets(targets, num_classes=num_classes, size=size, stride=stride)  # (B, C, h, w)
+    background = 1.0 - cover.sum(dim=1, keepdim=True).clamp(max=1.0)  # (B, 1, h, w); masks never overlap
+    return torch.cat([background, cover], dim=1).argmax(dim=1)
+
+
 def semantic_loss(logits: Tensor, goal: Tensor) -> Tensor:
     """Auxiliary semantic segmentation loss (BlendMask's and YOLACT's auxiliary task): BCE-with-logits per class and
     cell, ``logits, goal: Tensor[B, C, h, w]``."""
     return F.binary_cross_entropy_with_logits(logits.float(), goal)
+
+
+def semantic_ce_loss(logits: Tensor, goal: Tensor, *, weight: float = SEMANTIC_WEIGHT) -> Tensor:
+    """AdelaiDet's auxiliary semantic loss: `weight` x cross-entropy over C + 1 classes (background first) per cell,
+    ``logits: Tensor[B, C + 1, h, w]``, ``goal: Tensor[B, h, w]`` int64 from `semantic_class_targets`."""
+    return weight * F.cross_entropy(logits.float(), goal)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from bmbench.models.backbone import feature_shapes
-from bmbench.models.heads import blend
+from bmbench.models.heads import BasisModule, blend
+from bmbench.models.heads.base import GN_GROUPS
 from bmbench.models.heads.blendmask import interpolation_matrix
 from bmbench.models.heads.centermask import product_logits
 from bmbench.variants import PRESETS, VariantSpec, build_segmenter, parse_spec
@@ -129,3 +133,22 @@ def test_interpolation_matrix_is_bilinear_upsampling() -> None:
     A = interpolation_matrix(7, 56, dtype=torch.float32, device=torch.device("cpu"))
     expected = F.interpolate(x, size=(56, 56), mode="bilinear", align_corners=False)
     torch.testing.assert_close(A @ x @ A.t(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_basis_module_groupnorm_blocks_are_adelaidets() -> None:
+    plain = BasisModule(in_channels=16, num_bases=4, channels=64)
+    names = [name for name, _ in plain.named_parameters()]  # the names of checkpoints written before the norm
+    assert names[:2] == ["refine.0.0.weight", "refine.0.0.bias"] and "tower.4.weight" in names
+    assert not any(isinstance(m, nn.GroupNorm) for m in plain.modules())
+    torch.manual_seed(0)
+    normed = BasisModule(in_channels=16, num_bases=4, channels=64, norm="GN")
+    convs = [m for m in normed.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    norms = [m for m in normed.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(convs) == len(norms) == 7 and all(m.num_groups == GN_GROUPS for m in norms)
+    for conv in convs:  # bias-free, kaiming_uniform_(a=1): U(-b, b) with b = sqrt(3 / fan_in)
+        bound = math.sqrt(3 / (conv.in_channels * 9))
+        assert conv.bias is None and conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.95 * bound
+    features = {f"p{i}": torch.randn(2, 16, 32 // 2 ** (i - 3), 32 // 2 ** (i - 3)) for i in (3, 4, 5)}
+    assert normed(features).shape == (2, 4, 64, 64)
+    with pytest.raises(ValueError, match="unknown basis norm 'BN'"):
+        BasisModule(in_channels=16, num_bases=4, norm="BN")

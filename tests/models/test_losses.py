@@ -19,6 +19,8 @@ from bmbench.models.losses import (
     mask_loss,
     roi_mask_targets,
     select_mask_positives,
+    semantic_ce_loss,
+    semantic_class_targets,
     semantic_targets,
 )
 from bmbench.variants import build_segmenter, parse_spec
@@ -168,6 +170,16 @@ def test_select_mask_positives_caps_and_repeats() -> None:
     assert len(select_mask_positives(assigned, 100)[1]) == int(assigned.positive.sum())
 
 
+@pytest.mark.parametrize("cap", [None, 0, -1])
+def test_select_mask_positives_takes_every_positive_without_a_cap(cap: int | None) -> None:
+    points = level_points(SHAPES_64)
+    assigned = assign_fcos_targets(points, [_target([[0, 0, 24, 24], [8, 8, 40, 40]], [2, 0])], size_ranges=P3_ONLY)
+    images, locations = select_mask_positives(assigned, cap, torch.Generator().manual_seed(0))
+    expected = assigned.positive[0].nonzero().squeeze(1)
+    assert len(expected) > 5 and torch.equal(locations, expected) and (images == 0).all()
+    assert torch.equal(select_mask_positives(assigned)[1], expected)  # the default: all of them
+
+
 @pytest.mark.parametrize("text", ["blendmask:K=2,M=2,R=8", "yolact:K=4", "centermask:S=4,R=8", "maskrcnn:R=8"])
 def test_mask_head_loss_backpropagates_for_every_family(text: str) -> None:
     model = build_segmenter(parse_spec(text), num_classes=3)
@@ -202,3 +214,24 @@ def test_semantic_targets_are_per_class_unions_at_the_stride() -> None:
     assert goal[0, 1].tolist() == [[1.0, 0.25], [0.0, 0.0]]  # the union, not the sum
     assert goal[0, 0].tolist() == [[0.0, 0.0], [0.0, 1.0]]
     assert goal[0, 2].sum() == 0 and goal[1].sum() == 0
+
+
+def test_semantic_class_targets_take_the_majority_label_with_background_first() -> None:
+    masks = torch.zeros((2, 16, 16), dtype=torch.uint8)
+    masks[0, :8, :5] = 1  # class 2 covers 5/8 of cell (0, 0)
+    masks[1, 8:, 8:12] = 1  # class 0 covers half of cell (1, 1): a tie with background
+    target = {"masks": masks, "labels": torch.tensor([2, 0])}
+    empty = {"masks": masks[:0], "labels": torch.zeros(0, dtype=torch.int64)}
+    goal = semantic_class_targets([target, empty], num_classes=3, size=(16, 16), stride=8)
+    assert goal.dtype == torch.int64 and goal.shape == (2, 2, 2)
+    assert goal[0].tolist() == [[3, 0], [0, 0]]  # class c is c + 1; the tie goes to background (0)
+    assert goal[1].sum() == 0
+
+
+def test_semantic_ce_loss_is_weighted_cross_entropy_over_c_plus_1() -> None:
+    goal = torch.tensor([[[0, 3], [1, 2]]])  # (1, 2, 2)
+    logits = torch.zeros((1, 4, 2, 2))
+    assert semantic_ce_loss(logits, goal).item() == pytest.approx(0.3 * math.log(4), rel=1e-6)
+    assert semantic_ce_loss(logits, goal, weight=1.0).item() == pytest.approx(math.log(4), rel=1e-6)
+    perfect = torch.nn.functional.one_hot(goal, 4).permute(0, 3, 1, 2).float() * 50
+    assert semantic_ce_loss(perfect, goal).item() == pytest.approx(0.0, abs=1e-6)

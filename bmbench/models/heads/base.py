@@ -68,24 +68,41 @@ class MaskHead(nn.Module):
         return paste_full_masks(logits, rois[:, 1:], image_size)
 
 
+BASIS_NORMS = (None, "GN")  # the basis module's conv blocks: plain conv + ReLU, or AdelaiDet's conv + GroupNorm + ReLU
+GN_GROUPS = 32  # GroupNorm groups (AdelaiDet's), so 4 channels a group at 128 channels
+
+
+def conv_block(in_channels: int, out_channels: int, *, norm: str | None) -> nn.Sequential:
+    """A 3x3 conv and ReLU; with ``norm="GN"`` AdelaiDet's ``conv_with_kaiming_uniform("GN", activation=True)``:
+    a bias-free conv with ``kaiming_uniform_(a=1)`` weights, GroupNorm, then ReLU."""
+    if norm is None:
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
+    if norm != "GN":
+        raise ValueError(f"unknown basis norm {norm!r} (use one of {BASIS_NORMS})")
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    return nn.Sequential(conv, nn.GroupNorm(GN_GROUPS, out_channels), nn.ReLU(inplace=True))
+
+
 class BasisModule(nn.Module):
     """K maps at stride 4 from P3–P5: refine each level, sum at P3, a conv tower, upsample x2, 1x1 to K.
 
     The BlendMask bottom module (and the YOLACT protonet / CenterMask saliency branch, with K=32 / K=1).
     Lightly adapted from AdelaiDet's basis module: ``features[p3..p5]: Tensor[B, C, H/8.., W/8..]`` ->
-    ``Tensor[B, K, H/4, W/4]``.
+    ``Tensor[B, K, H/4, W/4]``. `norm` picks the conv blocks (see `conv_block`); the 1x1 predictor keeps
+    PyTorch's default initialisation, as in AdelaiDet.
     """
 
-    def __init__(self, *, in_channels: int, num_bases: int, channels: int = 128, num_convs: int = 3) -> None:
+    def __init__(
+        self, *, in_channels: int, num_bases: int, channels: int = 128, num_convs: int = 3, norm: str | None = None
+    ) -> None:
         super().__init__()
-        self.refine = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)) for _ in range(3)
+        self.refine = nn.ModuleList(conv_block(in_channels, channels, norm=norm) for _ in range(3))
+        # One flat Sequential, so that without a norm the parameter names are those of earlier checkpoints.
+        self.tower = nn.Sequential(
+            *(layer for _ in range(num_convs) for layer in conv_block(channels, channels, norm=norm))
         )
-        tower: list[nn.Module] = []
-        for _ in range(num_convs):
-            tower += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        self.tower = nn.Sequential(*tower)
-        self.upsampled = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.upsampled = conv_block(channels, channels, norm=norm)
         self.predictor = nn.Conv2d(channels, num_bases, 1)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
