@@ -138,6 +138,7 @@ def _gt_counts_over(gt: COCO, image_ids: Sequence[int] | None, max_dets: int) ->
         warnings.warn(
             f"{len(over)} image(s) have more ground-truth instances than max_dets={max_dets} (most: {over[worst]} in "
             f"image {worst}); their recall, and so AP, cannot reach 1: raise max_dets (--max-dets)",
+            BmbenchWarning,
             stacklevel=3,
         )
 
@@ -176,7 +177,7 @@ def _summary_text(prefix: str, stats: dict[str, float], max_dets: int) -> str:
     rows += [("Recall", "AR", "0.50:0.95", "all", m) for m in max_dets_settings(max_dets)]
     rows += [("Recall", "AR", "0.50:0.95", area, max_dets) for area in ("small", "medium", "large")]
     lines = [f"{prefix}:"]
-    for (kind, short, iou, area, m), value in zip(rows, stats.values(), strict=True):
+    for (kind, short, iou, area, m), value in zip(rows, [stats[n] for n in stat_names(max_dets)], strict=True):
         shown = -1.0 if math.isnan(value) else value
         lines.append(
             f" Average {kind:<9} ({short}) @[ IoU={iou:<9} | area={area:>6s} | maxDets={m:>3d} ] = {shown:0.3f}"
