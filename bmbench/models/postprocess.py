@@ -8,6 +8,7 @@ original image.
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import torch
@@ -19,10 +20,12 @@ from bmbench.models.fcos import DetectorOutputs
 from bmbench.models.losses import assign_fcos_targets, decode_boxes, flatten_levels, level_size_ranges
 from bmbench.models.paste import paste_roi_masks
 
-SCORE_THRESHOLD = 0.05  # on the class probability, before centerness (FCOS)
-PRE_NMS_TOP_K = 1000  # candidates per image kept for NMS
-NMS_THRESHOLD = 0.6  # IoU above which a same-class box is suppressed
-MAX_DETECTIONS = 100  # per image, after NMS
+# FCOS inference as AdelaiDet has it (adet/modeling/fcos/fcos_outputs.py, forward_for_single_feature_map and
+# select_over_all_levels, MODEL.FCOS.*_TEST defaults).
+SCORE_THRESHOLD = 0.05  # INFERENCE_TH_TEST: on the class probability (or on class × centerness, see detect)
+PRE_NMS_TOP_K = 1000  # PRE_NMS_TOPK_TEST: candidates kept per FPN level and image, by class × centerness
+NMS_THRESHOLD = 0.6  # NMS_TH_TEST: IoU above which a same-class box is suppressed
+MAX_DETECTIONS = 100  # POST_NMS_TOPK_TEST: per image, after NMS (evaluation's max_dets)
 
 
 class Detections(NamedTuple):
@@ -45,29 +48,45 @@ def detect(
     pre_nms_top_k: int = PRE_NMS_TOP_K,
     nms_threshold: float = NMS_THRESHOLD,
     max_detections: int = MAX_DETECTIONS,
+    threshold_with_centerness: bool = False,
 ) -> list[Detections]:
-    """FCOS inference for a batch: candidates whose class probability exceeds `score_threshold`, the best
-    `pre_nms_top_k` of them by sqrt(class × centerness), boxes clipped to each image's ``(h, w)`` (before padding),
-    class-wise NMS, and at most `max_detections` kept per image."""
+    """FCOS inference for a batch, as AdelaiDet's FCOSOutputs: on each FPN level, the (location, class) candidates
+    whose class probability exceeds `score_threshold` (class × centerness with `threshold_with_centerness`,
+    AdelaiDet's THRESH_WITH_CTR), the best `pre_nms_top_k` of them by class × centerness; then over all levels,
+    score sqrt(class × centerness), boxes clipped to each image's ``(h, w)`` (before padding), class-wise NMS, and
+    the best `max_detections` per image.
+
+    ``outputs``: per level ``Tensor[B, C, H_l, W_l]`` class logits (and centerness, box regression); ``params``: per
+    level ``Tensor[B, D, H_l, W_l]``; ``points``: per level ``Tensor[H_l*W_l, 2]``.
+    """
     class_prob = flatten_levels(outputs.class_logits).float().sigmoid()  # (B, P, C)
     ctr_prob = flatten_levels(outputs.centerness).float().sigmoid()  # (B, P, 1)
     regression = flatten_levels(outputs.box_regression).float()  # (B, P, 4)
     inst_params = flatten_levels(params)  # (B, P, D)
     all_points = torch.cat(points)  # (P, 2)
+    level_sizes = [x.shape[-2] * x.shape[-1] for x in outputs.class_logits]
     results = []
     for b, (h, w) in enumerate(image_sizes):
-        candidates = (class_prob[b] > score_threshold).nonzero()  # (n, 2): location, class
-        location, label = candidates[:, 0], candidates[:, 1]
-        scores = (class_prob[b, location, label] * ctr_prob[b, location, 0]).sqrt()
-        if len(scores) > pre_nms_top_k:
-            scores, top = scores.topk(pre_nms_top_k)
-            location, label = location[top], label[top]
+        quality = class_prob[b] * ctr_prob[b]  # (P, C): what the top-k ranks and the score is the root of
+        gated = (quality if threshold_with_centerness else class_prob[b]) > score_threshold  # (P, C)
+        kept_locations, kept_labels = [], []
+        starts = [0, *accumulate(level_sizes)][:-1]  # the index in P of each level's first location
+        for first, gate in zip(starts, gated.split(level_sizes), strict=True):
+            candidates = gate.nonzero()  # (n, 2): location within the level, class
+            location, label = candidates[:, 0] + first, candidates[:, 1]
+            if len(location) > pre_nms_top_k:
+                top = quality[location, label].topk(pre_nms_top_k).indices
+                location, label = location[top], label[top]
+            kept_locations.append(location)
+            kept_labels.append(label)
+        location, label = torch.cat(kept_locations), torch.cat(kept_labels)
+        scores = quality[location, label].sqrt()
         boxes = decode_boxes(all_points[location], regression[b, location])  # (n, 4)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, scores, location, label = boxes[valid], scores[valid], location[valid], label[valid]
-        keep = batched_nms(boxes, scores, label, nms_threshold)[:max_detections]
+        keep = batched_nms(boxes, scores, label, nms_threshold)[:max_detections]  # sorted by score
         location = location[keep]
         results.append(Detections(boxes[keep], scores[keep], label[keep], inst_params[b, location], location))
     return results

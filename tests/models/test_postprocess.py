@@ -57,6 +57,34 @@ def test_detect_decodes_thresholds_and_suppresses() -> None:
     assert len(none.boxes) == 0 and none.params.shape == (0, 2)
 
 
+def test_detect_keeps_the_top_k_of_each_level_by_class_times_centerness() -> None:
+    """AdelaiDet's FCOSOutputs: threshold on the class probability, top-k per level by class × centerness."""
+    points = level_points(SHAPES_64)
+    cls = torch.full((1, P, 2), -10.0)
+    ctr = torch.full((1, P, 1), 20.0)  # centerness ~1 unless set
+    ltrb = torch.full((1, P, 4), 2.0)  # small boxes: nothing overlaps, NMS keeps all
+    # P3 (locations 0-63): 3 has the higher class probability but a low centerness, so 5 ranks first on P3.
+    for loc, prob, centerness in ((3, 0.9, 0.2), (5, 0.6, 1.0), (7, 0.3, 1.0), (64, 0.2, 1.0), (65, 0.1, 1.0)):
+        cls[0, loc, 0] = torch.logit(torch.tensor(prob))
+        ctr[0, loc, 0] = torch.logit(torch.tensor(centerness))
+    outputs, level_params = _outputs(cls, ltrb, ctr, torch.zeros(1, P, 2))
+
+    def kept(**kwargs: object) -> list[int]:
+        (det,) = detect(outputs, level_params, points, [(64, 64)], **kwargs)
+        return det.locations.tolist()
+
+    # One per level: P3's best by class × centerness (5: 0.6 > 0.9 × 0.2) and P4's best (64); overall top-1 would
+    # keep P3 alone.
+    assert kept(pre_nms_top_k=1) == [5, 64]
+    assert kept(pre_nms_top_k=2) == [5, 7, 64, 65]  # 3 is P3's third; by score: sqrt 0.6, 0.3, 0.2, 0.1
+    assert kept(pre_nms_top_k=2, max_detections=3) == [5, 7, 64]  # the final cap, by score
+    # Location 3 passes the threshold on its class probability (0.9 > 0.25) but not on class × centerness (0.18).
+    assert 3 in kept(score_threshold=0.25) and 3 not in kept(score_threshold=0.25, threshold_with_centerness=True)
+    (det,) = detect(outputs, level_params, points, [(64, 64)])
+    assert det.locations.tolist() == [5, 7, 64, 3, 65]
+    assert torch.allclose(det.scores, torch.tensor([0.6, 0.3, 0.2, 0.18, 0.1]).sqrt(), atol=1e-4)
+
+
 def test_oracle_location_is_a_training_positive() -> None:
     points = level_points(SHAPES_64)
     boxes = torch.tensor([[2.0, 3, 20, 17], [10, 6, 60, 58], [30, 30, 34, 36]])
