@@ -162,6 +162,7 @@ def latency_vs_r(run: SpeedRun, path: Path) -> FigureResult:
 
 FAMILY_MARKERS = {"blendmask": "o", "maskrcnn": "s", "yolact": "^", "centermask": "D"}  # one marker per family
 OTHER_MARKER = "P"  # a family not listed above
+CELL_ORDER = ["family", "R", "K", "M"]  # legend order of the cells, the same in every figure
 
 
 def cell_label(cell: pd.Series) -> str:
@@ -188,7 +189,7 @@ def ap_vs_latency(suite: AblationSuite, path: Path) -> FigureResult:
     cells = cells[cells["mask_AP"].notna() & cells[column].notna() & (cells[column] > 0)].reset_index(drop=True)
     if len(cells) < 2:
         return FigureResult(title, None, "needs two or more cells with both AP and time")
-    cells = cells.sort_values(["family", "R", "K", "M"], na_position="first", kind="stable").reset_index(drop=True)
+    cells = cells.sort_values(CELL_ORDER, na_position="first", kind="stable").reset_index(drop=True)
     colours = sns.color_palette("tab20", 20) if len(cells) > 10 else sns.color_palette("tab10", 10)
     figure, (ax,) = _canvas((SIZE[0] + 2.6, SIZE[1] + 0.4))
     ap_err, ms_err = _std(cells, "mask_AP"), _std(cells, column)
@@ -304,7 +305,8 @@ def learning_curves(suite: AblationSuite, path: Path) -> FigureResult:
             "family": curves["family"].astype(str),
         }
     )
-    order = list(dict.fromkeys(data.sort_values(["family", "cell"])["cell"]))
+    specs = curves.drop_duplicates("spec").sort_values(CELL_ORDER, na_position="first", kind="stable")
+    order = [cell_label(row) for _, row in specs.iterrows()]  # as in ap_vs_latency: a cell keeps its colour
     figure, (ax,) = _canvas((SIZE[0] + 2.6, SIZE[1] + 0.4))
     sns.lineplot(
         data=data,

@@ -6,6 +6,7 @@ made-up function of K, M, R that peaks at R=56, K=4, M=7.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -146,20 +147,20 @@ def suite_frame(
     seeds: tuple[int, ...] = SEEDS,
 ) -> pd.DataFrame:
     """One row per cell and seed: the made-up AP plus seed_jitter (one seed: the made-up AP itself)."""
+    cells = [
+        ("blendmask", K, M, R, made_up_ap(K, M, R) / 100, 0.02 * K / 4 * (R / 56) ** 2, 1e5 * K)
+        for R in rs
+        for K in ks
+        for M in ms
+    ]
+    cells += [("maskrcnn", None, None, 28, 0.35, 0.30, 2.6e6), ("yolact", 32, 1, None, 0.30, 0.05, 1e6)]
     rows = []
     for index, seed in enumerate(seeds):
-
-        def add(family, K, M, R, ap, per, params) -> None:  # noqa: ANN001
+        for family, K, M, R, ap, per, params in cells:
             key = (K or 3) + (M or 5) + (R or 28) // 28
-            noisy = ap + seed_jitter(key, index, len(seeds)) / 100
-            rows.append(_cell(family, K, M, R, None, noisy, per, params) | {"seed": seed})
-
-        for R in rs:
-            for K in ks:
-                for M in ms:
-                    add("blendmask", K, M, R, made_up_ap(K, M, R) / 100, 0.02 * K / 4 * (R / 56) ** 2, 1e5 * K)
-        add("maskrcnn", None, None, 28, 0.35, 0.30, 2.6e6)
-        add("yolact", 32, 1, None, 0.30, 0.05, 1e6)
+            row = _cell(family, K, M, R, None, ap + seed_jitter(key, index, len(seeds)) / 100, per, params)
+            cell_id = hashlib.sha256(f"{row['spec']}/{seed}".encode()).hexdigest()[:12]
+            rows.append(row | {"seed": seed, "cell_id": cell_id})
     frame = pd.DataFrame(rows)
     if device_name is not None:
         frame["device_name"] = device_name
@@ -218,3 +219,39 @@ def write_results(root: Path) -> Path:
     write_speed_run(root / "speed" / "20250101-120000-varyR")
     write_suite(root / "ablate" / "quick")
     return root
+
+
+CURVE_STEPS = (75, 150, 300)  # 25, 50 and 100 % of a 300-step schedule
+CURVE_SHARES = (0.4, 0.7, 1.0)  # the share of its final AP a cell reaches at each of them
+
+
+def curves_frame(summary: pd.DataFrame, *, swap: tuple[str, str] | None = None) -> pd.DataFrame:
+    """curves.csv for a summary: each cell's AP at CURVE_STEPS as CURVE_SHARES of its final AP (same ranking at 50 %
+    and 100 %); ``swap``: two specs whose values at 50 % are exchanged (their ranking differs there)."""
+    rows = []
+    for _, cell in summary.iterrows():
+        for step, share in zip(CURVE_STEPS, CURVE_SHARES, strict=True):
+            rows.append(
+                {
+                    "cell_id": cell["cell_id"],
+                    "spec": cell["spec"],
+                    "family": cell["family"],
+                    "K": cell["K"],
+                    "M": cell["M"],
+                    "R": cell["R"],
+                    "S": cell["S"],
+                    "seed": cell["seed"],
+                    "step": step,
+                    "fraction": step / CURVE_STEPS[-1],
+                    "mask_AP": cell["mask_AP"] * share,
+                    "box_AP": cell["box_AP"] * share,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    if swap is not None:
+        half = frame["step"] == CURVE_STEPS[1]
+        a, b = (half & frame["spec"].eq(spec) for spec in swap)
+        values_a = frame.loc[a, "mask_AP"].to_numpy().copy()
+        frame.loc[a, "mask_AP"] = frame.loc[b, "mask_AP"].to_numpy()
+        frame.loc[b, "mask_AP"] = values_a
+    return frame

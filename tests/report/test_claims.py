@@ -181,3 +181,90 @@ def test_collapsed_bases_make_k_and_m_comparisons_unmeasured(base: pd.DataFrame,
     distinct = base.assign(bases_corr=0.4)  # the same AP as `base`, bases that differ: judged as before
     for check in checks:
         assert check(cells_of(distinct, tmp_path)).verdict == check(cells_of(base, tmp_path)).verdict == HOLDS
+
+
+# --- verdicts against the spread over seeds -----------------------------------------------------------------------
+
+
+def spread_out(frame: pd.DataFrame, where: pd.Series, size: float, column: str = "mask_AP") -> pd.DataFrame:
+    """Add +size, −size, 0 AP points to the rows of seeds 0, 1, 2 matching ``where``: the cells' means stay, their
+    seed-to-seed spread grows past the differences between cells."""
+    frame = frame.copy()
+    offsets = frame["seed"].map({0: size, 1: -size, 2: 0.0}).fillna(0.0)
+    frame.loc[where, column] = frame.loc[where, column] + offsets[where] / 100
+    return frame
+
+
+def blend_where(frame: pd.DataFrame, **spec: int) -> pd.Series:
+    where = frame["family"].eq("blendmask")
+    for key, value in spec.items():
+        where &= frame[key].eq(value).fillna(False)
+    return where.astype(bool)
+
+
+@pytest.mark.parametrize(
+    ("check", "noisy"),
+    [
+        (claims.check_single_base, {"K": 1}),
+        (lambda cells: claims.check_four_bases(cells, "mask_ms_n100"), {"K": 4}),
+        (claims.check_best_cell, {"K": 4, "M": 7, "R": 56}),
+        (claims.check_attention_side, {"M": 7}),
+    ],
+)
+def test_a_difference_inside_the_spread_is_not_significant(base: pd.DataFrame, tmp_path: Path, check, noisy) -> None:  # noqa: ANN001
+    assert check(cells_of(base, tmp_path)).verdict == HOLDS  # seeds ±0.1..0.2 AP: the gaps are far outside
+    result = check(cells_of(spread_out(base, blend_where(base, **noisy), 8.0), tmp_path))
+    assert result.verdict == claims.NOT_SIGNIFICANT, result.evidence
+    assert "(inside the spread)" in result.evidence and "3 seeds paired" in result.evidence
+
+
+def test_one_seed_is_never_significant(tmp_path: Path) -> None:
+    single = suite_frame(seeds=(0,))
+    for check in (
+        claims.check_single_base,
+        claims.check_four_bases,
+        claims.check_best_cell,
+        claims.check_attention_side,
+    ):
+        result = check(cells_of(single, tmp_path))
+        assert result.verdict == claims.NOT_SIGNIFICANT and "one seed: no interval" in result.evidence
+    whole = load_speed_run(write_speed_run(tmp_path / "a")).own_rows()
+    result = claims.check_end_to_end(whole, cells_of(single, tmp_path))
+    assert result.verdict == claims.NOT_SIGNIFICANT and "one seed" in result.evidence
+
+
+def test_a_significant_contradiction_outweighs_an_unsure_part(base: pd.DataFrame, tmp_path: Path) -> None:
+    eight_better = with_ap(base, blend_where(base, K=8), 40.0)  # K=8 gains ~5 AP over K=4: contradicts
+    unsure_too = spread_out(eight_better, blend_where(eight_better, K=1), 8.0)  # K=4 vs K=1: inside the spread
+    result = claims.check_four_bases(cells_of(unsure_too, tmp_path))
+    assert result.verdict == FAILS and "✗" in result.evidence and "(inside the spread)" in result.evidence
+
+
+def test_end_to_end_ap_inside_the_spread_is_not_significant(base: pd.DataFrame, tmp_path: Path) -> None:
+    whole = load_speed_run(write_speed_run(tmp_path / "a")).own_rows()
+    noisy = spread_out(base, base["family"].eq("maskrcnn"), 6.0)
+    result = claims.check_end_to_end(whole, cells_of(noisy, tmp_path))
+    assert result.verdict == claims.NOT_SIGNIFICANT and "inside the spread" in result.evidence
+    slow = whole.copy()
+    slow.loc[slow["family"].eq("blendmask") & slow["stage"].eq("end_to_end"), "median_ms"] = 500.0
+    assert claims.check_end_to_end(slow, cells_of(noisy, tmp_path)).verdict == FAILS  # slower: fails regardless
+
+
+def test_touching_loss_is_judged_on_its_own_interval(base: pd.DataFrame, tmp_path: Path) -> None:
+    m1 = base["family"].eq("blendmask") & base["M"].eq(1)
+    touching = base.assign(mask_AP_touching=base["mask_AP"] - m1 * 0.05)  # 5 more points lost on touching
+    noisy = spread_out(touching, m1 & base["K"].eq(4), 60.0, column="mask_AP_touching")
+    result = claims.check_attention_side(cells_of(noisy, tmp_path))
+    assert result.verdict == claims.NOT_SIGNIFICANT and "mask_AP_touching" in result.evidence
+
+
+def test_too_little_training_fires_only_while_the_best_cell_is_below_the_floor(
+    base: pd.DataFrame, tmp_path: Path
+) -> None:
+    tiny = base.assign(mask_AP=base["mask_AP"] / 20)  # best cell 1.8 AP
+    best = blend_where(tiny, K=8, M=7, R=56)
+    usable = tiny.copy()
+    usable.loc[best, "mask_AP"] = (claims.MIN_TRAINED_AP + 0.5) / 100  # the best cell reaches a usable AP
+    for check in (claims.check_single_base, claims.check_best_cell, claims.check_attention_side):
+        assert "too little" in check(cells_of(tiny, tmp_path)).evidence
+        assert "too little" not in check(cells_of(usable, tmp_path)).evidence
