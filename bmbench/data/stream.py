@@ -15,6 +15,7 @@ Letters: B images per batch, N instances of an image, H x W the padded image.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch import Tensor
 from torchvision.ops import masks_to_boxes
 
 from bmbench.data.coco import PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR, collate
-from bmbench.data.synth import CATEGORIES, DEFAULT_DIFFICULTY, get_difficulty, render_image
+from bmbench.data.synth import CATEGORIES, DEFAULT_DIFFICULTY, get_difficulty, render_image, synthetic_info
 from bmbench.errors import BmbenchError
 
 STREAM_TAG = 0x5354524D  # "STRM": a last seed word no dataset image uses (numpy ignores trailing zero words)
@@ -101,6 +102,20 @@ def synthetic_batches(
         raise BmbenchError(f"seed and start must be non-negative, got {seed} and {start}")
     get_difficulty(difficulty)
     return _batches(batch_size, image_size, seed, render_size, difficulty, start)
+
+
+def dataset_stream(
+    root: Path, *, batch_size: int, image_size: int, seed: int
+) -> Iterator[tuple[Tensor, list[dict[str, Any]]]] | None:
+    """The stream that replaces the train split of the synthetic dataset under `root`: its difficulty, drawn at its
+    size and resized to `image_size`, as its val split is read. None when `root` is not a dataset that
+    `write_synthetic_dataset` wrote (a COCO-format dataset trains on its train split as before)."""
+    info = synthetic_info(root)
+    if info is None:
+        return None
+    return synthetic_batches(
+        batch_size=batch_size, image_size=image_size, seed=seed, render_size=info.size, difficulty=info.difficulty
+    )
 
 
 def _batches(

@@ -45,6 +45,7 @@ MIN_VISIBLE_AREA = 30  # px; instances hidden below this are dropped
 THIN_RADIUS = 1 / 64  # radius of the disk the `thin` test opens a mask with, as a fraction of the side (2 px at 128)
 THIN_FRACTION = 0.2  # an opening that removes more than this share of a mask's area makes it `thin`
 DEFAULT_DIFFICULTY = "light"
+GENERATOR_KEY = "bmbench_synth"  # the annotation files' info entry that records the generator's settings
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,11 @@ def write_synthetic_dataset(
                 annotations.append(_annotation(ann_id, image_id, kind, mask, subsets))
                 ann_id += 1
         dataset = {
-            "info": {"description": f"bmbench synthetic shapes, {difficulty}, seed {seed}", "version": "2"},
+            "info": {
+                "description": f"bmbench synthetic shapes, {difficulty}, seed {seed}",
+                "version": "2",
+                GENERATOR_KEY: {"difficulty": difficulty, "size": size, "seed": seed},
+            },
             "licenses": [],
             "images": images,
             "annotations": annotations,
@@ -370,6 +375,30 @@ def describe_dataset(root: Path) -> dict[str, int]:
                     counts[name] += 1
         counts["classes"] = max(counts["classes"], len(data["categories"]))
     return counts
+
+
+@dataclass(frozen=True)
+class SynthInfo:
+    """How a synthetic dataset was generated, as its annotation files record it."""
+
+    difficulty: str  # a DIFFICULTIES key
+    size: int  # image side in px
+    seed: int  # the dataset's seed
+
+
+def synthetic_info(root: Path) -> SynthInfo | None:
+    """The generator settings of the dataset under `root` when `write_synthetic_dataset` wrote it (read from its
+    train annotations' ``info``), else None: a COCO-format dataset of any other origin, or one written before the
+    settings were recorded."""
+    path = Path(root) / "annotations" / "instances_train.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")).get("info") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    settings = info.get(GENERATOR_KEY) if isinstance(info, dict) else None
+    if not isinstance(settings, dict) or settings.get("difficulty") not in DIFFICULTIES:
+        return None
+    return SynthInfo(str(settings["difficulty"]), int(settings["size"]), int(settings["seed"]))
 
 
 def default_dataset_dir() -> Path:

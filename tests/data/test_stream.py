@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from bmbench.data.coco import PIXEL_MEAN, PIXEL_STD, CocoInstanceDataset
-from bmbench.data.stream import NUM_CLASSES, scene_sample, synthetic_batches
-from bmbench.data.synth import write_synthetic_dataset
+from bmbench.data.stream import NUM_CLASSES, dataset_stream, scene_sample, synthetic_batches
+from bmbench.data.synth import SynthInfo, synthetic_info, write_synthetic_dataset
 from bmbench.errors import BmbenchError
 from bmbench.training.loop import training_batches
 
@@ -93,6 +93,20 @@ def test_stream_scenes_are_not_the_dataset_images(tmp_path: Path) -> None:
     dataset = CocoInstanceDataset(root, "train", image_size=64)
     for index in range(len(dataset)):
         assert not torch.allclose(dataset[index][0], scene_sample(0, index, image_size=64)[0])
+
+
+def test_a_synthetic_dataset_gets_its_own_stream_and_a_coco_dataset_none(tmp_path: Path) -> None:
+    root = write_synthetic_dataset(tmp_path / "ds", num_images=4, size=96, seed=3, difficulty="hard")
+    assert synthetic_info(root) == SynthInfo("hard", 96, 3)
+    stream = dataset_stream(root, batch_size=2, image_size=64, seed=7)
+    assert stream is not None
+    expected = _take(1, batch_size=2, image_size=64, seed=7, render_size=96, difficulty="hard")
+    assert _same([next(stream)], expected)
+    other = tmp_path / "coco"
+    (other / "annotations").mkdir(parents=True)
+    (other / "annotations" / "instances_train.json").write_text('{"info": {"description": "COCO"}, "images": []}')
+    assert synthetic_info(other) is None and dataset_stream(other, batch_size=2, image_size=64, seed=0) is None
+    assert synthetic_info(tmp_path / "absent") is None
 
 
 @pytest.mark.parametrize(
