@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from bmbench.device import resolve_device, resolve_dtype
+from bmbench.device import DTYPES, resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
 from bmbench.variants import FAMILY_PRESETS, VariantSpec, parse_specs
@@ -23,9 +23,13 @@ DEFAULT_INSTANCES = "1..100"
 # W x H, as the option is written: COCO-style 800 short side, 1088 long side (the reference size of
 # `bmbench variants`, H=800, W=1088).
 DEFAULT_IMAGE_SIZE = "1088x800"
-DEFAULT_BUDGET_S = 0.5
+DEFAULT_BUDGET_S = 0.5  # seconds of timed repeats per stage measurement, at most (the precision target stops sooner)
 DEFAULT_WARMUP = 1
+DEFAULT_MAX_REPEATS = 100  # a cheap noisy stage reaches ±3 % within this many repeats
+DEFAULT_PRECISION = 0.03  # the median's 95 % interval within ±3 %
 MIN_IMAGE_SIDE = 32
+# The fields a suite's speed: section may set; the rest are fixed per cell (variant, its own R, device, seed).
+SUITE_SPEED_FIELDS = ("instances", "image_size", "trunk", "dtype", "budget_s")
 
 _RANGE_RE = re.compile(r"^(\d+)\.\.(\d+)(?::(\d+))?$")
 
@@ -113,24 +117,30 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One speed sweep: variants × axis values × instance counts, on one device."""
+    """One speed sweep: variants × axis values × instance counts, on one device. A suite's ``speed:`` section loads
+    into this class too (its fields SUITE_SPEED_FIELDS), so the defaults below are the suite's."""
 
-    variants: tuple[tuple[str, VariantSpec], ...]  # (label as given, spec) per variant
-    axis: str  # R, K or M
-    values: tuple[int, ...]  # the axis values
-    instances: tuple[int, ...]  # N values, ascending
-    image_size: tuple[int, int]  # H, W
-    device: torch.device
-    dtype: str  # fp32, fp16 or bf16
-    threads: int  # torch intra-op threads
-    budget_s: float  # time budget of a point's timed repeats
-    warmup: int  # warm-up runs per point (fewer when one run exceeds the budget)
-    max_repeats: int  # cap on timed repeats per point
-    seed: int  # boxes, features and weights
-    trunk: str  # widths of the FPN and box tower: a key of TRUNKS
-    compile: bool  # torch.compile the head's stages
-    profile: bool  # write torch.profiler traces after timing
-    end_to_end: bool  # also time the whole model per variant at the largest N
+    variants: tuple[tuple[str, VariantSpec], ...] = ()  # (label as given, spec) per variant
+    axis: str = "R"  # R, K or M
+    values: tuple[int, ...] = ()  # the axis values
+    # N values, ascending
+    instances: tuple[int, ...] = field(default=(1, 10, 100), metadata={"minimum": 1, "sorted": True})
+    image_size: tuple[int, int] = field(default=(800, 1088), metadata={"size": True})  # H, W (written WxH)
+    device: torch.device = torch.device("cpu")  # where the sweep runs
+    dtype: str = field(default="fp32", metadata={"choices": tuple(DTYPES)})  # fp32, fp16 or bf16
+    threads: int = field(default_factory=lambda: default_threads())  # torch intra-op threads
+    # budget of one stage measurement's timed repeats, seconds
+    budget_s: float = field(default=DEFAULT_BUDGET_S, metadata={"positive": True})
+    warmup: int = DEFAULT_WARMUP  # warm-up runs per stage measurement (fewer when one run exceeds the budget)
+    max_repeats: int = DEFAULT_MAX_REPEATS  # cap on timed repeats per stage measurement
+    # target relative half-width of the median's 95 % interval (0: repeat until the budget or the cap)
+    precision: float = DEFAULT_PRECISION
+    seed: int = 0  # boxes, features and weights
+    # widths of the FPN and box tower: a key of TRUNKS (r50: the paper's)
+    trunk: str = field(default="r50", metadata={"choices": lambda: tuple(TRUNKS)})
+    compile: bool = False  # torch.compile the head's stages
+    profile: bool = False  # write torch.profiler traces after timing
+    end_to_end: bool = True  # also time the whole model per variant at the largest N
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -154,7 +164,8 @@ def make_config(
     threads: int | None = None,
     budget_s: float = DEFAULT_BUDGET_S,
     warmup: int = DEFAULT_WARMUP,
-    max_repeats: int = 50,
+    max_repeats: int = DEFAULT_MAX_REPEATS,
+    precision: float = DEFAULT_PRECISION,
     seed: int = 0,
     trunk: str = "r50",
     compile: bool = False,
@@ -177,6 +188,8 @@ def make_config(
         raise BmbenchError(f"--warmup must be >= 0, got {warmup}")
     if max_repeats < 1:
         raise BmbenchError(f"--max-repeats must be >= 1, got {max_repeats}")
+    if not 0 <= precision < 1:
+        raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise BmbenchError(f"--threads must be >= 1, got {threads}")
@@ -194,6 +207,7 @@ def make_config(
         budget_s=budget_s,
         warmup=warmup,
         max_repeats=max_repeats,
+        precision=precision,
         seed=seed,
         trunk=trunk,
         compile=compile,

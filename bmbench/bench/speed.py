@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from bmbench.bench.checks import CheckRun, run_checks
+from bmbench.bench.memory import check_fits, gib
 from bmbench.bench.options import SweepConfig
 from bmbench.bench.profile import OPERATOR_COLUMNS, profile_run
 from bmbench.bench.scaling import scaling_table
@@ -61,12 +63,33 @@ def default_out_dir(
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Refuse a folder that already holds a speed run (runs are never overwritten)."""
+    """Refuse a folder that cannot be created (a regular file on its path) or that already holds a speed run (runs
+    are never overwritten); before any work starts."""
+    out_dir = Path(out_dir)
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "it is a file" if folder == out_dir else f"{folder} is a file"
+                raise BmbenchError(f"--out {out_dir}: not a folder ({where})")
+            break
     for name in ("speed.csv", "formulations.csv", "meta.json"):
-        if (Path(out_dir) / name).exists():
+        if (out_dir / name).exists():
             raise BmbenchError(f"--out {out_dir}: it already holds a run ({name}); choose another folder")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise BmbenchError(f"--out {out_dir}: not a folder")
+
+
+def check_sweep_fits(config: SweepConfig) -> int:
+    """Refuse up front (BmbenchError) a sweep whose largest point cannot fit in the device's memory at all; returns
+    the estimate in bytes (bench.memory.check_fits)."""
+    points, _ = plan_points(config)
+    return check_fits(
+        [point.spec for point in points],
+        instances=max(config.instances),
+        image_size=config.image_size,
+        trunk=config.trunk,
+        device=config.device,
+        dtype_bytes=torch.empty((), dtype=config.torch_dtype).element_size(),
+        end_to_end=config.end_to_end,
+    )
 
 
 def machine_load() -> float | None:
@@ -94,6 +117,7 @@ def speed_metadata(config: SweepConfig, **extra: Any) -> dict[str, Any]:
         budget_s=config.budget_s,
         warmup=config.warmup,
         max_repeats=config.max_repeats,
+        precision=config.precision,
         compile=config.compile,
         profile=config.profile,
         end_to_end=config.end_to_end,
@@ -134,9 +158,10 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     points, skipped = plan_points(config)
+    estimate = check_sweep_fits(config)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = speed_metadata(config, status="running", skipped=[vars(s) for s in skipped])
+    meta = speed_metadata(config, status="running", skipped=[vars(s) for s in skipped], memory_estimate=gib(estimate))
     write_json(out_dir / "meta.json", meta)
     result = run_sweep(config, progress=progress, checkpoint=lambda frame: write_table(frame, out_dir / "speed"))
     write_table(result.frame, out_dir / "speed")
@@ -150,8 +175,14 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
     wall_s = time.perf_counter() - started
     statuses = result.frame.drop_duplicates(["spec", "instances", "stage"])["status"].value_counts().to_dict()
     done = {"status": "done", "wall_s": round(wall_s, 2), "statuses": statuses, "load_average_end": machine_load()}
+    done["precise_fraction"] = precise_fraction(result.frame)
     write_json(out_dir / "meta.json", meta | done)
     return SpeedRun(out_dir, result.frame, scaling, skipped, operators, wall_s)
+
+
+def precise_fraction(frame: pd.DataFrame) -> float:
+    """The share of measured rows whose median reached the precision target (failed points count as not)."""
+    return round(float(frame["precise"].astype(bool).mean()), 4) if len(frame) else 0.0
 
 
 def run_checks_to(config: SweepConfig, out_dir: Path, *, progress: Progress | None = None) -> CheckRun:
@@ -159,6 +190,7 @@ def run_checks_to(config: SweepConfig, out_dir: Path, *, progress: Progress | No
     (csv + parquet) and ``meta.json`` in ``out_dir``."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
+    check_sweep_fits(config)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = speed_metadata(config, status="running", check=True)

@@ -2,14 +2,19 @@
 row per (variant, axis value, N, stage).
 
 Letters: N instances, K bases, M attention side, R mask side. A point is a variant at one axis value with N
-instances; one timed repeat of a point runs the whole mask branch and times its stages as sections of that run
-(bottom, top, merge with the parameter gather, paste) and the whole as ``total``.
+instances. Each stage (bottom, top, merge with the parameter gather, paste) is timed on its own, on the inputs the
+previous stage produced, with its own repeats until its median's 95 % interval reaches the precision target (or
+the cap or budget); the whole branch is timed the same way as ``total``. Bottom and top read no per-instance input:
+they are timed once per spec, at its first N, and that measurement is the row at every N.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bmbench.bench.memory import merge_working_set_bytes
 from bmbench.bench.options import SweepConfig
 from bmbench.bench.timer import Measurement, Timer
 from bmbench.bench.workload import (
@@ -58,12 +64,21 @@ SPEED_COLUMNS = (
     "min_ms",
     "n",  # timed repeats
     "noisy",  # IQR / median > 10 %
-    "first_ms",  # the first warm-up run of the point (total and end_to_end rows only)
+    "first_ms",  # the first warm-up run of the measurement; nan without warm-up
+    "ci_low_ms",  # the 95 % interval of the median (order statistics)
+    "ci_high_ms",
+    "rel_ci",  # its larger half-width / median
+    "precise",  # the interval reached the precision target (False: flagged, stopped by the cap or budget)
+    "stop",  # what ended the repeats: precision, cap or budget
+    "peak_alloc_mb",  # CUDA: peak allocated memory during the measurement (torch.cuda.max_memory_allocated)
+    "merge_ws_mb",  # the merge's working set at this point, from tensor sizes (bench.memory; CPU and CUDA)
     "status",  # ok, oom or error
     "error",  # the error's message when status is not ok
 )
 TOTAL_STAGES = (*MASK_STAGES, "total")
 END_TO_END_STAGES = ("detector", "end_to_end")
+PER_IMAGE_STAGES = ("bottom", "top")  # no per-instance input: timed once per spec
+NATIVE_ERROR_CHARS = 2000  # of a failure's native stderr (a C++ stack dump) kept in the row's error
 
 Progress = Callable[[str], None]
 
@@ -142,6 +157,49 @@ def failure_status(err: BaseException) -> str:
     return "oom" if "out of memory" in text or "can't allocate memory" in text else "error"
 
 
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """While inside, file descriptor 2 goes to a temporary file: C++ code writes there directly (torchvision's
+    stable-ABI boundary prints a stack dump for every exception, an allocation failure included), and that must not
+    reach the user's terminal. Python's ``sys.stderr`` keeps writing where it did. On exit the yielded list holds
+    the captured text. Where fd 2 cannot be redirected (no such descriptor), nothing is captured."""
+    captured: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield captured
+        return
+    python_stderr = sys.stderr
+    swapped = False
+    try:
+        swapped = python_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a captured stream (pytest, CliRunner) has no descriptor
+        pass
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        if swapped:
+            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None))
+        try:
+            yield captured
+        finally:
+            if swapped:
+                sys.stderr.flush()
+                sys.stderr.close()
+                sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))
+
+
+def error_text(failure: BaseException, native: str = "") -> str:
+    """A failure as one line for the row's ``error``: its type and first line, then what native code printed."""
+    text = f"{type(failure).__name__}: {failure}".splitlines()[0][:300]
+    native = " ".join(native.split())
+    return f"{text} [native stderr: {native[:NATIVE_ERROR_CHARS]}]" if native else text
+
+
 def point_warmup(config: SweepConfig, *, first: bool) -> int:
     """Warm-up runs before timing a point.
 
@@ -165,9 +223,14 @@ def _rows(
     num: int,
     stages: tuple[str, ...],
     measured: dict[str, Measurement] | None,
-    failure: BaseException | None = None,
+    error: str = "",
+    status: str = "ok",
 ) -> list[dict[str, Any]]:
     spec = point.spec
+    element = torch.empty((), dtype=config.torch_dtype).element_size()
+    working_set = merge_working_set_bytes(
+        spec, num_instances=num, image_size=config.image_size, trunk=config.trunk, dtype_bytes=element
+    )
     base: dict[str, Any] = {
         "variant": point.variant,
         "spec": str(spec),
@@ -183,16 +246,19 @@ def _rows(
         "image_size": config.image_text,
         "threads": config.threads,
         "compiled": config.compile,
+        "merge_ws_mb": working_set / 2**20,
     }
+    nan = float("nan")
     rows = []
     for stage in stages:
-        if measured is not None:
-            stats: dict[str, Any] = measured[stage].stats() | {"status": "ok", "error": ""}
+        if measured is not None and stage in measured:
+            one = measured[stage]
+            stats: dict[str, Any] = one.stats() | one.interval_stats() | {"status": "ok", "error": ""}
+            stats["peak_alloc_mb"] = one.peak_bytes / 2**20
         else:
-            nan = float("nan")
             stats = {"median_ms": nan, "iqr_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0, "noisy": False}
-            message = f"{type(failure).__name__}: {failure}".splitlines()[0][:300]
-            stats |= {"first_ms": nan, "status": failure_status(failure), "error": message}
+            stats |= {"first_ms": nan, "ci_low_ms": nan, "ci_high_ms": nan, "rel_ci": nan, "precise": False}
+            stats |= {"stop": "", "peak_alloc_mb": nan, "status": status, "error": error}
         rows.append(base | {"stage": stage} | stats)
     return rows
 
@@ -202,6 +268,7 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(SPEED_COLUMNS))
     for column in ("K", "M", "R", "S", "axis_value"):
         frame[column] = frame[column].astype("Int64")
+    frame["precise"] = frame["precise"].astype(bool)
     return frame
 
 
@@ -220,6 +287,36 @@ def build_point_workload(
     return MaskBranchWorkload(head, features, box_tower, instances, config.image_size, stages)
 
 
+def measure_point(
+    timer: Timer, workload: MaskBranchWorkload, warmup: int, per_image: dict[str, Measurement]
+) -> dict[str, Measurement]:
+    """Each stage alone on its inputs, then the whole branch as ``total``. ``per_image`` holds the bottom and top
+    measurements of the spec once taken (they do not depend on N) and is filled at the first call."""
+    calls = workload.stage_calls()
+    measured: dict[str, Measurement] = {}
+    for stage, call in calls.items():
+        if stage in PER_IMAGE_STAGES and stage in per_image:
+            measured[stage] = per_image[stage]
+            continue
+        measured[stage] = timer.measure_fn(call, warmup=warmup)
+        if stage in PER_IMAGE_STAGES:
+            per_image[stage] = measured[stage]
+    del calls
+    measured["total"] = timer.measure_fn(workload.run, warmup=warmup)
+    return measured
+
+
+def make_timer(config: SweepConfig) -> Timer:
+    """The sweep's timer: budget, warm-up, cap and precision from the config."""
+    return Timer(
+        device=config.device,
+        budget_s=config.budget_s,
+        warmup=config.warmup,
+        max_repeats=config.max_repeats,
+        precision=config.precision,
+    )
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -234,9 +331,7 @@ def run_sweep(
     step = progress or (lambda description: None)
     rows: list[dict[str, Any]] = []
     with torch_settings(config):
-        timer = Timer(
-            device=config.device, budget_s=config.budget_s, warmup=config.warmup, max_repeats=config.max_repeats
-        )
+        timer = make_timer(config)
         inputs = random_inputs(
             config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
         )
@@ -245,14 +340,26 @@ def run_sweep(
         for point in points:
             workload = build_point_workload(config, point, inputs, everyone)
             point_rows: list[dict[str, Any]] = []
+            per_image: dict[str, Measurement] = {}
             for index, num in enumerate(sorted(config.instances, reverse=True)):  # largest N first: it warms up
                 step(f"{point.spec} N={num}")
                 workload.instances = everyone.head(num)
-                try:
-                    measured = timer.measure(workload.run, warmup=point_warmup(config, first=index == 0))
+                warmup = point_warmup(config, first=index == 0)
+                failure: BaseException | None = None
+                with native_stderr_captured() as native:
+                    try:
+                        measured = measure_point(timer, workload, warmup, per_image)
+                    except Exception as err:  # noqa: BLE001 - a failing point is a result, not a crash
+                        failure = err
+                if failure is None:
                     point_rows = _rows(config, point, num, TOTAL_STAGES, measured) + point_rows
-                except Exception as err:  # noqa: BLE001 - a failing point is a result, not a crash
-                    point_rows = _rows(config, point, num, TOTAL_STAGES, None, err) + point_rows
+                    if native[0].strip():  # not a failure: what native code printed goes where it would have
+                        sys.stderr.write(native[0])
+                else:
+                    error = error_text(failure, native[0])
+                    point_rows = (
+                        _rows(config, point, num, TOTAL_STAGES, None, error, failure_status(failure)) + point_rows
+                    )
                     _release(config.device)
             rows += point_rows
             if point.spec == dict(config.variants)[point.variant]:
@@ -282,22 +389,29 @@ def end_to_end_rows(
     for label, spec in config.variants:
         step(f"{label} end to end N={num}")
         point = SweepPoint(label, spec, getattr(spec, config.axis), spec.applies(config.axis))
-        try:
-            branch = branches.get(label)
-            warm = warmed and branch is not None
-            branch = branch or build_point_workload(config, point, inputs, everyone)
-            branch.instances = everyone.head(num)
-            whole = build_end_to_end(
-                spec, branch, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
-            )
-            # The trunk is the same for every variant and a swept branch was warmed at this N by the sweep: only the
-            # first whole model (and a branch the sweep did not run) needs a warm-up.
-            measured = timer.measure(whole.run, warmup=0 if warm else config.warmup)
-            warmed = True
-            measured["end_to_end"] = measured.pop("total")
+        failure: BaseException | None = None
+        with native_stderr_captured() as native:
+            try:
+                branch = branches.get(label)
+                warm = warmed and branch is not None
+                branch = branch or build_point_workload(config, point, inputs, everyone)
+                branch.instances = everyone.head(num)
+                whole = build_end_to_end(
+                    spec, branch, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
+                )
+                # The trunk is the same for every variant and a swept branch was warmed at this N by the sweep:
+                # only the first whole model (and a branch the sweep did not run) needs a warm-up.
+                measured = timer.measure(whole.run, warmup=0 if warm else config.warmup)
+                warmed = True
+                measured["end_to_end"] = measured.pop("total")
+                del whole
+            except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
+                failure = err
+        if failure is None:
             rows += _rows(config, point, num, END_TO_END_STAGES, measured)
-            del whole
-        except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
-            rows += _rows(config, point, num, END_TO_END_STAGES, None, err)
+        else:
+            rows += _rows(
+                config, point, num, END_TO_END_STAGES, None, error_text(failure, native[0]), failure_status(failure)
+            )
         _release(config.device)
     return rows

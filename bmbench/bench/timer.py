@@ -1,16 +1,21 @@
-"""The one timer: warm-up, synchronisation, repeats within a time budget, and robust statistics.
+"""The one timer: warm-up, synchronisation, precision-driven repeats, and robust statistics.
 
-A run is a callable that takes a ``section`` factory (see bench/workload.py) and wraps its stages in it; the timer
-times the whole call (``total``) and each section in the same run, so one repeat of a point gives every stage.
-On the CPU it reads ``time.perf_counter`` (or an injected clock); on CUDA it records events on the current stream
-and synchronises once per repeat, so sections do not serialise the GPU. Statistics follow ``torch.utils.benchmark``:
-median and IQR, and a point is noisy when IQR / median exceeds 10 %.
+``measure_fn`` times one callable (a stage on the inputs the previous stage produced, see bench/workload.py);
+``measure`` times a run that wraps its stages in a ``section`` factory, each section and the whole (``total``) in
+the same repeats. Repeats go on until the 95 % interval of the median is within ``precision`` of it (relative
+half-width), or until the repeat cap or the time budget is reached; each Measurement says which stopped it.
+On the CPU the timer reads ``time.perf_counter`` (or an injected clock); on CUDA it records events on the current
+stream and synchronises once per repeat, after the region's stop event, so nothing inside a timed region
+serialises the GPU; there it also records the peak allocated memory (``torch.cuda.max_memory_allocated``).
+Statistics follow ``torch.utils.benchmark``: median and IQR, and a point is noisy when IQR / median exceeds 10 %.
+The interval of the median is distribution-free: order statistics at binomial(n, 1/2) quantiles.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +28,29 @@ from bmbench.device import synchronize
 
 NOISY_IQR_RATIO = 0.10  # IQR / median above this flags a point (torch.utils.benchmark's threshold)
 DEFAULT_MAX_REPEATS = 50
+DEFAULT_PRECISION = 0.03  # target: the 95 % interval of the median within ±3 % of it
+CONFIDENCE = 0.95  # of the median's interval
+# The fewest repeats with a distribution-free 95 % interval of the median: [min, max] of 6 covers it with
+# probability 1 - 2 / 2^6 = 96.9 %; with 5 only 93.8 %. Fewer repeats never count as precise.
+MIN_CI_REPEATS = 6
 
 Run = Callable[[Callable[[str], Any]], object]
+
+
+def _binomial_cdf(k: int, n: int) -> float:
+    """P(B <= k) for B ~ binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def median_interval(times: tuple[float, ...] | list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The distribution-free interval of the median: sorted ``x[k]`` and ``x[n-1-k]`` with the largest k such that
+    P(binomial(n, 1/2) <= k) <= (1 - confidence) / 2. With too few repeats for that (n < 6 at 95 %), ``[min, max]``,
+    whose coverage is lower."""
+    ordered = sorted(times)
+    n, tail, k = len(ordered), (1 - confidence) / 2, 0
+    while k + 1 < n - 1 - (k + 1) and _binomial_cdf(k + 1, n) <= tail:
+        k += 1
+    return ordered[k], ordered[n - 1 - k]
 
 
 @dataclass(frozen=True)
@@ -33,6 +59,9 @@ class Measurement:
 
     times_ms: tuple[float, ...]  # the timed repeats, after warm-up
     first_ms: float  # the first warm-up run (compilation, allocation, autotuning show here); nan without warm-up
+    precision: float = DEFAULT_PRECISION  # the target relative half-width of the median's 95 % interval
+    stop: str = ""  # what ended the repeats: precision, cap or budget
+    peak_bytes: float = float("nan")  # CUDA: peak allocated memory over the repeats; nan on the CPU
 
     @property
     def n(self) -> int:
@@ -62,6 +91,28 @@ class Measurement:
     def noisy(self) -> bool:
         median = self.median_ms
         return median > 0 and self.iqr_ms / median > NOISY_IQR_RATIO
+
+    @property
+    def ci_ms(self) -> tuple[float, float]:
+        """The 95 % interval of the median (see median_interval)."""
+        return median_interval(self.times_ms)
+
+    @property
+    def rel_ci(self) -> float:
+        """The interval's larger half-width relative to the median (0.03: within ±3 %)."""
+        low, high = self.ci_ms
+        median = self.median_ms
+        return max(median - low, high - median) / median if median > 0 else math.inf
+
+    @property
+    def precise(self) -> bool:
+        """The median's 95 % interval exists (n >= MIN_CI_REPEATS) and lies within the precision target."""
+        return self.n >= MIN_CI_REPEATS and self.rel_ci <= self.precision
+
+    def interval_stats(self) -> dict[str, float | bool | str]:
+        """The interval columns a results row carries beside stats()."""
+        low, high = self.ci_ms
+        return {"ci_low_ms": low, "ci_high_ms": high, "rel_ci": self.rel_ci, "precise": self.precise, "stop": self.stop}
 
     def stats(self) -> dict[str, float | int | bool]:
         """The columns a results row carries."""
@@ -134,9 +185,10 @@ class _CudaLaps:
 class Timer:
     """Times runs on one device.
 
-    Per point: up to ``warmup`` untimed runs (stopping early once they have used the budget), then timed repeats
-    until the next one would overrun ``budget_s`` (at least ``min_repeats``, at most ``max_repeats``). A run slower
-    than the budget therefore runs twice in all: one warm-up, one timed.
+    Per measurement: up to ``warmup`` untimed runs (stopping early once they have used the budget), then timed
+    repeats until the median's 95 % interval is within ``precision`` (after at least MIN_CI_REPEATS), or the next
+    repeat would overrun ``budget_s`` (after at least ``min_repeats``), or ``max_repeats`` is reached. A run slower
+    than the budget therefore runs twice in all: one warm-up, one timed. ``precision=0`` turns the target off.
     """
 
     def __init__(
@@ -147,15 +199,20 @@ class Timer:
         warmup: int = 1,
         min_repeats: int = 1,
         max_repeats: int = DEFAULT_MAX_REPEATS,
+        precision: float = DEFAULT_PRECISION,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if budget_s <= 0 or warmup < 0 or not 1 <= min_repeats <= max_repeats:
-            raise ValueError(f"bad timer settings: budget_s={budget_s}, warmup={warmup}, repeats {min_repeats}..")
+        if budget_s <= 0 or warmup < 0 or not 1 <= min_repeats <= max_repeats or precision < 0:
+            raise ValueError(
+                f"bad timer settings: budget_s={budget_s}, warmup={warmup}, repeats {min_repeats}..{max_repeats}, "
+                f"precision={precision}"
+            )
         self.device = device
         self.budget_s = budget_s
         self.warmup = warmup
         self.min_repeats = min_repeats
         self.max_repeats = max_repeats
+        self.precision = precision
         self.clock = clock
 
     @property
@@ -169,10 +226,28 @@ class Timer:
         run(laps.section)
         return laps.end()
 
+    def _stop(self, totals: list[float]) -> str:
+        """Why to stop after these repeats (seconds), or '' to go on."""
+        n = len(totals)
+        if n >= self.max_repeats:
+            return "cap"
+        if self.precision > 0 and n >= max(self.min_repeats, MIN_CI_REPEATS):
+            low, high = median_interval(totals)
+            median = statistics.median(totals)
+            if median > 0 and max(median - low, high - median) / median <= self.precision:
+                return "precision"
+        if n >= self.min_repeats and sum(totals) + totals[-1] > self.budget_s:
+            return "budget"
+        return ""
+
     def measure(self, run: Run, *, warmup: int | None = None) -> dict[str, Measurement]:
-        """Time ``run(section)``: a Measurement per section and for ``total``. ``warmup`` overrides the timer's."""
+        """Time ``run(section)``: a Measurement per section and for ``total``; the stopping rule reads ``total``.
+        ``warmup`` overrides the timer's."""
         warmup = self.warmup if warmup is None else warmup
         gc.collect()
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         first, spent = float("nan"), 0.0
         for index in range(warmup):
             seconds = self._once(run)["total"]
@@ -183,13 +258,18 @@ class Timer:
         repeats: list[dict[str, float]] = []
         while True:
             repeats.append(self._once(run))
-            timed = [r["total"] for r in repeats]
-            if len(repeats) >= self.max_repeats:
+            stop = self._stop([r["total"] for r in repeats])
+            if stop:
                 break
-            if len(repeats) >= self.min_repeats and sum(timed) + timed[-1] > self.budget_s:
-                break
+        peak = float(torch.cuda.max_memory_allocated(self.device)) if cuda else float("nan")
         return {
-            name: Measurement(tuple(r[name] * 1e3 for r in repeats), first if name == "total" else float("nan"))
+            name: Measurement(
+                tuple(r[name] * 1e3 for r in repeats),
+                first if name == "total" else float("nan"),
+                precision=self.precision,
+                stop=stop,
+                peak_bytes=peak,
+            )
             for name in repeats[0]
         }
 

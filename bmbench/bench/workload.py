@@ -5,8 +5,9 @@ channels, H×W the image, H_l×W_l a detector level's map.
 
 A workload runs the mask branch as the model does at inference: ``bottom`` on the FPN features, ``top`` on the box
 tower, each instance's parameters gathered from the top output at its location, ``merge``, ``paste``. Its ``run``
-takes a ``section`` factory and wraps each stage in ``section(stage)``: the timer passes laps, the profiler passes
-``record_function`` ranges, plain calls pass nothing.
+takes a ``section`` factory and wraps each stage in ``section(stage)``: the profiler passes ``record_function``
+ranges, plain calls pass nothing. ``stage_calls`` gives each stage alone, on the inputs the previous stage
+produced, for the timer to repeat on its own.
 """
 
 from __future__ import annotations
@@ -176,6 +177,32 @@ class MaskBranchWorkload:
     def run(self, section: Section = no_section) -> Tensor:
         """The whole branch; ``merge`` includes gathering each instance's parameters. -> ``Tensor[N, H, W]`` bool."""
         return run_mask_branch(self, self.features, self.box_tower, section)
+
+    def stage_calls(self) -> dict[str, Callable[[], Any]]:
+        """Each stage as a call without arguments on the inputs the previous stage produced (the stages run once
+        here, in order, to produce them): bottom on the features, top on the box tower, merge (with the parameter
+        gather) on their outputs, paste on the merge's logits. Each call runs under inference mode."""
+        instances, image_size = self.instances, self.image_size
+        with torch.inference_mode():
+            bottom = self.stage_fn("bottom")(self.features, image_size)
+            top = self.stage_fn("top")(self.box_tower)
+            logits = self.stage_fn("merge")(bottom, gather_params(top, instances), instances.rois, instances.labels)
+
+        def inference(fn: Callable[[], Any]) -> Callable[[], Any]:
+            def call() -> Any:
+                with torch.inference_mode():
+                    return fn()
+
+            return call
+
+        return {
+            "bottom": inference(lambda: self.stage_fn("bottom")(self.features, image_size)),
+            "top": inference(lambda: self.stage_fn("top")(self.box_tower)),
+            "merge": inference(
+                lambda: self.stage_fn("merge")(bottom, gather_params(top, instances), instances.rois, instances.labels)
+            ),
+            "paste": inference(lambda: self.stage_fn("paste")(logits, instances.rois, image_size)),
+        }
 
     def merge_inputs(self) -> tuple[Any, Tensor]:
         """The bottom output and the gathered ``params: Tensor[N, D]``, for timing the merge alone."""

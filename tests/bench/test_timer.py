@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from bmbench.bench.timer import Measurement, Timer
+from bmbench.bench.timer import Measurement, Timer, median_interval
 
 
 class FakeClock:
@@ -94,3 +94,54 @@ def test_bad_settings() -> None:
         Timer(device=torch.device("cpu"), budget_s=0)
     with pytest.raises(ValueError):
         Timer(device=torch.device("cpu"), budget_s=1, min_repeats=5, max_repeats=2)
+
+
+class ScheduledWork:
+    """A fake stage whose successive runs take the given seconds, cycling."""
+
+    def __init__(self, clock: FakeClock, seconds: list[float]) -> None:
+        self.clock, self.seconds, self.index = clock, seconds, 0
+
+    def __call__(self) -> None:
+        self.clock.work(self.seconds[self.index % len(self.seconds)])
+        self.index += 1
+
+
+def test_repeats_stop_once_the_median_interval_reaches_the_precision_target() -> None:
+    clock = FakeClock()
+    steady = ScheduledWork(clock, [0.100, 0.101, 0.099])  # within ±1 %: precise at the first n with a 95 % interval
+    measured = _timer(clock, budget_s=100.0, warmup=0, max_repeats=200).measure_fn(steady)
+    assert measured.n == 6 and measured.stop == "precision" and measured.precise
+    assert measured.ci_ms == (pytest.approx(99.0), pytest.approx(101.0)) and measured.rel_ci == pytest.approx(0.01)
+    columns = measured.interval_stats()
+    assert set(columns) == {"ci_low_ms", "ci_high_ms", "rel_ci", "precise", "stop"} and columns["precise"] is True
+
+
+def test_repeats_stop_at_the_cap_when_the_target_is_out_of_reach() -> None:
+    clock = FakeClock()
+    jumpy = ScheduledWork(clock, [0.100, 0.150])  # half the runs 50 % slower: the interval never narrows to ±3 %
+    measured = _timer(clock, budget_s=100.0, warmup=0, max_repeats=20).measure_fn(jumpy)
+    assert measured.n == 20 and measured.stop == "cap" and not measured.precise
+    assert clock.calls == 20
+
+
+def test_the_budget_stops_repeats_short_of_the_target() -> None:
+    clock = FakeClock()
+    jumpy = ScheduledWork(clock, [0.100, 0.150])
+    measured = _timer(clock, budget_s=1.0, warmup=0, max_repeats=200).measure_fn(jumpy)
+    assert measured.stop == "budget" and measured.n == 8 and not measured.precise  # 8 runs: 1.0 s: a 9th would overrun
+
+
+def test_a_looser_target_stops_sooner_and_zero_turns_it_off() -> None:
+    clock = FakeClock()
+    jumpy = ScheduledWork(clock, [0.100, 0.104])
+    assert _timer(clock, budget_s=100.0, warmup=0, precision=0.05).measure_fn(jumpy).n == 6
+    off = _timer(clock, budget_s=100.0, warmup=0, max_repeats=30, precision=0.0).measure_fn(jumpy)
+    assert off.n == 30 and off.stop == "cap"
+
+
+def test_median_interval_uses_binomial_order_statistics() -> None:
+    times = [float(i) for i in range(20)]
+    assert median_interval(times) == (5.0, 14.0)  # P(B <= 5) = 2.1 % <= 2.5 % < P(B <= 6) for B ~ Bin(20, 1/2)
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few for 95 %: min and max
+    assert not Measurement((1.0, 1.0, 1.0, 1.0, 1.0), 1.0).precise  # five repeats never count as precise
