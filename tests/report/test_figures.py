@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report_fixtures import suite_frame, write_speed_run, write_suite
+from report_fixtures import curves_frame, suite_frame, write_speed_run, write_suite
 
 from bmbench.report import figures
 from bmbench.report.load import load_speed_run, load_suite
@@ -74,3 +74,50 @@ def test_palette_gives_each_family_its_own_colour() -> None:
     )
     assert len(set(colours.values())) == 3
     assert colours["blendmask"] == figures.palette(["blendmask"])["blendmask"]
+
+
+@pytest.fixture()
+def captured(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The matplotlib Figures the figure functions save (they are still written)."""
+    figures_seen: list = []
+    save = figures._save
+
+    def keep(figure, path, title):  # noqa: ANN001, ANN202
+        figures_seen.append(figure)
+        return save(figure, path, title)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return figures_seen
+
+
+def test_ap_against_latency_names_cells_in_a_legend_not_on_the_points(suite, tmp_path: Path, captured) -> None:  # noqa: ANN001
+    assert_drawn(figures.ap_vs_latency(suite, tmp_path / "ap.png"), tmp_path / "ap.png")
+    (ax,) = captured[0].axes
+    assert len(ax.texts) == 0  # no text on the points: nothing to overlap
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    cells = suite.cells()
+    assert len(labels) == len(cells) + 1 and "Pareto front (means)" in labels
+    assert "K=4 M=7 R=56" in labels and "maskrcnn R=28" in labels and "yolact K=32 M=1" in labels
+    handles, names = ax.get_legend_handles_labels()
+    markers = {
+        name: handle.lines[0].get_marker()
+        for handle, name in zip(handles, names, strict=True)
+        if name != "Pareto front (means)"
+    }
+    assert markers["maskrcnn R=28"] == "s" and markers["yolact K=32 M=1"] == "^"
+    assert {markers[label] for label in labels if label.startswith("K=")} == {"o"}  # one marker per family
+    assert "mean ± std" in ax.get_ylabel()
+
+
+def test_heatmap_annotates_mean_and_spread(suite, tmp_path: Path, captured) -> None:  # noqa: ANN001
+    figures.ap_heatmap(suite, tmp_path / "heat.png")
+    texts = [t.get_text() for ax in captured[0].axes for t in ax.texts]
+    assert "35.0\n± 0.2" in texts and "28.0\n± 0.1" in texts
+
+
+def test_learning_curves_drawn_from_curves_and_skipped_without(suite, tmp_path: Path) -> None:  # noqa: ANN001
+    skipped = figures.learning_curves(suite, tmp_path / "c.png")
+    assert skipped.path is None and "not measured" in skipped.note and not (tmp_path / "c.png").exists()
+    folder = write_suite(tmp_path / "with")
+    curves_frame(suite_frame()).to_csv(folder / "curves.csv", index=False)
+    assert_drawn(figures.learning_curves(load_suite(folder), tmp_path / "c.png"), tmp_path / "c.png")
