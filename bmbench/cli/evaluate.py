@@ -12,6 +12,7 @@ from rich.table import Table
 from bmbench.cli.console import console
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
+from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS, check_evaluator, check_max_dets
 from bmbench.evaluation.references import REFERENCES
 from bmbench.evaluation.scoring import STAT_NAMES
 
@@ -45,6 +46,19 @@ def evaluate_cli(
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per inference batch.")] = 8,
+    evaluator: Annotated[
+        str,
+        typer.Option(
+            help=f"{' | '.join(EVALUATORS)}: COCOeval implementation (the same numbers; faster needs the "
+            "faster extra: pip install 'bmbench[faster]')."
+        ),
+    ] = "pycocotools",
+    max_dets: Annotated[
+        int,
+        typer.Option(
+            "--max-dets", help="Detections kept per image, in post-processing and in COCOeval's maxDets (COCO: 100)."
+        ),
+    ] = MAX_DETS,
 ) -> None:
     """Evaluate a checkpoint (writes detections.json and metrics.csv), score a detections file, or score reference
     masks built from the ground truth (what a mask AP means on the dataset)."""
@@ -59,24 +73,42 @@ def evaluate_cli(
         raise BmbenchError("give a CHECKPOINT to evaluate, --detections FILE.json to score, or --reference KIND")
     if boxes != "predicted" and checkpoint is None:
         raise BmbenchError("--boxes applies to a checkpoint only")
+    check_evaluator(evaluator)
+    check_max_dets(max_dets)
+    if reference is not None and (evaluator, max_dets) != ("pycocotools", MAX_DETS):
+        raise BmbenchError("--evaluator and --max-dets apply to a checkpoint or --detections, not to --reference")
     if reference is not None:
         out = out or Path("results") / "reference" / f"{data.name if data else 'synthetic'}-{split}-{reference}"
         metrics = evaluate_reference(reference, data, split=split, out=out)
         title = f"reference masks {reference!r} on {split}"
     elif detections is not None:
         out = out or detections.parent / f"{detections.stem}-scores-{split}"
-        metrics = evaluate_detections(detections, data, split=split, out=out)
+        metrics = evaluate_detections(detections, data, split=split, out=out, evaluator=evaluator, max_dets=max_dets)
         title = f"{detections} on {split}"
     else:
         out = out or checkpoint.parent / f"eval-{split}-{boxes}"
-        metrics = evaluate(checkpoint, data, boxes=boxes, split=split, device=device, out=out, batch_size=batch_size)
+        metrics = evaluate(
+            checkpoint,
+            data,
+            boxes=boxes,
+            split=split,
+            device=device,
+            out=out,
+            batch_size=batch_size,
+            evaluator=evaluator,
+            max_dets=max_dets,
+        )
         title = f"{checkpoint} on {split}, {boxes} boxes — {metrics['inference_images_per_s']:.1f} images/s"
     table = Table(title=title)
     table.add_column("")
     for name in STAT_NAMES[:6]:
         table.add_column(name, justify="right")
-    for prefix in ("mask", "box"):
+    for prefix in ("mask", "box", "boundary"):
         if f"{prefix}_AP" in metrics:
-            table.add_row(prefix, *(f"{metrics[f'{prefix}_{name}']:.3f}" for name in STAT_NAMES[:6]))
+            cells = [metrics.get(f"{prefix}_{name}") for name in STAT_NAMES[:6]]
+            table.add_row(prefix, *("" if value is None else f"{value:.3f}" for value in cells))
     console().print(table)
+    parts = {k.removeprefix("mask_AP_"): v for k, v in metrics.items() if k.startswith("mask_AP_")}
+    if parts:
+        console().print("mask AP per subset and class: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))
     console().print(f"wrote {out}", soft_wrap=True)

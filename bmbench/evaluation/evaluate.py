@@ -27,8 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bmbench.data.coco import CocoInstanceDataset, collate, find_split
 from bmbench.device import resolve_device, synchronize
 from bmbench.errors import BmbenchError
+from bmbench.evaluation.evaluators import MAX_DETS, check_evaluator, check_max_dets
 from bmbench.evaluation.references import check_reference, score_reference
-from bmbench.evaluation.scoring import detections_to_coco, metrics_frame, score_detections
+from bmbench.evaluation.scoring import SCORE_PREFIXES, detections_to_coco, metrics_frame, score_detections
 from bmbench.models.diagnostics import basis_correlation
 from bmbench.models.fcos import level_points
 from bmbench.models.losses import flatten_levels
@@ -64,15 +65,17 @@ def predict(
     *,
     boxes: str,
     image_size: int,
+    max_dets: int = MAX_DETS,
 ) -> list[tuple[Detections, torch.Tensor]]:
-    """One batch: per image its detections (model pixels) and binary masks ``Tensor[N, H0, W0]`` in its original
-    image."""
+    """One batch: per image its detections (model pixels, at most `max_dets` predicted) and binary masks
+    ``Tensor[N, H0, W0]`` in its original image."""
     out = model(images)
     points = level_points([tuple(x.shape[-2:]) for x in out.detections.class_logits], images.device)
     if boxes == "oracle":
         detections = oracle_detections(targets, out.params, points, image_size)
     else:
-        detections = detect(out.detections, out.params, points, [tuple(t["size"]) for t in targets])
+        sizes = [tuple(t["size"]) for t in targets]
+        detections = detect(out.detections, out.params, points, sizes, max_detections=max_dets)
     logits = merge_detections(model.mask_head, out.bottom, detections)
     results = []
     for det, mask_logits, target in zip(detections, logits, targets, strict=True):
@@ -101,9 +104,9 @@ def _original_boxes(boxes: torch.Tensor, scale: float, orig_size: tuple[int, int
 
 
 def _write_scores(out: Path, metrics: dict[str, Any], **columns: Any) -> None:
-    frame = metrics_frame({k: v for k, v in metrics.items() if k.startswith(("mask_", "box_"))})
+    frame = metrics_frame({k: v for k, v in metrics.items() if k.startswith(SCORE_PREFIXES)})
     extra = [
-        {"iou_type": "run", "metric": k, "value": v} for k, v in metrics.items() if not k.startswith(("mask_", "box_"))
+        {"iou_type": "run", "metric": k, "value": v} for k, v in metrics.items() if not k.startswith(SCORE_PREFIXES)
     ]
     frame = pd.concat([frame, pd.DataFrame(extra, columns=frame.columns)], ignore_index=True)
     for index, (name, value) in enumerate(columns.items()):
@@ -122,6 +125,8 @@ def evaluate(
     batch_size: int = 8,
     max_images: int | None = None,
     progress: bool = False,
+    evaluator: str = "pycocotools",
+    max_dets: int = MAX_DETS,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on `split` of `data_dir` (default: the synthetic default dataset).
 
@@ -129,7 +134,8 @@ def evaluate(
     plus ``inference_images_per_s`` (forward, post-processing, merge and paste; synchronised), ``eval_s`` (the
     whole call), ``num_images``, ``num_detections`` and ``bases_corr`` (:func:`basis_correlation` of the bottom
     module's maps on the first batch). With `out`, writes ``detections.json``,
-    ``metrics.csv``/``.parquet`` and ``meta.json`` there.
+    ``metrics.csv``/``.parquet`` and ``meta.json`` there. `evaluator` and `max_dets` as in
+    :func:`bmbench.evaluation.scoring.score_detections`; `max_dets` also caps the predicted detections per image.
     """
     started = time.perf_counter()
     if boxes not in BOX_SOURCES:
@@ -138,6 +144,8 @@ def evaluate(
         raise BmbenchError(f"batch size must be positive, got {batch_size}")
     if max_images is not None and max_images < 1:
         raise BmbenchError(f"max_images must be positive, got {max_images}")
+    check_evaluator(evaluator)
+    check_max_dets(max_dets)
     torch_device = resolve_device(device)
     state = load_checkpoint(checkpoint)
     data_dir = _data_dir(data_dir)
@@ -170,7 +178,7 @@ def evaluate(
             first_batch = images if first_batch is None else first_batch
             synchronize(torch_device)
             tick = time.perf_counter()
-            predictions = predict(model, images, targets, boxes=boxes, image_size=image_size)
+            predictions = predict(model, images, targets, boxes=boxes, image_size=image_size, max_dets=max_dets)
             synchronize(torch_device)
             inference_s += time.perf_counter() - tick
             for (det, masks), target in zip(predictions, targets, strict=True):
@@ -185,7 +193,9 @@ def evaluate(
                 )
                 image_ids.append(int(target["image_id"]))
             bar.update(task, advance=len(images))
-    metrics: dict[str, Any] = score_detections(dataset.ann_file, results, image_ids=image_ids)
+    metrics: dict[str, Any] = score_detections(
+        dataset.ann_file, results, image_ids=image_ids, evaluator=evaluator, max_dets=max_dets
+    )
     metrics |= {
         "inference_images_per_s": len(image_ids) / max(inference_s, 1e-9),
         "num_images": len(image_ids),
@@ -198,21 +208,34 @@ def evaluate(
         write_text(out / DETECTIONS_FILE, json.dumps(results, separators=(",", ":")))
         _write_scores(out, metrics, spec=state["spec"], boxes=boxes, split=split)
         meta = run_metadata(device=torch_device, checkpoint=str(checkpoint), data_dir=str(data_dir), split=split)
-        write_json(out / "meta.json", meta | {"boxes": boxes, "spec": state["spec"], "metrics": metrics})
+        write_json(
+            out / "meta.json",
+            meta
+            | {"boxes": boxes, "spec": state["spec"], "evaluator": evaluator, "max_dets": max_dets, "metrics": metrics},
+        )
     return metrics
 
 
 def evaluate_detections(
-    detections: Path, data_dir: Path | None = None, *, split: str = "val", out: Path | None = None
+    detections: Path,
+    data_dir: Path | None = None,
+    *,
+    split: str = "val",
+    out: Path | None = None,
+    evaluator: str = "pycocotools",
+    max_dets: int = MAX_DETS,
 ) -> dict[str, Any]:
     """Score a COCO results file (a JSON list of {image_id, category_id, score, bbox and/or segmentation}) against
-    `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the metrics."""
+    `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the metrics. `evaluator`
+    and `max_dets` as in :func:`bmbench.evaluation.scoring.score_detections`."""
+    check_evaluator(evaluator)
+    check_max_dets(max_dets)
     detections = Path(detections)
     if not detections.is_file():
         raise BmbenchError(f"detections file {detections} not found")
     data_dir = _data_dir(data_dir)
     ann_file, _ = find_split(data_dir, split)
-    metrics = score_detections(ann_file, detections)
+    metrics = score_detections(ann_file, detections, evaluator=evaluator, max_dets=max_dets)
     if out is not None:
         _write_scores(Path(out), metrics, detections=str(detections), split=split)
     return metrics

@@ -39,6 +39,7 @@ IOU_TYPES = {"segm": "mask", "bbox": "box"}  # COCOeval iouType -> metric-name p
 FIELDS = {"segm": "segmentation", "bbox": "bbox"}  # COCOeval iouType -> result-dict field
 STAT_NAMES = stat_names(MAX_DETS)  # AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
 BOUNDARY_STATS = ("AP", "AP50", "AP75")  # the Boundary AP numbers reported (boundary_AP, ...)
+SCORE_PREFIXES = ("mask_", "box_", "boundary_")  # the metric names that score_detections returns start so
 
 
 def encode_masks(masks: Tensor) -> list[dict]:
@@ -137,7 +138,8 @@ def _gt_counts_over(gt: COCO, image_ids: Sequence[int] | None, max_dets: int) ->
         worst = max(over, key=over.get)
         warnings.warn(
             f"{len(over)} image(s) have more ground-truth instances than max_dets={max_dets} (most: {over[worst]} in "
-            f"image {worst}); their recall, and so AP, cannot reach 1: raise max_dets (--max-dets)",
+            f"image {worst}): at most {max_dets} detections per image are kept (per image and class by COCOeval), "
+            "so recall there may not reach 1; raise max_dets (--max-dets)",
             BmbenchWarning,
             stacklevel=3,
         )
@@ -286,7 +288,7 @@ def _results(detections: list[dict], iou_type: str) -> list[dict]:
 
 def metrics_frame(metrics: dict[str, float]) -> pd.DataFrame:
     """A tidy table of `score_detections` output: one row per metric, columns iou_type, metric, value."""
-    by_prefix = {prefix: iou for iou, prefix in IOU_TYPES.items()}
+    by_prefix = {prefix: iou for iou, prefix in IOU_TYPES.items()} | {"boundary": "boundary"}
     rows = []
     for key, value in metrics.items():
         prefix, _, name = key.partition("_")

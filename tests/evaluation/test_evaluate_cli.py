@@ -1,0 +1,70 @@
+"""`bmbench evaluate --evaluator/--max-dets`: bad choices give one line and exit 2, writing nothing; a results file
+scores with either evaluator and shows Boundary AP and the per-subset and per-class APs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bmbench.cli import app
+from bmbench.data.synth import write_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny dataset and its val ground truth as a results file."""
+    tmp = tmp_path_factory.mktemp("evaluate_cli")
+    root = write_synthetic_dataset(tmp / "ds", num_images=4, size=96, seed=1)
+    gt = json.loads((root / "annotations" / "instances_val.json").read_text())
+    detections = tmp / "dets.json"
+    keep = ("image_id", "category_id", "bbox", "segmentation")
+    detections.write_text(json.dumps([{k: a[k] for k in keep} | {"score": 1.0} for a in gt["annotations"]]))
+    return root, detections
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--max-dets", "0"], "error: max_dets must be a positive integer, got 0"),
+        (["--evaluator", "bogus"], "error: unknown evaluator 'bogus' (use pycocotools or faster)"),
+    ],
+)
+def test_bad_choices_fail_in_one_line(scored: tuple[Path, Path], tmp_path: Path, options: list, message: str) -> None:
+    root, detections = scored
+    out = tmp_path / "out"
+    args = ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(out), *options]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.stderr.splitlines() == [message]
+    assert not out.exists()
+
+
+def test_faster_extra_missing_fails_in_one_line(
+    scored: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # as if the extra were not installed
+    root, detections = scored
+    args = ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--evaluator", "faster"])
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert "faster-coco-eval, which is not installed: pip install 'bmbench[faster]'" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("evaluator", ["pycocotools", "faster"])
+def test_results_file_scores_with_either_evaluator(scored: tuple[Path, Path], tmp_path: Path, evaluator: str) -> None:
+    if evaluator == "faster":
+        pytest.importorskip("faster_coco_eval")
+    root, detections = scored
+    out = tmp_path / "out"
+    args = ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--evaluator", evaluator, "--max-dets", "50"])
+    assert result.exit_code == 0, result.output
+    assert "│ boundary" in result.stdout and "mask AP per subset and class:" in result.stdout
+    frame = pd.read_csv(out / "metrics.csv").set_index(["iou_type", "metric"])["value"]
+    assert frame[("boundary", "AP")] == pytest.approx(1.0, abs=1e-12)
+    assert ("segm", "AR50") in frame.index and ("segm", "AR100") not in frame.index  # recall at --max-dets
