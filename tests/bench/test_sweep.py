@@ -66,7 +66,7 @@ def test_tiny_sweep_writes_columns_meta_and_scaling(tmp_path: Path) -> None:
     assert meta["trunk"] == "small" and meta["budget_s"] == 0.005 and meta["compile"] is False
     scaling = pd.read_csv(tmp_path / "run" / "scaling.csv")
     assert list(scaling.columns) == list(SCALING_COLUMNS)
-    assert {"R", "N"} <= set(scaling["x"]) and set(scaling["stage"]) == {"merge", "total"}
+    assert {"R", "N"} <= set(scaling["x"]) and {"merge", "paste", "total"} <= set(scaling["stage"])
     assert run.wall_s > 0 and torch.get_num_threads() == run_threads_before
 
 
