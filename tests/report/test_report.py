@@ -208,3 +208,15 @@ def test_grid_shows_the_bases_correlation_only_when_measured(tmp_path: Path) -> 
     frame["bases_corr"] = [0.987 if family == "blendmask" else float("nan") for family in frame["family"]]
     table = grid_table(load.load_suite(write_suite(tmp_path / "with", frame)))
     assert set(table["bases r"]) == {"0.99"}
+
+
+@pytest.mark.usefixtures("no_figures")
+def test_a_one_seed_suite_reads_not_significant_with_its_numbers(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    write_speed_run(root / "speed" / "run")
+    write_suite(root / "ablate" / "quick", suite_frame(seeds=(0,)))
+    text = build_report(root, root / "report.md", now=NOW).path.read_text()
+    assert "Hold here: 5, 6, 7. Do not hold here: none. Not significant at this budget: 1, 2, 3, 4, 8." in text
+    assert "- **not significant at this budget** (ablate `quick`" in text and "one seed: no interval" in text
+    assert "Gaps between BlendMask cells, with their intervals" in text
+    assert "Not measured: the suite has no `curves.csv`" in text
