@@ -182,6 +182,7 @@ def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) ->
         "batch; near 1 the K bases are one map and K acts as 1.",
     )
     lines += _table("Baselines side by side", tables.baselines_table(suite))
+    lines += _table("Mask AP per class (mean ± std over seeds)", tables.class_table(suite))
     lines += _table(
         "Gaps between BlendMask cells, with their intervals",
         tables.gaps_table(suite),

@@ -41,6 +41,7 @@ GAPS = (  # (axis, value, minus, metrics): the differences the quick suite repor
     ("R", 56, 28, ("mask_AP", BOUNDARY_AP_COLUMN, THIN_AP_COLUMN)),  # boundary AP beside mask AP: it responds to R
 )
 NOT_SIGNIFICANT_TEXT = "not significant at this budget"
+SPREAD_SUFFIXES = ("_std", "_n", "_lo", "_hi")  # the columns AblationSuite.cells adds beside each mean
 
 
 def fmt_ms(value: object) -> str:
@@ -323,6 +324,30 @@ def gaps_table(suite: AblationSuite) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def class_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """class name -> its ``mask_AP_<class name>`` column (the per-category AP; subsets such as touching excluded)."""
+    subsets = {*TOUCHING_AP_COLUMNS, THIN_AP_COLUMN}
+    found = {}
+    for column in frame.columns:
+        name = str(column)
+        if name.startswith("mask_AP_") and name not in subsets and not name.endswith(SPREAD_SUFFIXES):
+            found[name.removeprefix("mask_AP_").removeprefix("class_")] = name
+    return found
+
+
+def class_table(suite: AblationSuite) -> pd.DataFrame:
+    """Each cell's mask AP per class (mean ± std over seeds), as detectron2's COCOEvaluator reports it."""
+    columns = class_columns(suite.frame)
+    if not columns:
+        return pd.DataFrame()
+    cells = suite.cells()
+    table = pd.DataFrame({"spec": cells["spec"]})
+    for name, column in columns.items():
+        values = zip(cells[column], cells[f"{column}_std"], cells[f"{column}_n"], strict=True)
+        table[name] = [fmt_spread(*v) for v in values]
+    return table
 
 
 def failed_cells_table(suite: AblationSuite) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from report_fixtures import CURVE_STEPS, curves_frame, suite_frame, write_suite
 from bmbench.errors import BmbenchError
 from bmbench.report import curves, load
 from bmbench.report.render import curves_section
-from bmbench.report.tables import gaps_table, grid_table
+from bmbench.report.tables import class_columns, class_table, gaps_table, grid_table
 
 PAPER, RIVAL = "blendmask:K=4,M=7,R=56", "blendmask:K=2,M=7,R=56"
 
@@ -112,3 +112,12 @@ def test_gaps_with_one_seed_read_not_significant(tmp_path: Path) -> None:
     assert set(table["reading"]) == {"not significant at this budget (one seed)"} and set(table["95 % CI"]) == {"–"}
     assert "boundary_AP" not in set(table["metric"])  # absent in this (older) summary: no row, no error
     assert "mask AP 95 % CI" not in grid_table(suite).columns
+
+
+def test_per_class_ap_gets_its_own_table(tmp_path: Path) -> None:
+    frame = with_subsets(suite_frame()).assign(mask_AP_disc=0.4, mask_AP_class_thin=0.2)  # a class named like a subset
+    suite = load.load_suite(write_suite(tmp_path / "quick", frame))
+    assert class_columns(suite.frame) == {"disc": "mask_AP_disc", "thin": "mask_AP_class_thin"}
+    table = class_table(suite)
+    assert list(table.columns) == ["spec", "disc", "thin"] and set(table["disc"]) == {"40.0 ± 0.0"}
+    assert class_table(load.load_suite(write_suite(tmp_path / "plain"))).empty
