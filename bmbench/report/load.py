@@ -38,7 +38,8 @@ SPEED_OPTIONAL = {  # column -> value assumed when an older or partial table lac
     "axis_value": pd.NA,
     "axis_applies": True,
 }
-SCALING_COLUMNS = ("variant", "stage", "x", "at", "slope", "r2", "points", "x_min", "x_max")
+SCALING_COLUMNS = ("variant", "stage", "x", "at", "slope", "r2", "points", "x_min", "x_max", "a_ms", "b", "p", "p_low")
+SCALING_COLUMNS += ("p_high", "marginal_ms", "marginal_unit", "fit_r2", "fit_rmse_rel", "fit_points")  # cost model
 SUMMARY_REQUIRED = ("variant", "spec", "family", "status")
 AP_COLUMNS = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP")  # COCOeval's 0..1 in the summary; points here
 AP_SCALE = 100.0  # the summary stores COCOeval's 0..1; the report speaks in AP points, as the paper does
