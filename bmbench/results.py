@@ -1,4 +1,5 @@
-"""The results store: atomic writes of tidy tables and JSON, and the metadata block every run records.
+"""The results store: atomic writes of tidy tables and JSON, the metadata block every run records, the one file
+lock (a suite, a cached trunk), and the progress events long runs report.
 
 Every file is written to a temporary sibling and renamed into place, so a reader (or a resumed run) never sees a
 half-written file, whatever interrupts the writer.
@@ -6,21 +7,25 @@ half-written file, whatever interrupts the writer.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
 import torchvision
+
+from bmbench.errors import BmbenchError
 
 
 def _current_umask() -> int:
@@ -118,3 +123,60 @@ def run_metadata(*, device: torch.device, dtype: str = "fp32", **extra: Any) -> 
         meta["cuda"] = torch.version.cuda
         meta["cudnn_benchmark"] = torch.backends.cudnn.benchmark
     return meta | extra
+
+
+@contextmanager
+def file_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if absent); the kernel releases it even on kill -9.
+    With ``wait=False`` a lock held elsewhere raises BlockingIOError at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- progress events: how the library reports what it is doing (only the CLI draws them) -------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a long run reports: a stage starting (with its total), advancing, logging a row, ending, or a
+    note for the user (what a one-time stage is, its size and estimated time)."""
+
+    stage: str  # what runs: trunk | pretrain | mask | joint | finetune | evaluate | suite | cell
+    kind: Literal["note", "start", "advance", "log", "end"]
+    completed: int = 0  # units done so far (steps, images, cells)
+    total: int | None = None  # units in the stage, when known
+    message: str = ""  # note: the sentence to show
+    data: dict[str, Any] = field(default_factory=dict, compare=False)  # advance/log/end: values (loss, row, ...)
+
+
+EventHook = Callable[[Event], None]
+
+
+def emit(events: EventHook | None, stage: str, kind: str, **values: Any) -> None:
+    """Send an Event to `events` when there is a hook (a library call without one reports nothing)."""
+    if events is not None:
+        events(Event(stage, kind, **values))  # type: ignore[arg-type]
+
+
+def check_out_dir(path: Path, option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that cannot be made: the path or one of its ancestors is a file,
+    or the nearest existing ancestor is not writable. Returns the path; creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BmbenchError(f"{option} {path}: exists and is not a folder")
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise BmbenchError(f"{option} {path}: {ancestor} is a file, not a folder")
+    if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BmbenchError(f"{option} {path}: {ancestor} is not writable")
+    return path

@@ -18,9 +18,11 @@ import pandas as pd
 import torch
 
 import bmbench
-from bmbench.ablation.suite import DatasetSpec, EvalSpec, SpeedSpec, SuiteSpec, TrainSpec, speed_dict
+from bmbench.ablation.suite import DatasetSpec, EvalSpec, SuiteSpec, dataset_dict, speed_dict, train_dict
+from bmbench.bench.options import SweepConfig
 from bmbench.errors import BmbenchError
 from bmbench.results import write_table
+from bmbench.training.config import TrainConfig
 from bmbench.variants import VariantSpec
 
 RESULT_FILE = "result.json"
@@ -40,9 +42,9 @@ class Cell:
     spec: VariantSpec  # the mask head
     seed: int  # seeds the model's initialisation and the data order
     dataset: DatasetSpec  # what it trains and evaluates on
-    train: TrainSpec  # how it trains
+    train: TrainConfig  # how it trains (the suite's; `seed` below replaces its seed)
     eval: EvalSpec  # how AP is measured
-    speed: SpeedSpec  # how its mask branch is timed
+    speed: SweepConfig  # how its mask branch is timed (the suite's speed settings)
 
     def config(self) -> dict[str, Any]:
         """The resolved config that the id hashes: everything that changes the cell's results."""
@@ -50,8 +52,8 @@ class Cell:
             "bmbench": bmbench.__version__,
             "spec": str(self.spec),
             "seed": self.seed,
-            "dataset": asdict(self.dataset),
-            "train": asdict(self.train),
+            "dataset": dataset_dict(self.dataset),
+            "train": train_dict(self.train),
             "eval": asdict(self.eval),
             "speed": speed_dict(self.speed),
         }
@@ -147,9 +149,14 @@ def summary_row(cell: Cell, result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def write_summary(suite_dir: Path, plan: list[PlannedCell], results: dict[str, dict[str, Any]]) -> None:
-    """Rebuild summary.csv and summary.parquet (atomically) from the results of the plan's cells, in plan order."""
-    rows = [summary_row(p.cell, results[p.cell.cell_id]) for p in plan if p.cell.cell_id in results]
+def write_summary(suite_dir: Path, cells: list[Cell], results: dict[str, dict[str, Any]]) -> None:
+    """Rebuild summary.csv and summary.parquet (atomically), in the order of `cells`, from every one of them that
+    has finished: its record in `results` (this run's), else its result.json on disk (an earlier run's)."""
+    rows = []
+    for cell in cells:
+        result = results.get(cell.cell_id) or read_result(suite_dir / cell.cell_id)
+        if result is not None:
+            rows.append(summary_row(cell, result))
     write_table(pd.DataFrame(rows), suite_dir / "summary")
 
 

@@ -18,15 +18,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import torch
 
-from bmbench.ablation.cell import RESULT_FILE, Cell, CellRunner, PlannedCell, json_safe, plan_suite, write_summary
+from bmbench.ablation.cell import RESULT_FILE, Cell, CellRunner, expand_cells, json_safe, plan_suite, write_summary
+from bmbench.ablation.executors import EXECUTORS
+from bmbench.ablation.runner import prepare_data, run_cell
 from bmbench.ablation.suite import SuiteSpec
 from bmbench.device import resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError
-from bmbench.results import run_metadata, write_json
+from bmbench.results import EventHook, check_out_dir, emit, file_lock, run_metadata, write_json
 
 
 @dataclass
@@ -44,42 +45,17 @@ class SuiteOutcome:
         return not self.failed
 
 
-class ProgressHook(Protocol):
-    """What run_suite reports as it goes (the CLI draws it with rich; tests pass None)."""
-
-    def begin(self, plan: list[PlannedCell]) -> None: ...
-
-    def cell_started(self, cell: Cell) -> None: ...
-
-    def cell_finished(self, cell: Cell, result: dict[str, Any]) -> None: ...
-
-
-# --- the summary table -------------------------------------------------------------------------------------------
-
-
-# --- running one cell --------------------------------------------------------------------------------------------
-
-
-# --- the run -----------------------------------------------------------------------------------------------------
-
 Preparer = Callable[[SuiteSpec, str], Path | None]  # prepare(suite, device) -> data_dir, once, before any cell
 
 
 @contextmanager
 def suite_lock(suite_dir: Path) -> Iterator[None]:
     """Hold ``<suite_dir>/.lock`` so that two runs never write the same suite; released even by kill -9."""
-    import fcntl
-
-    suite_dir.mkdir(parents=True, exist_ok=True)
-    with open(suite_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BmbenchError(f"{suite_dir}: another `bmbench ablate` is running on this suite") from None
-        try:
+    try:
+        with file_lock(suite_dir / ".lock", wait=False):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        raise BmbenchError(f"{suite_dir}: another `bmbench ablate` is running on this suite") from None
 
 
 def remove_stale_temporaries(suite_dir: Path) -> list[Path]:
@@ -103,16 +79,16 @@ def run_suite(
     address: str | None = None,
     runner: CellRunner | None = None,
     prepare: Preparer | None = None,
-    progress: ProgressHook | None = None,
+    events: EventHook | None = None,
 ) -> SuiteOutcome:
     """Run the suite's unfinished cells and keep ``summary.csv``/``.parquet`` and ``meta.json`` up to date.
 
     ``runner`` and ``prepare`` default to the real ones (train → evaluate → time; dataset generation); tests
     inject fakes. ``device`` is resolved per cell by the runner's process (``auto``, ``cpu``, ``cuda``).
+    `events` receives: suite start (total cells, completed = reused, data: plan), cell start and cell end (data:
+    cell, and result at the end). The summary is rebuilt from every finished cell of the suite, not only the
+    ones this run selected.
     """
-    from bmbench.ablation.executors import EXECUTORS
-    from bmbench.ablation.runner import prepare_data, run_cell
-
     if executor not in EXECUTORS:
         raise BmbenchError(f"unknown executor {executor!r} (use {', '.join(EXECUTORS)})")
     if workers < 1:
@@ -121,12 +97,14 @@ def run_suite(
         resolve_dtype(suite.speed.dtype, resolve_device(device))
     runner = runner or run_cell
     prepare = prepare or prepare_data
+    check_out_dir(Path(out))
     suite_dir = Path(out).resolve() / suite.name  # absolute: Ray workers may start elsewhere
     plan = plan_suite(suite, out, force=force, retry_failed=retry_failed, only=only)
     outcome = SuiteOutcome(suite_dir=suite_dir, total=len(plan))
     results = {p.cell.cell_id: p.previous for p in plan if p.action == "reuse" and p.previous is not None}
     outcome.reused = len(results)
     todo = [p.cell for p in plan if p.action == "run"]
+    everything = expand_cells(suite)  # the summary holds every finished cell, whatever --only or --force chose
     data_dir = prepare(suite, device) if todo else None  # a missing dataset fails here, before any write
     with suite_lock(suite_dir):
         remove_stale_temporaries(suite_dir)
@@ -136,16 +114,14 @@ def run_suite(
         meta |= {"requested_device": device, "workers": workers}
         meta["cells"] = {p.cell.cell_id: str(p.cell.spec) for p in plan}
         write_json(suite_dir / "meta.json", meta)
-        if progress is not None:
-            progress.begin(plan)
+        emit(events, "suite", "start", total=len(plan), completed=outcome.reused, data={"plan": plan})
 
         def starting(cell: Cell) -> None:
             # Just before a cell runs: an empty folder (with --force, the old result goes only now, so that an
             # interrupted forced run keeps the results it has not redone yet).
             shutil.rmtree(suite_dir / cell.cell_id, ignore_errors=True)
             (suite_dir / cell.cell_id).mkdir(parents=True)
-            if progress is not None:
-                progress.cell_started(cell)
+            emit(events, "cell", "start", data={"cell": cell})
 
         if todo:
             for cell, result in EXECUTORS[executor](
@@ -162,10 +138,9 @@ def run_suite(
                 write_json(suite_dir / cell.cell_id / RESULT_FILE, result)  # last: the cell is now done
                 results[cell.cell_id] = result
                 outcome.ran += 1
-                write_summary(suite_dir, plan, results)
-                if progress is not None:
-                    progress.cell_finished(cell, result)
-        write_summary(suite_dir, plan, results)
+                write_summary(suite_dir, everything, results)
+                emit(events, "cell", "end", data={"cell": cell, "result": result})
+        write_summary(suite_dir, everything, results)
     outcome.failed = [p.cell.cell_id for p in plan if (results.get(p.cell.cell_id) or {}).get("status") != "ok"]
     return outcome
 

@@ -8,16 +8,15 @@ are cached in ``<out>/<suite>/trunks/``, keyed by everything that changes them.
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bmbench.ablation.cell import Cell
-from bmbench.ablation.fields import format_size
 from bmbench.ablation.suite import SuiteSpec
 from bmbench.bench.cost import describe
-from bmbench.bench.options import make_config
 from bmbench.bench.sweep import run_sweep
 from bmbench.bench.workload import MASK_STAGES, NUM_CLASSES
 from bmbench.data.coco import find_split
@@ -49,18 +48,14 @@ def prepare_data(suite: SuiteSpec, device: str) -> Path:
 def _speed(cell: Cell, device: torch.device) -> tuple[dict[str, float], Any]:
     """Median ms of the whole mask branch and of each stage at each N, on the suite's timing workload."""
     spec, speed = cell.spec, cell.speed
-    config = make_config(
-        vary="R",
-        values=str(spec.R or 28),  # the spec's own R: one point (an R-less spec is measured once as it is)
-        variants=str(spec),
-        instances=",".join(str(n) for n in speed.instances),
-        image_size=format_size(speed.image_size),
-        device=str(device),
-        dtype=speed.dtype,
+    config = replace(
+        speed,
+        variants=((spec.name, spec),),
+        axis="R",
+        values=(spec.R or 28,),  # the spec's own R: one point (an R-less spec is measured once as it is)
+        device=device,
         threads=torch.get_num_threads(),
-        budget_s=speed.budget_s,
         seed=SPEED_SEED,
-        trunk=speed.trunk,
         end_to_end=False,
     )
     result = run_sweep(config)
@@ -96,20 +91,12 @@ def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) 
     """Train → evaluate → time one cell; returns its flat measurements and an ``env`` block. Raises on failure
     (the caller records it)."""
     torch_device = resolve_device(device)
-    t = cell.train
     trained = train(
         cell.spec,
-        data_dir,
+        replace(cell.train, seed=cell.seed),
+        data_dir=data_dir,
         out=cell_dir / "train",
-        iters=t.iters,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        protocol=t.protocol,
-        seed=cell.seed,
         device=str(torch_device),
-        trunk=t.trunk,
-        image_size=t.image_size,
-        trunk_iters=t.trunk_iters,
         trunk_cache=cell_dir.parent / TRUNKS_DIR,
     )
     split = "val" if cell.dataset.kind == "synthetic" else cell.dataset.val

@@ -1,12 +1,13 @@
 """Ablation suites: frozen dataclasses, one strict YAML loader, and the grid's expansion into variant specs.
 
-A suite file (every section but ``grid``/``variants`` may be omitted; the defaults are the dataclass defaults)::
+A suite file (every section but ``grid``/``variants`` may be omitted; the defaults are the dataclass defaults:
+DatasetSpec, bmbench.training.config.TrainConfig, EvalSpec, bmbench.bench.options.SweepConfig)::
 
     name: quick                      # default: the file's stem
     dataset: {kind: synthetic, images: 400, size: 256, seed: 0}
              # or {kind: coco, root: /data/coco, train: train2017, val: val2017}
     train: {protocol: shared-trunk, iters: 300, batch_size: 8, lr: 0.002, trunk: small, image_size: 256,
-            trunk_iters: 600}    # image_size default: the synthetic size (rounded up to x32), else 256
+            trunk_iters: 600}    # any TrainConfig field but seed; image_size default: the dataset's side
     seeds: [0]
     grid:                            # each entry expands as a product; invalid combinations are skipped and listed
       - {family: blendmask, K: [1, 4], M: [1, 7], R: [28, 56]}
@@ -22,34 +23,33 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
 from bmbench.ablation.fields import (
     Errors,
     UniqueKeyLoader,
-    describe,
-    field_int,
+    describe_value,
     field_int_list,
     field_mapping,
-    field_positive,
-    field_size,
     field_str,
     format_size,
+    load_dataclass,
 )
-from bmbench.bench.options import DEFAULT_BUDGET_S
-from bmbench.device import DTYPES
+from bmbench.bench.options import SUITE_SPEED_FIELDS, SweepConfig
 from bmbench.errors import BmbenchError
-from bmbench.models.backbone import TRUNKS
-from bmbench.training.config import TrainConfig
+from bmbench.evaluation.evaluate import BoxSource
+from bmbench.training.config import TrainConfig, image_size_for
 from bmbench.variants import FAMILIES, VariantSpec, parse_spec
 
-PROTOCOLS = ("shared-trunk", "joint")
-BOX_SOURCES = ("predicted", "oracle")
-DATASET_KINDS = ("synthetic", "coco")
+DatasetKind = Literal["synthetic", "coco"]
+DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
+# the training fields a suite's train: section had first; cell ids always hash them (see train_dict)
+SUITE_TRAIN_IDENTITY = ("protocol", "iters", "batch_size", "lr", "trunk", "image_size", "trunk_iters")
+DATASET_KEYS = {"synthetic": ("images", "size", "seed"), "coco": ("root", "train", "val")}  # besides kind
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -57,9 +57,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 class DatasetSpec:
     """Where the cells train and evaluate: the embedded synthetic shapes, or a COCO-format folder."""
 
-    kind: str = "synthetic"  # synthetic | coco
-    images: int | None = 400  # synthetic: images over both splits (a quarter go to val)
-    size: int | None = 256  # synthetic: image side in pixels
+    kind: DatasetKind = "synthetic"  # synthetic | coco
+    images: int | None = field(default=400, metadata={"minimum": 2})  # synthetic: images over both splits (1/4 val)
+    size: int | None = field(default=256, metadata={"minimum": 64})  # synthetic: image side in pixels
     seed: int | None = 0  # synthetic: generator seed
     root: str | None = None  # coco: folder holding annotations/instances_{split}.json and {split}/ images
     train: str | None = None  # coco: training split name, e.g. train2017
@@ -67,35 +67,10 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
-class TrainSpec:
-    """How each cell's model is trained before it is evaluated (defaults: bmbench.training.train.TrainConfig's)."""
-
-    protocol: str = TrainConfig.protocol  # shared-trunk (trunk trained once, then each mask head) | joint (end to end)
-    iters: int = TrainConfig.iters  # optimiser steps per cell (shared-trunk: of the mask head)
-    batch_size: int = TrainConfig.batch_size  # images per step
-    lr: float = TrainConfig.lr  # AdamW peak learning rate (the shared trunk's too)
-    trunk: str = TrainConfig.trunk  # backbone + FPN + detector widths, a key of bmbench.models.backbone.TRUNKS
-    image_size: int = TrainConfig.image_size  # longer image side after resizing, a multiple of 32 (omitted: the
-    # synthetic dataset's size rounded up to a multiple of 32, else 256)
-    trunk_iters: int = TrainConfig.trunk_iters  # shared-trunk: steps of the trunk's one-time training
-
-
-@dataclass(frozen=True)
 class EvalSpec:
     """How AP is measured."""
 
-    boxes: str = "predicted"  # predicted (the detector's boxes) | oracle (ground-truth boxes: masks alone)
-
-
-@dataclass(frozen=True)
-class SpeedSpec:
-    """How the mask branch is timed (features of the right shapes, N boxes; the backbone is not run)."""
-
-    instances: tuple[int, ...] = (1, 10, 100)  # N values; each becomes a summary column mask_ms_n{N}
-    image_size: tuple[int, int] = (800, 1088)  # H, W of the timed image (written WxH: 1088x800)
-    trunk: str = "r50"  # FPN/tower widths the timed mask head is built at (r50: the paper's)
-    dtype: str = "fp32"  # fp32 | fp16 (CUDA only) | bf16
-    budget_s: float = DEFAULT_BUDGET_S  # time budget of each point's timed repeats
+    boxes: BoxSource = "predicted"  # predicted (the detector's boxes) | oracle (ground-truth boxes: masks alone)
 
 
 @dataclass(frozen=True)
@@ -113,12 +88,12 @@ class SuiteSpec:
     name: str  # the suite's name: the folder under --out
     path: str  # the file it was loaded from, for messages
     dataset: DatasetSpec  # the data every cell trains and evaluates on
-    train: TrainSpec  # training settings shared by every cell
+    train: TrainConfig  # training settings shared by every cell (its seed: each cell's own)
     seeds: tuple[int, ...]  # one cell per variant per seed
     grid: tuple[GridEntry, ...]  # the grid entries as written
     variants: tuple[str, ...]  # the fixed extra variants as written
     eval: EvalSpec  # evaluation settings
-    speed: SpeedSpec  # timing settings
+    speed: SweepConfig  # timing settings (the SUITE_SPEED_FIELDS of it; each cell sets the rest)
     specs: tuple[VariantSpec, ...]  # the grid's valid combinations, then the fixed variants, without duplicates
     skipped: tuple[str, ...]  # the grid's invalid combinations, each "spec-ish: reason"
 
@@ -127,8 +102,8 @@ class SuiteSpec:
         return {
             "name": self.name,
             "path": self.path,
-            "dataset": asdict(self.dataset),
-            "train": asdict(self.train),
+            "dataset": dataset_dict(self.dataset),
+            "train": train_dict(self.train),
             "seeds": list(self.seeds),
             "grid": [{"family": e.family, **{k: list(v) for k, v in e.axes}} for e in self.grid],
             "variants": list(self.variants),
@@ -139,85 +114,62 @@ class SuiteSpec:
         }
 
 
-def speed_dict(speed: SpeedSpec) -> dict[str, Any]:
-    """A SpeedSpec as plain data, the image size written back as ``WxH``."""
-    return asdict(speed) | {"instances": list(speed.instances), "image_size": format_size(speed.image_size)}
+def speed_dict(speed: SweepConfig) -> dict[str, Any]:
+    """A suite's speed settings as plain data (its SUITE_SPEED_FIELDS), the image size written back as ``WxH``."""
+    values = {name: getattr(speed, name) for name in SUITE_SPEED_FIELDS}
+    return values | {"instances": list(speed.instances), "image_size": format_size(speed.image_size)}
+
+
+def train_dict(train: TrainConfig) -> dict[str, Any]:
+    """A suite's training settings as plain data: the fields a suite sets (SUITE_TRAIN_IDENTITY), then any other
+    field that differs from its default. Cell ids hash this, so adding a field with a default keeps old ids."""
+    return _identity(train, SUITE_TRAIN_IDENTITY, exclude=("seed",))
+
+
+def dataset_dict(dataset: DatasetSpec) -> dict[str, Any]:
+    """A suite's dataset as plain data for cell ids (as train_dict: the original fields, then non-default ones)."""
+    return _identity(dataset, tuple(f.name for f in fields(DatasetSpec))[:7])
+
+
+def _identity(config: Any, always: tuple[str, ...], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    default = type(config)()
+    values = {name: getattr(config, name) for name in always}
+    for item in fields(config):
+        name = item.name
+        if name not in values and name not in exclude and getattr(config, name) != getattr(default, name):
+            values[name] = getattr(config, name)
+    return values
 
 
 def _load_dataset(err: Errors, raw: Any) -> DatasetSpec:
     if raw is None:
         return DatasetSpec()
-    field_mapping(err, "dataset", raw, ("kind", "images", "size", "seed", "root", "train", "val"))
+    field_mapping(err, "dataset", raw, tuple(f.name for f in fields(DatasetSpec)))
     kind = field_str(err, "dataset.kind", raw.get("kind", "synthetic"), DATASET_KINDS)
-    own = ("images", "size", "seed") if kind == "synthetic" else ("root", "train", "val")
+    own = DATASET_KEYS[kind]
     for key in raw:
         if key != "kind" and key not in own:
             raise err(f"dataset.{key}", f"not a key of kind {kind} (its keys: kind, {', '.join(own)})")
     if kind == "synthetic":
-        default = DatasetSpec()
-        return DatasetSpec(
-            kind=kind,
-            images=field_int(err, "dataset.images", raw.get("images", default.images), minimum=2),
-            size=field_int(err, "dataset.size", raw.get("size", default.size), minimum=64),
-            seed=field_int(err, "dataset.seed", raw.get("seed", default.seed)),
-        )
+        return load_dataclass(err, "dataset", raw, DatasetSpec)
     for key in own:
         if key not in raw:
             raise err(f"dataset.{key}", "missing (kind coco needs root, train and val)")
-    return DatasetSpec(
-        kind=kind,
-        images=None,
-        size=None,
-        seed=None,
-        root=field_str(err, "dataset.root", raw["root"]),
-        train=field_str(err, "dataset.train", raw["train"]),
-        val=field_str(err, "dataset.val", raw["val"]),
-    )
+    none = {"images": None, "size": None, "seed": None}
+    return load_dataclass(err, "dataset", raw, DatasetSpec, base=DatasetSpec(kind="coco", **none))
 
 
-def _load_train(err: Errors, raw: Any, dataset: DatasetSpec) -> TrainSpec:
-    default = TrainSpec()
-    raw = {} if raw is None else field_mapping(err, "train", raw, tuple(f.name for f in fields(TrainSpec)))
-    image_size = default.image_size if dataset.size is None else -(-dataset.size // 32) * 32
-    image_size = field_int(err, "train.image_size", raw.get("image_size", image_size), minimum=32)
-    if image_size % 32:
-        raise err("train.image_size", f"must be a multiple of 32, got {image_size}")
-    return TrainSpec(
-        protocol=field_str(err, "train.protocol", raw.get("protocol", default.protocol), PROTOCOLS),
-        iters=field_int(err, "train.iters", raw.get("iters", default.iters), minimum=1),
-        batch_size=field_int(err, "train.batch_size", raw.get("batch_size", default.batch_size), minimum=1),
-        lr=field_positive(err, "train.lr", raw.get("lr", default.lr)),
-        trunk=field_str(err, "train.trunk", raw.get("trunk", default.trunk), tuple(TRUNKS)),
-        image_size=image_size,
-        trunk_iters=field_int(err, "train.trunk_iters", raw.get("trunk_iters", default.trunk_iters), minimum=1),
-    )
-
-
-def _load_eval(err: Errors, raw: Any) -> EvalSpec:
-    if raw is None:
-        return EvalSpec()
-    field_mapping(err, "eval", raw, ("boxes",))
-    return EvalSpec(boxes=field_str(err, "eval.boxes", raw.get("boxes", EvalSpec.boxes), BOX_SOURCES))
-
-
-def _load_speed(err: Errors, raw: Any) -> SpeedSpec:
-    if raw is None:
-        return SpeedSpec()
-    default = SpeedSpec()
-    field_mapping(err, "speed", raw, tuple(f.name for f in fields(SpeedSpec)))
-    instances = field_int_list(err, "speed.instances", raw.get("instances", list(default.instances)), minimum=1)
-    return SpeedSpec(
-        instances=tuple(sorted(instances)),
-        image_size=field_size(err, "speed.image_size", raw.get("image_size", format_size(default.image_size))),
-        trunk=field_str(err, "speed.trunk", raw.get("trunk", default.trunk), tuple(TRUNKS)),
-        dtype=field_str(err, "speed.dtype", raw.get("dtype", default.dtype), tuple(DTYPES)),
-        budget_s=field_positive(err, "speed.budget_s", raw.get("budget_s", default.budget_s)),
-    )
+def _load_train(err: Errors, raw: Any, dataset: DatasetSpec) -> TrainConfig:
+    # The image size follows the dataset: a synthetic one's side (rounded up to x32); a COCO one's, when training
+    # reads its images (TrainConfig.image_size None).
+    base = TrainConfig(image_size=None if dataset.size is None else image_size_for(dataset.size))
+    keys = tuple(f.name for f in fields(TrainConfig) if f.name != "seed")  # seeds: come from the suite's seeds
+    return load_dataclass(err, "train", raw, TrainConfig, keys=keys, base=base)
 
 
 def _load_grid_entry(err: Errors, key: str, raw: Any) -> GridEntry:
     if not isinstance(raw, dict):
-        raise err(key, f"expected a mapping with a family and K/M/R/S lists, got {describe(raw)}")
+        raise err(key, f"expected a mapping with a family and K/M/R/S lists, got {describe_value(raw)}")
     if "family" not in raw:
         raise err(f"{key}.family", "missing")
     family = raw["family"]
@@ -277,14 +229,14 @@ def load_suite(path: Path | str) -> SuiteSpec:
 
     grid_raw = raw.get("grid", [])
     if not isinstance(grid_raw, list):
-        raise err("grid", f"expected a list of entries, got {describe(grid_raw)}")
+        raise err("grid", f"expected a list of entries, got {describe_value(grid_raw)}")
     if "grid" in raw and not grid_raw:
         raise err("grid", "empty grid (give at least one entry, or leave grid out and list variants)")
     grid = tuple(_load_grid_entry(err, f"grid[{i}]", entry) for i, entry in enumerate(grid_raw))
 
     variants_raw = raw.get("variants", [])
     if not isinstance(variants_raw, list) or not all(isinstance(v, str) for v in variants_raw):
-        raise err("variants", f"expected a list of presets or spec strings, got {describe(variants_raw)}")
+        raise err("variants", f"expected a list of presets or spec strings, got {describe_value(variants_raw)}")
     fixed = []
     for i, text in enumerate(variants_raw):
         try:
@@ -315,8 +267,8 @@ def load_suite(path: Path | str) -> SuiteSpec:
         seeds=field_int_list(err, "seeds", raw.get("seeds", [0])),
         grid=grid,
         variants=tuple(variants_raw),
-        eval=_load_eval(err, raw.get("eval")),
-        speed=_load_speed(err, raw.get("speed")),
+        eval=load_dataclass(err, "eval", raw.get("eval"), EvalSpec),
+        speed=load_dataclass(err, "speed", raw.get("speed"), SweepConfig, keys=SUITE_SPEED_FIELDS),
         specs=tuple(specs),
         skipped=tuple(skipped),
     )

@@ -11,16 +11,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bmbench.ablation.cell import Cell, PlannedCell, plan_suite
+from bmbench.ablation.cell import RESULT_FILE, Cell, PlannedCell, plan_suite
 from bmbench.ablation.fields import format_size
 from bmbench.ablation.run import run_suite
 from bmbench.ablation.suite import load_suite
 from bmbench.cli.console import console
+from bmbench.results import Event
 
 
 class RichSuiteProgress:
-    """Cells done/total, the cell(s) in flight, and an ETA from the throughput so far (cells run per second of
-    wall time, so it accounts for workers running in parallel)."""
+    """An EventHook for run_suite: cells done/total, the cell(s) in flight, and an ETA from the throughput so far
+    (cells run per second of wall time, so it accounts for workers running in parallel)."""
 
     def __init__(self) -> None:
         self.console = console()
@@ -45,6 +46,14 @@ class RichSuiteProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        if event.stage == "suite" and event.kind == "start":
+            self.begin(event.data["plan"])
+        elif event.stage == "cell" and event.kind == "start":
+            self.cell_started(event.data["cell"])
+        elif event.stage == "cell" and event.kind == "end":
+            self.cell_finished(event.data["cell"], event.data["result"])
 
     def begin(self, plan: list[PlannedCell]) -> None:
         reused = sum(p.action == "reuse" for p in plan)
@@ -136,19 +145,26 @@ def ablate_cli(
         return
     for line in spec.skipped:
         console().print(f"skipped (invalid combination): {escape(line)}")
-    with RichSuiteProgress() as progress:
-        outcome = run_suite(
-            spec,
-            out=out,
-            device=device,
-            force=force,
-            retry_failed=retry_failed,
-            only=only,
-            executor=executor,
-            workers=workers,
-            address=address,
-            progress=progress,
+    try:
+        with RichSuiteProgress() as progress:
+            outcome = run_suite(
+                spec,
+                out=out,
+                device=device,
+                force=force,
+                retry_failed=retry_failed,
+                only=only,
+                executor=executor,
+                workers=workers,
+                address=address,
+                events=progress,
+            )
+    except KeyboardInterrupt:
+        kept = len(list((out / spec.name).glob(f"*/{RESULT_FILE}")))
+        console(stderr=True).print(
+            f"interrupted: {kept} finished cells kept in {out / spec.name}; run the same command again to resume"
         )
+        raise typer.Exit(130) from None
     console().print(
         f"{spec.name}: {outcome.total} cells, ran {outcome.ran}, reused {outcome.reused}, "
         f"failed {len(outcome.failed)}; summary: {outcome.suite_dir / 'summary.csv'}"

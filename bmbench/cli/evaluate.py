@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from bmbench.cli.console import console
+from bmbench.cli.progress import RichEvents
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
 from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS, check_evaluator, check_max_dets
@@ -87,17 +88,19 @@ def evaluate_cli(
         title = f"{detections} on {split}"
     else:
         out = out or checkpoint.parent / f"eval-{split}-{boxes}"
-        metrics = evaluate(
-            checkpoint,
-            data,
-            boxes=boxes,
-            split=split,
-            device=device,
-            out=out,
-            batch_size=batch_size,
-            evaluator=evaluator,
-            max_dets=max_dets,
-        )
+        with RichEvents() as events:
+            metrics = evaluate(
+                checkpoint,
+                data,
+                boxes=boxes,
+                split=split,
+                device=device,
+                out=out,
+                batch_size=batch_size,
+                evaluator=evaluator,
+                max_dets=max_dets,
+                events=events,
+            )
         title = f"{checkpoint} on {split}, {boxes} boxes — {metrics['inference_images_per_s']:.1f} images/s"
     table = Table(title=title)
     table.add_column("")

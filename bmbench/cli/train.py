@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from bmbench.cli.console import console
+from bmbench.cli.progress import RichEvents
 from bmbench.models.backbone import TRUNKS
 from bmbench.training.config import PROTOCOLS, TrainConfig
 from bmbench.training.train import train
@@ -31,7 +32,7 @@ def train_cli(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = TrainConfig.lr,
     protocol: Annotated[
-        str, typer.Option(help=f"{' | '.join(PROTOCOLS)}: end to end, or a cached trunk and the mask head alone.")
+        str, typer.Option(help=f"{' | '.join(PROTOCOLS)}: a cached trunk and the mask head alone, or end to end.")
     ] = TrainConfig.protocol,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder. Default: results/train/<variant>-<protocol>-s<seed>.")
@@ -39,15 +40,16 @@ def train_cli(
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and flips.")] = TrainConfig.seed,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     trunk: Annotated[str, typer.Option(help=f"Backbone + detector widths: {', '.join(TRUNKS)}.")] = TrainConfig.trunk,
-    image_size: Annotated[int, typer.Option("--image-size", help="Longer image side (multiple of 32).")] = (
-        TrainConfig.image_size
-    ),
+    image_size: Annotated[
+        int | None,
+        typer.Option("--image-size", help="Longer image side (multiple of 32). Default: the dataset's own."),
+    ] = TrainConfig.image_size,
     trunk_iters: Annotated[
         int, typer.Option("--trunk-iters", help="shared-trunk: steps of the trunk's one-time training.")
     ] = TrainConfig.trunk_iters,
     trunk_lr: Annotated[
         float | None, typer.Option("--trunk-lr", help="shared-trunk: the trunk's learning rate. Default: --lr.")
-    ] = None,
+    ] = TrainConfig.trunk_lr,
     trunk_cache: Annotated[
         Path | None, typer.Option("--trunk-cache", help="Folder of cached shared trunks. Default: results/trunks.")
     ] = None,
@@ -57,25 +59,21 @@ def train_cli(
 ) -> None:
     """Train a variant and write checkpoint.pt, train_log.csv and meta.json."""
     spec = parse_spec(variant)
-    out = out or default_train_dir(spec.name, protocol, seed)
-    result = train(
-        spec,
-        data,
-        out=out,
+    config = TrainConfig(
+        protocol=protocol,  # type: ignore[arg-type] - check_config names a bad one
         iters=iters,
         batch_size=batch_size,
         lr=lr,
-        protocol=protocol,
         seed=seed,
-        device=device,
         trunk=trunk,
         image_size=image_size,
         trunk_iters=trunk_iters,
         trunk_lr=trunk_lr,
-        trunk_cache=trunk_cache,
         semantic_aux=semantic_aux,
-        progress=True,
     )
+    out = out or default_train_dir(spec.name, protocol, seed)
+    with RichEvents() as events:
+        result = train(spec, config, data_dir=data, out=out, device=device, trunk_cache=trunk_cache, events=events)
     table = Table(title=f"trained {spec} ({protocol})")
     table.add_column("metric")
     table.add_column("value", justify="right")

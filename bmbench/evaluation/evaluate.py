@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bmbench.data.coco import CocoInstanceDataset, collate, find_split
 from bmbench.device import resolve_device, synchronize
@@ -35,10 +33,11 @@ from bmbench.models.fcos import level_points
 from bmbench.models.losses import flatten_levels
 from bmbench.models.postprocess import Detections, detect, merge_detections, oracle_locations, paste_in_original
 from bmbench.models.segmenter import InstanceSegmenter
-from bmbench.results import run_metadata, write_json, write_table, write_text
+from bmbench.results import EventHook, emit, run_metadata, write_json, write_table, write_text
 from bmbench.training.checkpoint import load_checkpoint, model_from_checkpoint
 
-BOX_SOURCES = ("predicted", "oracle")
+BoxSource = Literal["predicted", "oracle"]  # where the boxes that masks are scored on come from
+BOX_SOURCES: tuple[str, ...] = get_args(BoxSource)
 DETECTIONS_FILE = "detections.json"
 METRICS_STEM = "metrics"
 
@@ -124,7 +123,7 @@ def evaluate(
     out: Path | None = None,
     batch_size: int = 8,
     max_images: int | None = None,
-    progress: bool = False,
+    events: EventHook | None = None,
     evaluator: str = "pycocotools",
     max_dets: int = MAX_DETS,
 ) -> dict[str, Any]:
@@ -163,36 +162,28 @@ def evaluate(
     image_ids: list[int] = []
     inference_s = 0.0
     first_batch: torch.Tensor | None = None
-    bar = Progress(
-        TextColumn(f"evaluate ({boxes} boxes)"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
-    )
-    with bar:
-        task = bar.add_task("evaluate", total=len(subset))
-        for images, targets in loader:
-            images = images.to(torch_device)
-            first_batch = images if first_batch is None else first_batch
-            synchronize(torch_device)
-            tick = time.perf_counter()
-            predictions = predict(model, images, targets, boxes=boxes, image_size=image_size, max_dets=max_dets)
-            synchronize(torch_device)
-            inference_s += time.perf_counter() - tick
-            for (det, masks), target in zip(predictions, targets, strict=True):
-                orig_size = tuple(target["orig_size"])
-                results += detections_to_coco(
-                    target["image_id"],
-                    scores=det.scores.cpu(),
-                    labels=det.labels.cpu(),
-                    boxes=_original_boxes(det.boxes, target["scale"], orig_size).cpu(),
-                    masks=masks.cpu(),
-                    label_to_category_id=dataset.label_to_category_id,
-                )
-                image_ids.append(int(target["image_id"]))
-            bar.update(task, advance=len(images))
+    emit(events, "evaluate", "start", total=len(subset), message=f"{boxes} boxes")
+    for images, targets in loader:
+        images = images.to(torch_device)
+        first_batch = images if first_batch is None else first_batch
+        synchronize(torch_device)
+        tick = time.perf_counter()
+        predictions = predict(model, images, targets, boxes=boxes, image_size=image_size, max_dets=max_dets)
+        synchronize(torch_device)
+        inference_s += time.perf_counter() - tick
+        for (det, masks), target in zip(predictions, targets, strict=True):
+            orig_size = tuple(target["orig_size"])
+            results += detections_to_coco(
+                target["image_id"],
+                scores=det.scores.cpu(),
+                labels=det.labels.cpu(),
+                boxes=_original_boxes(det.boxes, target["scale"], orig_size).cpu(),
+                masks=masks.cpu(),
+                label_to_category_id=dataset.label_to_category_id,
+            )
+            image_ids.append(int(target["image_id"]))
+        emit(events, "evaluate", "advance", completed=len(image_ids), total=len(subset))
+    emit(events, "evaluate", "end", completed=len(image_ids), total=len(subset))
     metrics: dict[str, Any] = score_detections(
         dataset.ann_file, results, image_ids=image_ids, evaluator=evaluator, max_dets=max_dets
     )

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss, roi_align, sigmoid_focal_loss
 
 from bmbench.models.fcos import DetectorOutputs
+from bmbench.models.heads.base import MAP_STRIDE
 
 LEVEL_STRIDES = (8, 16, 32, 64, 128)  # P3–P7
 # FCOS's per-level ranges of the largest regression distance, (64, 128, 256, 512) for ~800 px COCO images; we
@@ -25,7 +26,6 @@ LEVEL_STRIDES = (8, 16, 32, 64, 128)  # P3–P7
 REFERENCE_SIZE_BOUNDS = (64.0, 128.0, 256.0, 512.0)
 REFERENCE_IMAGE_SIDE = 512.0
 CENTER_RADIUS = 1.5  # FCOS centre sampling: positives lie within 1.5 strides of the box centre
-MAP_STRIDE = 4  # stride of the bases / prototypes / saliency maps
 
 
 def level_size_ranges(image_size: int) -> list[tuple[float, float]]:

@@ -28,7 +28,7 @@ from bmbench.report.accuracy import (  # findings 1-4 and 8 (re-exported: claims
     check_single_base,
 )
 from bmbench.report.findings import FINDINGS
-from bmbench.report.load import AblationSuite, Environment, SpeedRun
+from bmbench.report.load import AblationSuite, Environment, StoredSpeedRun
 from bmbench.report.tables import latency_at
 from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Check, Verdict
 from bmbench.report.verdicts import holds as _holds
@@ -54,7 +54,7 @@ __all__ = [  # the checks and the vocabulary, wherever they are defined
     "check_per_instance_cost",
     "check_quadratic_in_r",
     "check_single_base",
-    "evaluate",
+    "judge_findings",
 ]
 
 # Finding 5, "quadratic in R": the per-instance cost model's exponent p within ±0.3 of 2 (the band of the speed
@@ -196,7 +196,7 @@ def check_per_instance_cost(times: pd.DataFrame, stage: str = "merge") -> Check:
 # --- evaluating every finding over every environment ----------------------------------------------------------------
 
 
-def _scaling_with_own(run: SpeedRun) -> pd.DataFrame:
+def _scaling_with_own(run: StoredSpeedRun) -> pd.DataFrame:
     """The run's fits, with ``own`` True for N fits at the variant's own spec."""
     own = run.own_rows().drop_duplicates("variant").set_index("variant")
     labels = {
@@ -264,7 +264,7 @@ def evaluate_environment(env: Environment) -> list[Verdict]:
     return found
 
 
-def evaluate(environments: list[Environment]) -> list[Verdict]:
+def judge_findings(environments: list[Environment]) -> list[Verdict]:
     """Verdicts for every finding, in finding order. Where some scope measured a finding, its not-measured verdicts
     elsewhere are dropped; a finding nothing measured keeps one not-measured verdict per distinct reason."""
     verdicts = [v for env in environments for v in evaluate_environment(env)]

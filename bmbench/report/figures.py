@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bmbench.report.load import AblationSuite, SpeedRun
+from bmbench.report.load import AblationSuite, StoredSpeedRun
 from bmbench.report.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from bmbench.report.tables import latency_at, pareto_front, spec_label
 from bmbench.results import atomic_path
@@ -76,7 +76,7 @@ def _log_axes(ax: object, x_ticks: list[int]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def latency_vs_instances(run: SpeedRun, path: Path) -> FigureResult:
+def latency_vs_instances(run: StoredSpeedRun, path: Path) -> FigureResult:
     """Mask-branch (and merge) median ms against N, each variant at its own spec, log-log."""
     title = f"Mask-branch latency against N ({run.name})"
     rows = run.own_rows()
@@ -110,7 +110,7 @@ def latency_vs_instances(run: SpeedRun, path: Path) -> FigureResult:
     return _save(figure, path, title)
 
 
-def latency_vs_r(run: SpeedRun, path: Path) -> FigureResult:
+def latency_vs_r(run: StoredSpeedRun, path: Path) -> FigureResult:
     """Mask-branch (and merge) median ms against R at the largest N, log-log, with an R² guide."""
     title = f"Mask-branch latency against R ({run.name})"
     frame = run.frame
@@ -168,7 +168,9 @@ CELL_ORDER = ["family", "R", "K", "M"]  # legend order of the cells, the same in
 def cell_label(cell: pd.Series) -> str:
     """``K=4 M=7 R=56`` for BlendMask cells, ``maskrcnn R=28`` for the others: the legend's key for a point."""
     label = spec_label(cell)
-    return label if cell["family"] == "blendmask" else f"{cell['family']} {label}".strip()
+    if not label:  # a table without the spec letters: the spec string names the cell
+        return str(cell["spec"])
+    return label if cell["family"] == "blendmask" else f"{cell['family']} {label}"
 
 
 def _std(cells: pd.DataFrame, column: str) -> pd.Series:
@@ -202,6 +204,7 @@ def ap_vs_latency(suite: AblationSuite, path: Path) -> FigureResult:
             fmt=FAMILY_MARKERS.get(str(cell["family"]), OTHER_MARKER),
             color=colours[i % len(colours)],
             markersize=7,
+            alpha=0.85,  # a point exactly under another still shows through
             markeredgecolor="black",
             markeredgewidth=0.5,
             elinewidth=1,

@@ -49,7 +49,7 @@ PARAMS_COLUMNS = ("mask_params", "params")  # first present wins
 GFLOPS_COLUMNS = ("mask_gflops", "total_gflops", "gflops", "GFLOPs")  # one N-free GFLOPs column, if no per-N ones
 REFERENCE_N = 100  # the N of single-number columns (ms, GFLOPs, Pareto front): a crowded COCO image; else the max N
 BASES_CORR_COLUMN = (
-    "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.evaluation.evaluate.basis_correlation)
+    "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.models.diagnostics.basis_correlation)
 )
 TOUCHING_AP_COLUMNS = ("mask_AP_touching", "mask_AP_overlap", "mask_AP_crowded")  # a per-subset AP, if measured
 THIN_AP_COLUMN = "mask_AP_thin"  # mask AP on shapes with parts a few pixels wide (the subset R should matter for)
@@ -64,7 +64,7 @@ DEFAULT_DTYPE = "fp32"  # run_metadata's default
 
 
 @dataclass
-class SpeedRun:
+class StoredSpeedRun:
     """One ``bmbench speed`` run folder."""
 
     name: str  # folder name
@@ -161,7 +161,7 @@ class Environment:
 
     device_name: str
     dtype: str
-    speed_runs: list[SpeedRun] = field(default_factory=list)
+    speed_runs: list[StoredSpeedRun] = field(default_factory=list)
     suites: list[AblationSuite] = field(default_factory=list)
 
     @property
@@ -208,7 +208,7 @@ def _numeric_spec_keys(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def load_speed_run(folder: Path) -> SpeedRun:
+def load_speed_run(folder: Path) -> StoredSpeedRun:
     frame = read_table(folder, "speed")
     if frame is None:
         raise BmbenchError(f"{folder}: no speed table")
@@ -229,10 +229,10 @@ def load_speed_run(folder: Path) -> SpeedRun:
         scaling = pd.DataFrame(columns=list(SCALING_COLUMNS))
     families = frame.drop_duplicates("variant").set_index("variant")["family"]
     scaling = scaling.assign(family=scaling["variant"].map(families))
-    return SpeedRun(folder.name, folder, frame, scaling, read_meta(folder))
+    return StoredSpeedRun(folder.name, folder, frame, scaling, read_meta(folder))
 
 
-def own_specs(run: SpeedRun) -> dict[str, str]:
+def own_specs(run: StoredSpeedRun) -> dict[str, str]:
     """variant label -> the spec it stands for: from meta.json, else the spec that equals the label, else the one
     measured at the middle axis value."""
     declared = {item["variant"]: item["spec"] for item in run.meta.get("variants") or [] if isinstance(item, dict)}
@@ -249,7 +249,7 @@ def own_specs(run: SpeedRun) -> dict[str, str]:
     return own
 
 
-def load_suite(folder: Path) -> AblationSuite:
+def load_ablation(folder: Path) -> AblationSuite:
     frame = read_table(folder, "summary")
     if frame is None:
         raise BmbenchError(f"{folder}: no summary table")
@@ -292,7 +292,7 @@ def _is_within(path: Path, parents: list[Path]) -> bool:
     return any(parent in path.parents for parent in parents)
 
 
-def discover(results: Path) -> tuple[list[SpeedRun], list[AblationSuite]]:
+def discover(results: Path) -> tuple[list[StoredSpeedRun], list[AblationSuite]]:
     """Every speed run and ablation suite under ``results`` (any depth). Speed tables inside an ablation suite's
     folder belong to its cells and are not runs of their own."""
     results = Path(results)
@@ -307,10 +307,10 @@ def discover(results: Path) -> tuple[list[SpeedRun], list[AblationSuite]]:
 
     suite_dirs = folders("summary")
     speed_dirs = [d for d in folders("speed") if d not in suite_dirs and not _is_within(d, suite_dirs)]
-    return [load_speed_run(folder) for folder in speed_dirs], [load_suite(folder) for folder in suite_dirs]
+    return [load_speed_run(folder) for folder in speed_dirs], [load_ablation(folder) for folder in suite_dirs]
 
 
-def _speed_environment(run: SpeedRun) -> tuple[str, str]:
+def _speed_environment(run: StoredSpeedRun) -> tuple[str, str]:
     name = run.meta.get("device_name") or _first(run.frame, "device") or UNKNOWN_DEVICE
     dtype = run.meta.get("dtype") or _first(run.frame, "dtype") or DEFAULT_DTYPE
     return str(name), str(dtype)
@@ -341,7 +341,7 @@ def _split_suite(suite: AblationSuite) -> dict[tuple[str, str], AblationSuite]:
     return parts
 
 
-def group_environments(speed_runs: list[SpeedRun], suites: list[AblationSuite]) -> list[Environment]:
+def group_environments(speed_runs: list[StoredSpeedRun], suites: list[AblationSuite]) -> list[Environment]:
     """Environments, in order of first appearance (speed runs first), each with its runs and suite parts."""
     environments: dict[tuple[str, str], Environment] = {}
 

@@ -16,10 +16,10 @@ import pandas as pd
 
 import bmbench
 from bmbench.report import curves, figures, stats, tables
-from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Verdict, evaluate
+from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Verdict, judge_findings
 from bmbench.report.figures import FigureResult
 from bmbench.report.findings import FINDINGS
-from bmbench.report.load import AblationSuite, Environment, SpeedRun, load_results
+from bmbench.report.load import AblationSuite, Environment, StoredSpeedRun, load_results
 from bmbench.results import git_commit, write_text
 
 TITLE = "bmbench report: BlendMask-family mask heads, measured here"
@@ -57,7 +57,7 @@ RUN_COLUMNS = {  # environment block: column title -> meta.json key
     "started": "started",
     "status": "status",
 }
-SPEED_FIGURES: tuple[tuple[str, Callable[[SpeedRun, Path], FigureResult]], ...] = (
+SPEED_FIGURES: tuple[tuple[str, Callable[[StoredSpeedRun, Path], FigureResult]], ...] = (
     ("latency-vs-n", figures.latency_vs_instances),
     ("latency-vs-r", figures.latency_vs_r),
 )
@@ -135,7 +135,7 @@ def environment_block(env: Environment) -> list[str]:
     return [tables.to_markdown(frame), ""]
 
 
-def speed_section(run: SpeedRun, drawn: list[FigureResult], out: Path) -> list[str]:
+def speed_section(run: StoredSpeedRun, drawn: list[FigureResult], out: Path) -> list[str]:
     meta = run.meta
     lines = [f"### Speed run `{run.name}`", ""]
     what = [f"{key} {meta[key]}" for key in ("image_size", "trunk", "seed", "budget_s") if key in meta]
@@ -273,7 +273,7 @@ def build_report(results: Path, out: Path, *, now: datetime | None = None) -> Re
     """Read ``results``, draw the figures, write the report to ``out``; raises BmbenchError on no results."""
     results, out = Path(results), Path(out)
     environments = load_results(results)
-    verdicts = evaluate(environments)
+    verdicts = judge_findings(environments)
     drawn: dict[str, list[FigureResult]] = {}
     for env in environments:
         drawn |= draw_figures(env, figure_dir(out))

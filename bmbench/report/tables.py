@@ -21,7 +21,7 @@ from bmbench.report.load import (
     THIN_AP_COLUMN,
     TOUCHING_AP_COLUMNS,
     AblationSuite,
-    SpeedRun,
+    StoredSpeedRun,
 )
 from bmbench.report.stats import ABOVE, BELOW, MIN_SEEDS, matched_contrast
 
@@ -97,7 +97,7 @@ def spec_label(row: pd.Series) -> str:
 # --- speed -------------------------------------------------------------------------------------------------------
 
 
-def speed_stage_table(run: SpeedRun) -> pd.DataFrame:
+def speed_stage_table(run: StoredSpeedRun) -> pd.DataFrame:
     """Variant × axis value × N: each stage's median ms (IQR), rows sorted as measured."""
     frame = run.frame[run.frame["stage"].isin(STAGES)]
     if frame.empty:
@@ -126,7 +126,7 @@ def speed_stage_table(run: SpeedRun) -> pd.DataFrame:
     return table.sort_values(["_v", "spec", "N"], kind="stable").drop(columns="_v").reset_index(drop=True)
 
 
-def speed_side_by_side(run: SpeedRun, stage: str = "total") -> pd.DataFrame:
+def speed_side_by_side(run: StoredSpeedRun, stage: str = "total") -> pd.DataFrame:
     """Each variant at its own spec (rows) against N (columns): median ms of ``stage``."""
     own = run.own_rows()
     own = own[own["stage"] == stage]
@@ -138,7 +138,7 @@ def speed_side_by_side(run: SpeedRun, stage: str = "total") -> pd.DataFrame:
     return table.reset_index()
 
 
-def end_to_end_table(run: SpeedRun) -> pd.DataFrame:
+def end_to_end_table(run: StoredSpeedRun) -> pd.DataFrame:
     """The whole model per variant at one N: detector ms, end-to-end ms, and the mask branch's share."""
     own = run.own_rows()
     whole = own[own["stage"].isin([DETECTOR, END_TO_END])]
@@ -165,7 +165,7 @@ def end_to_end_table(run: SpeedRun) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scaling_exponents_table(run: SpeedRun) -> pd.DataFrame:
+def scaling_exponents_table(run: StoredSpeedRun) -> pd.DataFrame:
     """The fitted slopes of log(time) against log(axis) and log(N), with R² and the range fitted."""
     fits = run.scaling
     if fits.empty:

@@ -3,22 +3,49 @@ checks, and rebuilding the model it describes."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bmbench.data.coco import CocoInstanceDataset
 from bmbench.errors import BmbenchError
 from bmbench.models.segmenter import InstanceSegmenter
-from bmbench.variants import build_segmenter, parse_spec
+from bmbench.results import atomic_path
+from bmbench.training.config import TrainConfig
+from bmbench.variants import VariantSpec, build_segmenter, parse_spec
 
 CHECKPOINT_FORMAT = "bmbench-checkpoint/1"
-
-
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
 _CHECKPOINT_KEYS = ("spec", "trunk", "num_classes", "label_to_category_id", "config", "model")
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    spec: VariantSpec,
+    config: TrainConfig,
+    dataset: CocoInstanceDataset,
+    data_id: str,
+    model: InstanceSegmenter,
+    metrics: dict[str, Any],
+) -> None:
+    """Write the checkpoint of a trained `model` atomically: its spec, config, classes, data identity, weights."""
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": str(spec),
+        "trunk": config.trunk,
+        "num_classes": dataset.num_classes,
+        "label_to_category_id": list(dataset.label_to_category_id),
+        "class_names": list(dataset.class_names),
+        "config": asdict(config),
+        "data_id": data_id,
+        "model": model.state_dict(),
+        "metrics": metrics,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

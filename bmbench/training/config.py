@@ -1,39 +1,71 @@
-"""How a model trains: TrainConfig (stored in its checkpoint), the protocol names and the config's checks."""
+"""How a model trains: TrainConfig (stored in its checkpoint, and a suite's ``train:`` section), the protocol names
+and the config's checks.
+
+A field's metadata says what its type alone cannot (choices, minimum, ...); bmbench.ablation.fields.load_dataclass
+reads a suite's section from it, and `check_config` checks a config built in code or from CLI options the same way.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, get_args
 
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
 
-PROTOCOLS = ("joint", "shared-trunk")
+Protocol = Literal["shared-trunk", "joint"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+IMAGE_MULTIPLE = 32  # the coarsest FPN stride: image sides are padded to it
+DEFAULT_IMAGE_SIZE = 256  # the image size when neither the config nor the dataset gives one
+
+
+def _trunks() -> tuple[str, ...]:
+    return tuple(TRUNKS)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model trains; stored in its checkpoint."""
 
-    protocol: str = "shared-trunk"  # joint | shared-trunk
-    iters: int = 200  # optimiser steps (shared-trunk: of the mask head)
-    batch_size: int = 8  # images per step
-    lr: float = 2e-3  # AdamW peak learning rate (after warm-up, then cosine decay to 0)
+    protocol: Protocol = "shared-trunk"  # shared-trunk (trunk trained once, then each mask head) | joint (end to end)
+    iters: int = field(default=200, metadata={"minimum": 1})  # optimiser steps (shared-trunk: of the mask head)
+    batch_size: int = field(default=8, metadata={"minimum": 1})  # images per step
+    lr: float = field(default=2e-3, metadata={"positive": True})  # AdamW peak lr (warm-up, then cosine decay to 0)
     seed: int = 0  # model initialisation, data order, flips and mask-positive sampling
-    trunk: str = "small"  # a key of bmbench.models.backbone.TRUNKS
-    image_size: int = 256  # longer image side after resizing
-    trunk_iters: int = 1000  # shared-trunk: steps of the trunk's one-time training (861 s on a 2-core CPU)
-    trunk_lr: float = 2e-3  # shared-trunk: the trunk's peak learning rate
-    warmup_iters: int = 50  # linear warm-up from lr/1000
+    trunk: str = field(default="small", metadata={"choices": _trunks})  # a key of bmbench.models.backbone.TRUNKS
+    # longer image side after resizing, a multiple of 32; None: the dataset's longest side, rounded up to 32
+    image_size: int | None = field(default=None, metadata={"minimum": IMAGE_MULTIPLE, "multiple": IMAGE_MULTIPLE})
+    # shared-trunk: steps of the trunk's one-time training (861 s on a 2-core CPU at 256 px)
+    trunk_iters: int = field(default=1000, metadata={"minimum": 1})
+    trunk_lr: float | None = field(default=None, metadata={"positive": True})  # shared-trunk: its lr; None: lr
+    warmup_iters: int = 50  # linear warm-up from lr/1000 (at most a quarter of the steps)
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
-    clip_norm: float = 5.0  # gradient norm clipping
-    max_mask_positives: int = 64  # positives per step that the mask loss uses (sampled with a seeded generator)
+    clip_norm: float = field(default=5.0, metadata={"positive": True})  # gradient norm clipping
+    # positives per step that the mask loss uses (sampled with a seeded generator)
+    max_mask_positives: int = field(default=64, metadata={"minimum": 1})
     flip: bool = True  # random horizontal flips (seeded per epoch and image)
     semantic_aux: bool = True  # train the trunk's P3 on an auxiliary semantic loss too (a training-only head)
 
+    def resolved(self, *, image_size: int) -> TrainConfig:
+        """This config with the defaults that depend on the run filled in: the image size (given: the dataset's)
+        and the trunk's learning rate."""
+        return replace(
+            self,
+            image_size=self.image_size if self.image_size is not None else image_size,
+            trunk_lr=self.lr if self.trunk_lr is None else self.trunk_lr,
+        )
 
-def _loop_options(config: TrainConfig) -> dict[str, Any]:
+
+def image_size_for(longest_side: int | None) -> int:
+    """The training image size a dataset implies: its longest side rounded up to a multiple of 32."""
+    if longest_side is None:
+        return DEFAULT_IMAGE_SIZE
+    return max(IMAGE_MULTIPLE, -(-longest_side // IMAGE_MULTIPLE) * IMAGE_MULTIPLE)
+
+
+def loop_options(config: TrainConfig) -> dict[str, Any]:
+    """The config's settings that the optimisation loop takes."""
     return {
         "seed": config.seed,
         "warmup_iters": config.warmup_iters,
@@ -42,20 +74,22 @@ def _loop_options(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _check_config(config: TrainConfig) -> None:
+def check_config(config: TrainConfig) -> None:
+    """Raise BmbenchError naming the first field whose value its declaration does not allow."""
     if config.protocol not in PROTOCOLS:
         raise BmbenchError(f"unknown protocol {config.protocol!r} (use {' or '.join(PROTOCOLS)})")
     if config.trunk not in TRUNKS:
         raise BmbenchError(f"unknown trunk {config.trunk!r} (known: {', '.join(TRUNKS)})")
-    for name in ("iters", "batch_size", "trunk_iters", "max_mask_positives"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise BmbenchError(f"{name} must be a positive integer, got {value!r}")
-    for name in ("lr", "trunk_lr"):
-        value = getattr(config, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise BmbenchError(f"{name} must be a positive number, got {value!r}")
+    for item in fields(TrainConfig):
+        value, meta = getattr(config, item.name), item.metadata
+        if value is None:
+            continue
+        if "minimum" in meta and item.name != "image_size" and (not isinstance(value, int) or value < meta["minimum"]):
+            raise BmbenchError(f"{item.name} must be a positive integer, got {value!r}")
+        if meta.get("positive") and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise BmbenchError(f"{item.name} must be a positive number, got {value!r}")
     if config.seed < 0:
         raise BmbenchError(f"seed must be non-negative, got {config.seed}")
-    if config.image_size < 32 or config.image_size % 32:
-        raise BmbenchError(f"image size must be a multiple of 32 (at least 32), got {config.image_size}")
+    size = config.image_size
+    if size is not None and (size < IMAGE_MULTIPLE or size % IMAGE_MULTIPLE):
+        raise BmbenchError(f"image size must be a multiple of 32 (at least 32), got {size}")

@@ -1,5 +1,5 @@
 """The optimisation loop every training stage shares: seeded endless batches, AdamW with warm-up and cosine decay,
-gradient clipping, a stop on the first non-finite loss, a rich progress bar and a tidy log.
+gradient clipping, a stop on the first non-finite loss, progress events and a tidy log.
 
 A stage is a `StepLoss`: ``step(images: Tensor[B, 3, H, W], targets, generator) -> {term: scalar loss}``; the loop
 sums the terms, and logs each of them.
@@ -13,14 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.text import Text
 from torch import Tensor, nn
 
 from bmbench.data.coco import CocoInstanceDataset, collate
 from bmbench.device import synchronize
 from bmbench.errors import BmbenchError
+from bmbench.results import EventHook, emit
 
 StepLoss = Callable[[Tensor, list[dict[str, Any]], torch.Generator], dict[str, Tensor]]
 Batch = tuple[Tensor, list[dict[str, Any]]]
@@ -67,19 +65,11 @@ def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-class _SpeedColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        return Text(f"{task.speed or 0.0:.2f} it/s")
+ESTIMATE_AFTER = 5  # steps after which a stage reports its estimated time left
 
 
-def _progress_bar(enabled: bool) -> Progress:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-    )
-    return Progress(*columns, _SpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _check_finite(names: list[str], values: list[float], *, stage: str, it: int, iters: int, lr: float) -> None:
@@ -105,14 +95,15 @@ def optimise(
     weight_decay: float = 1e-4,
     clip_norm: float = 5.0,
     log_every: int = 10,
-    progress: bool = False,
-    on_log: Callable[[dict[str, Any]], None] | None = None,
+    events: EventHook | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run `iters` AdamW steps of `step` on `batches` (warm-up: at most a quarter of the steps).
 
     Returns (log rows: stage, iter, lr, loss_<term>..., loss_total, images_per_s — each the mean of the last
     `log_every` steps — and timing: seconds, images_per_s). `seed` drives the generator passed to `step`. A
     non-finite loss term or gradient norm raises NonFiniteLossError naming the stage, iteration and term.
+    `events` receives, under the name `stage`: start (total steps), advance after each step (data: loss), log
+    with each log row, end.
     """
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(warmup_iters, iters // 4), iters))
@@ -121,41 +112,45 @@ def optimise(
     window: list[list[float]] = []
     images_seen = window_images = 0
     started = window_started = time.perf_counter()
-    with _progress_bar(progress) as bar:
-        task = bar.add_task(stage, total=iters, loss="–")
-        for it in range(1, iters + 1):
-            images, targets = to_device(*next(batches), device)
-            losses = step(images, targets, generator)
-            total = sum(losses.values())
-            names = [*losses, "total"]
-            values = torch.stack([*(v.detach().float() for v in losses.values()), total.detach().float()]).tolist()
-            _check_finite(names, values, stage=stage, it=it, iters=iters, lr=scheduler.get_last_lr()[0])
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            norm = float(torch.nn.utils.clip_grad_norm_(parameters, clip_norm))
-            _check_finite(["gradient norm"], [norm], stage=stage, it=it, iters=iters, lr=scheduler.get_last_lr()[0])
-            optimizer.step()
-            scheduler.step()
-            images_seen += len(images)
-            window_images += len(images)
-            window.append(values)
-            bar.update(task, advance=1, loss=f"{values[-1]:.3f}")
-            if it % log_every == 0 or it == iters:
-                synchronize(device)
-                now = time.perf_counter()
-                mean = [sum(col) / len(window) for col in zip(*window, strict=True)]
-                rows.append(
-                    {
-                        "stage": stage,
-                        "iter": it,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        **{f"loss_{name}": v for name, v in zip(names, mean, strict=True)},
-                        "images_per_s": window_images / max(now - window_started, 1e-9),
-                    }
-                )
-                window, window_images, window_started = [], 0, now
-                if on_log is not None:
-                    on_log(rows[-1])
+    emit(events, stage, "start", total=iters)
+    for it in range(1, iters + 1):
+        images, targets = to_device(*next(batches), device)
+        losses = step(images, targets, generator)
+        total = sum(losses.values())
+        names = [*losses, "total"]
+        values = torch.stack([*(v.detach().float() for v in losses.values()), total.detach().float()]).tolist()
+        _check_finite(names, values, stage=stage, it=it, iters=iters, lr=scheduler.get_last_lr()[0])
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(parameters, clip_norm))
+        _check_finite(["gradient norm"], [norm], stage=stage, it=it, iters=iters, lr=scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+        images_seen += len(images)
+        window_images += len(images)
+        window.append(values)
+        emit(events, stage, "advance", completed=it, total=iters, data={"loss": values[-1]})
+        if it == ESTIMATE_AFTER and iters > 2 * ESTIMATE_AFTER:
+            pace = (time.perf_counter() - started) / it
+            left = pace * (iters - it)
+            message = f"{stage}: {iters} steps, about {_duration(left)} left at the first {it} steps' pace"
+            emit(events, stage, "note", completed=it, total=iters, message=message, data={"eta_s": left})
+        if it % log_every == 0 or it == iters:
+            synchronize(device)
+            now = time.perf_counter()
+            mean = [sum(col) / len(window) for col in zip(*window, strict=True)]
+            rows.append(
+                {
+                    "stage": stage,
+                    "iter": it,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    **{f"loss_{name}": v for name, v in zip(names, mean, strict=True)},
+                    "images_per_s": window_images / max(now - window_started, 1e-9),
+                }
+            )
+            window, window_images, window_started = [], 0, now
+            emit(events, stage, "log", completed=it, total=iters, data=rows[-1])
     synchronize(device)
     seconds = time.perf_counter() - started
+    emit(events, stage, "end", completed=iters, total=iters, data={"seconds": seconds})
     return rows, {"seconds": seconds, "images_per_s": images_seen / max(seconds, 1e-9)}

@@ -36,7 +36,7 @@ def build_semantic_head(*, in_channels: int, num_classes: int) -> nn.Module:
     )
 
 
-def _semantic_head(
+def semantic_head_parts(
     config: TrainConfig, num_classes: int, device: torch.device
 ) -> tuple[nn.Module | None, list[nn.Parameter]]:
     """The auxiliary head when the config asks for one (else None), and the parameters it adds to the optimiser."""

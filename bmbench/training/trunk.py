@@ -1,13 +1,13 @@
 """The shared trunk's cache: the key of everything that changes a trained trunk, where trunks are cached, and the
-cached file's format, and `shared_trunk`, which trains a trunk once and caches it.
+cached file's format; `shared_trunk` (shared-trunk: a detector trained once) and `pretrained_trunk` (finetune: a
+whole model pretrained jointly once, of which the backbone and detector are kept), each trained once and cached.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,29 +15,41 @@ from typing import Any
 import torch
 
 from bmbench.data.coco import CocoInstanceDataset, find_split
+from bmbench.data.synth import synthetic_info
 from bmbench.errors import BmbenchError
 from bmbench.models.segmenter import InstanceSegmenter
-from bmbench.results import atomic_path
-from bmbench.training.config import TrainConfig, _loop_options
-from bmbench.training.loop import optimise, training_batches
-from bmbench.training.steps import _semantic_head, detector_step
+from bmbench.results import EventHook, atomic_path, emit, file_lock
+from bmbench.training.config import TrainConfig, loop_options
+from bmbench.training.loop import Batch, optimise
+from bmbench.training.steps import detector_step, joint_step, semantic_head_parts
+from bmbench.variants import build_segmenter, parse_spec
 
 TRUNK_FORMAT = "bmbench-trunk/1"
 TRUNK_RECIPE = 1  # bump when the trunk's training changes, so that older cached trunks are not reused
+STREAM_RECIPE = 1  # bump when bmbench.data.stream draws other scenes for the same settings
 
 
 def data_identity(data_dir: Path, split: str = "train") -> str:
-    """A content hash of the split's annotation file: what makes a cached trunk valid for a dataset."""
-    ann_file, _ = find_split(data_dir, split)
+    """What makes a cached trunk valid for a dataset: a content hash of the split's annotation file, the name, size
+    and modification time of every file in its image folder (a replaced image changes it without hashing
+    gigabytes), and, for a synthetic dataset, the generator settings its training stream draws from."""
+    ann_file, image_dir = find_split(data_dir, split)
     digest = hashlib.sha256()
     with open(ann_file, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    for path in sorted(image_dir.iterdir()) if image_dir.is_dir() else []:
+        stat = path.stat()
+        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    info = synthetic_info(Path(data_dir))
+    if info is not None:
+        digest.update(json.dumps({"stream": STREAM_RECIPE, **asdict(info)}, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
 def trunk_key(data_id: str, config: TrainConfig, num_classes: int) -> str:
-    """Hash of everything that changes the shared trunk."""
+    """Hash of everything that changes the one-time training: the shared trunk's (shared-trunk), or the joint
+    pretraining's (finetune: its head and seed instead of the cell's seed)."""
     fields = {
         "recipe": TRUNK_RECIPE,
         "data": data_id,
@@ -51,6 +63,14 @@ def trunk_key(data_id: str, config: TrainConfig, num_classes: int) -> str:
         "flip": config.flip,
         "semantic": config.semantic_aux,
     }
+    if config.protocol == "finetune":
+        fields |= {"kind": "pretrain", "head": config.pretrain_head, "seed": config.pretrain_seed}
+    if config.stream:
+        fields["stream"] = True
+    if config.init is not None:
+        fields["init"] = config.init
+    if config.max_mask_positives != 64:
+        fields["positives"] = config.max_mask_positives
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -69,58 +89,124 @@ def load_trunk(path: Path) -> dict[str, Any]:
     return state
 
 
+def _cached(path: Path, train_once: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """The cached record at `path`, made by `train_once` first when absent; a file lock makes concurrent runs make
+    it once. Returns (record, whether it was reused)."""
+    with file_lock(path.with_suffix(".lock")):
+        reused = path.is_file()
+        if not reused:
+            record = train_once()
+            with atomic_path(path) as tmp:
+                torch.save(record, tmp)
+        return load_trunk(path), reused
+
+
+def _record(key: str, config: TrainConfig, data_id: str, num_classes: int, model: InstanceSegmenter) -> dict:
+    return {
+        "format": TRUNK_FORMAT,
+        "key": key,
+        "config": asdict(config),
+        "data_id": data_id,
+        "num_classes": num_classes,
+        "backbone": model.backbone.state_dict(),
+        "detector": model.detector.state_dict(),
+    }
+
+
+def _load_into(model: InstanceSegmenter, state: dict[str, Any], path: Path, reused: bool) -> dict[str, Any]:
+    model.backbone.load_state_dict(state["backbone"])
+    model.detector.load_state_dict(state["detector"])
+    return {"key": state["key"], "path": path, "reused": reused, "log": state["log"], "metrics": state["metrics"]}
+
+
 def shared_trunk(
     model: InstanceSegmenter,
     dataset: CocoInstanceDataset,
     *,
     config: TrainConfig,
     data_id: str,
+    batches: Iterator[Batch],
     cache: Path,
     device: torch.device,
     log_every: int,
-    progress: bool,
-    on_log: Callable[[dict[str, Any]], None] | None = None,
+    events: EventHook | None = None,
 ) -> dict[str, Any]:
-    """Load the cached trunk for this key into `model`, training and caching it first when absent. A file lock
-    makes concurrent runs train it once. Returns the trunk's record (key, log, metrics, whether it was reused)."""
+    """Load the cached trunk for this key into `model`, training it on the detection (and auxiliary semantic)
+    losses and caching it first when absent. Returns the trunk's record (key, log, metrics, whether reused)."""
     key = trunk_key(data_id, config, dataset.num_classes)
     path = Path(cache) / f"trunk-{config.trunk}-{key}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        reused = path.is_file()
-        if not reused:
-            model.train()
-            batches = training_batches(dataset, batch_size=config.batch_size, seed=config.seed)
-            semantic_head, extra = _semantic_head(config, dataset.num_classes, device)
-            step = detector_step(model, config.image_size, semantic_head)
-            rows, timing = optimise(
-                step,
-                model.trunk_parameters() + extra,
-                batches,
-                stage="trunk",
-                iters=config.trunk_iters,
-                lr=config.trunk_lr,
-                device=device,
-                **_loop_options(config),
-                log_every=log_every,
-                progress=progress,
-                on_log=on_log,
-            )
-            record = {
-                "format": TRUNK_FORMAT,
-                "key": key,
-                "config": asdict(config),
-                "data_id": data_id,
-                "num_classes": dataset.num_classes,
-                "backbone": model.backbone.state_dict(),
-                "detector": model.detector.state_dict(),
-                "log": rows,
-                "metrics": {"trunk_train_s": timing["seconds"], "trunk_images_per_s": timing["images_per_s"]},
-            }
-            with atomic_path(path) as tmp:
-                torch.save(record, tmp)
-        state = load_trunk(path)
-    model.backbone.load_state_dict(state["backbone"])
-    model.detector.load_state_dict(state["detector"])
-    return {"key": key, "path": path, "reused": reused, "log": state["log"], "metrics": state["metrics"]}
+
+    def train_once() -> dict[str, Any]:
+        message = (
+            f"training the shared trunk once: {config.trunk_iters} steps of {config.batch_size} images at "
+            f"{config.image_size} px, cached as {path} for every variant"
+        )
+        emit(events, "trunk", "note", total=config.trunk_iters, message=message)
+        model.train()
+        semantic_head, extra = semantic_head_parts(config, dataset.num_classes, device)
+        rows, timing = optimise(
+            detector_step(model, config.image_size, semantic_head),
+            model.trunk_parameters() + extra,
+            batches,
+            stage="trunk",
+            iters=config.trunk_iters,
+            lr=config.trunk_lr,
+            device=device,
+            **loop_options(config),
+            log_every=log_every,
+            events=events,
+        )
+        metrics = {"trunk_train_s": timing["seconds"], "trunk_images_per_s": timing["images_per_s"]}
+        return _record(key, config, data_id, dataset.num_classes, model) | {"log": rows, "metrics": metrics}
+
+    state, reused = _cached(path, train_once)
+    return _load_into(model, state, path, reused)
+
+
+def pretrained_trunk(
+    model: InstanceSegmenter,
+    dataset: CocoInstanceDataset,
+    *,
+    config: TrainConfig,
+    data_id: str,
+    batches: Iterator[Batch],
+    cache: Path,
+    device: torch.device,
+    log_every: int,
+    events: EventHook | None = None,
+) -> dict[str, Any]:
+    """The `finetune` protocol's one-time pretraining: backbone + detector trained jointly with the mask head
+    `config.pretrain_head` (seeded with `config.pretrain_seed`), cached, and loaded into `model`. Only the
+    backbone and detector are kept: every cell then trains a fresh mask head of its own spec, so no head inherits
+    weights fitted to another spec. Returns the record, as shared_trunk."""
+    key = trunk_key(data_id, config, dataset.num_classes)
+    path = Path(cache) / f"pretrain-{config.trunk}-{key}.pt"
+
+    def train_once() -> dict[str, Any]:
+        message = (
+            f"pretraining once for finetune: {config.trunk_iters} joint steps of {config.batch_size} images at "
+            f"{config.image_size} px with the {config.pretrain_head} head, cached as {path} for every cell"
+        )
+        emit(events, "pretrain", "note", total=config.trunk_iters, message=message)
+        torch.manual_seed(config.pretrain_seed)
+        spec = parse_spec(config.pretrain_head)
+        teacher = build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes).to(device).train()
+        semantic_head, extra = semantic_head_parts(config, dataset.num_classes, device)
+        step = joint_step(teacher, config.image_size, config.max_mask_positives, semantic_head)
+        rows, timing = optimise(
+            step,
+            list(teacher.parameters()) + extra,
+            batches,
+            stage="pretrain",
+            iters=config.trunk_iters,
+            lr=config.trunk_lr,
+            device=device,
+            **(loop_options(config) | {"seed": config.pretrain_seed}),
+            log_every=log_every,
+            events=events,
+        )
+        metrics = {"pretrain_s": timing["seconds"], "pretrain_images_per_s": timing["images_per_s"]}
+        return _record(key, config, data_id, dataset.num_classes, teacher) | {"log": rows, "metrics": metrics}
+
+    state, reused = _cached(path, train_once)
+    return _load_into(model, state, path, reused)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import bmbench.ablation.runner
 import bmbench.cli
+import bmbench.cli.ablate
 from bmbench.ablation.cell import Cell, expand_cells
 from bmbench.ablation.run import run_suite, suite_lock
 from bmbench.ablation.suite import load_suite
@@ -363,8 +364,7 @@ def test_cli_missing_suite_file_exits_2(tmp_path: Path) -> None:
 
 
 def test_cli_exit_status_says_whether_every_cell_succeeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bmbench.ablation.runner, "run_cell", fake_runner)
-    monkeypatch.setattr(bmbench.ablation.runner, "prepare_data", no_data)
+    monkeypatch.setattr(bmbench.cli.ablate, "run_suite", partial(run_suite, runner=fake_runner, prepare=no_data))
     out = tmp_path / "out"
     args = ["ablate", "--out", str(out), "--device", "cpu"]
     failing = CliRunner().invoke(app, [*args, str(suite_file(tmp_path))])
@@ -376,8 +376,7 @@ def test_cli_exit_status_says_whether_every_cell_succeeded(tmp_path: Path, monke
 
 
 def test_cli_only_and_force_pick_the_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bmbench.ablation.runner, "run_cell", fake_runner)
-    monkeypatch.setattr(bmbench.ablation.runner, "prepare_data", no_data)
+    monkeypatch.setattr(bmbench.cli.ablate, "run_suite", partial(run_suite, runner=fake_runner, prepare=no_data))
     path, out = suite_file(tmp_path), tmp_path / "out"
     first = expand_cells(load_suite(path))[0].cell_id
     args = ["ablate", str(path), "--out", str(out), "--device", "cpu", "--only", first[:5]]

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from bmbench.ablation.suite import DatasetSpec, EvalSpec, SpeedSpec, TrainSpec, load_suite
+from bmbench.ablation.suite import DatasetSpec, EvalSpec, load_suite
+from bmbench.bench.options import SweepConfig
 from bmbench.errors import BmbenchError
+from bmbench.training.config import TrainConfig
 from bmbench.variants import PRESETS, VariantSpec
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
@@ -41,12 +43,12 @@ def test_omitted_sections_take_documented_defaults(tmp_path: Path) -> None:
     suite = load_suite(write(tmp_path, "variants: [blendmask]\n", name="only-variants.yaml"))
     assert suite.name == "only-variants"  # the file's stem
     assert suite.dataset == DatasetSpec(kind="synthetic", images=400, size=256, seed=0)
-    assert suite.train == TrainSpec(
+    assert suite.train == TrainConfig(
         protocol="shared-trunk", iters=200, batch_size=8, lr=0.002, trunk="small", image_size=256, trunk_iters=1000
     )
-    assert suite.train == TrainSpec()  # the defaults are bmbench.training.train's
+    assert suite.train == TrainConfig(image_size=256)  # the defaults are TrainConfig's; the size, the dataset's
     assert suite.eval == EvalSpec(boxes="predicted")
-    assert suite.speed == SpeedSpec(instances=(1, 10, 100), image_size=(800, 1088), trunk="r50", dtype="fp32")
+    assert suite.speed == SweepConfig(instances=(1, 10, 100), image_size=(800, 1088), trunk="r50", dtype="fp32")
     assert suite.resolved()["speed"]["image_size"] == "1088x800"  # W x H, as `bmbench speed --image-size`
     assert suite.seeds == (0,)
     assert suite.specs == (PRESETS["blendmask"],)
@@ -104,8 +106,10 @@ speed: {instances: [50, 5], image_size: 640x480, trunk: small, dtype: bf16, budg
                                         train="train2017", val="val2017")  # fmt: skip
     assert suite.train.lr == 1.0 and isinstance(suite.train.lr, float)
     assert suite.seeds == (0, 1)
-    assert suite.train.image_size == 256
-    assert suite.speed == SpeedSpec(instances=(5, 50), image_size=(480, 640), trunk="small", dtype="bf16", budget_s=1.0)
+    assert suite.train.image_size is None  # training reads the COCO images' own size (issue 12: sizes follow data)
+    assert suite.speed == SweepConfig(
+        instances=(5, 50), image_size=(480, 640), trunk="small", dtype="bf16", budget_s=1.0
+    )
     assert suite.resolved()["speed"]["image_size"] == "640x480"
 
 

@@ -19,6 +19,7 @@ from bmbench.cli.train import train_cli
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import evaluate, evaluate_detections
+from bmbench.training.config import TrainConfig
 from bmbench.training.train import train
 
 IMAGE_SIZE = 64  # the dataset's 96 px images are resized to 64 px: results must come back at 96 px
@@ -32,8 +33,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    options = {"iters": 2, "batch_size": 2, "image_size": IMAGE_SIZE, "protocol": "joint", "device": "cpu"}
-    return train("blendmask:K=2,M=2,R=8", tiny_data, out=out, **options).checkpoint
+    config = TrainConfig(iters=2, batch_size=2, image_size=IMAGE_SIZE, protocol="joint")
+    return train("blendmask:K=2,M=2,R=8", config, data_dir=tiny_data, out=out, device="cpu").checkpoint
 
 
 def _app() -> typer.Typer:

@@ -12,12 +12,12 @@ from report_fixtures import suite_frame, write_results, write_speed_run, write_s
 
 from bmbench.report import claims
 from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED
-from bmbench.report.load import AblationSuite, load_results, load_speed_run, load_suite
+from bmbench.report.load import AblationSuite, load_ablation, load_results, load_speed_run
 
 
 def cells_of(frame: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
     """The rows the accuracy checks read: one per spec and seed, AP in points."""
-    return load_suite(write_suite(tmp_path / "suite", frame)).runs()
+    return load_ablation(write_suite(tmp_path / "suite", frame)).runs()
 
 
 def with_ap(frame: pd.DataFrame, where: pd.Series, ap: float) -> pd.DataFrame:
@@ -139,12 +139,12 @@ def test_end_to_end_flips(base: pd.DataFrame, tmp_path: Path) -> None:
 
 
 def test_evaluate_covers_every_finding_and_says_what_is_missing(tmp_path: Path) -> None:
-    verdicts = claims.evaluate(load_results(write_results(tmp_path / "results")))
+    verdicts = claims.judge_findings(load_results(write_results(tmp_path / "results")))
     assert {v.finding.id for v in verdicts} == set(range(1, 9))
     assert all(v.verdict == HOLDS for v in verdicts)
     only_speed = tmp_path / "speed-only"
     write_speed_run(only_speed / "speed" / "run1")
-    verdicts = claims.evaluate(load_results(only_speed))
+    verdicts = claims.judge_findings(load_results(only_speed))
     by_id = {v.finding.id: v for v in verdicts}
     assert {by_id[i].verdict for i in (1, 2, 3, 4, 8)} == {NOT_MEASURED}
     assert {by_id[i].verdict for i in (5, 6, 7)} == {HOLDS}
@@ -153,19 +153,19 @@ def test_evaluate_covers_every_finding_and_says_what_is_missing(tmp_path: Path) 
 def test_per_instance_falls_back_to_the_ablation_times(tmp_path: Path) -> None:
     root = tmp_path / "results"
     write_suite(root / "ablate" / "quick")
-    verdicts = [v for v in claims.evaluate(load_results(root)) if v.finding.id == 7]
+    verdicts = [v for v in claims.judge_findings(load_results(root)) if v.finding.id == 7]
     assert len(verdicts) == 1 and verdicts[0].verdict == HOLDS and "merge times" in verdicts[0].scope
     merge_free = suite_frame()
     merge_free = merge_free.drop(columns=[c for c in merge_free.columns if c.startswith("merge_ms")])
     write_suite(root / "ablate" / "quick", merge_free)
-    verdicts = [v for v in claims.evaluate(load_results(root)) if v.finding.id == 7]
+    verdicts = [v for v in claims.judge_findings(load_results(root)) if v.finding.id == 7]
     assert verdicts[0].verdict == HOLDS and "total times" in verdicts[0].scope
 
 
 def test_suite_cells_average_seeds(tmp_path: Path) -> None:
     base = suite_frame(seeds=(0,))
     twice = pd.concat([base, base.assign(seed=1, mask_AP=base["mask_AP"] + 0.02)], ignore_index=True)
-    suite: AblationSuite = load_suite(write_suite(tmp_path / "s", twice))
+    suite: AblationSuite = load_ablation(write_suite(tmp_path / "s", twice))
     cells = suite.cells()
     assert len(cells) == len(base) and (cells["seeds"] == 2).all()
     paper = cells[cells["spec"] == "blendmask:K=4,M=7,R=56"]

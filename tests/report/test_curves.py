@@ -21,7 +21,7 @@ def suite_with_curves(tmp_path: Path, **kwargs) -> load.AblationSuite:  # noqa: 
     frame = suite_frame()
     folder = write_suite(tmp_path / "quick", frame)
     curves_frame(frame, **kwargs).to_csv(folder / "curves.csv", index=False)
-    return load.load_suite(folder)
+    return load.load_ablation(folder)
 
 
 def test_curves_load_in_points_and_split_with_their_cells(tmp_path: Path) -> None:
@@ -39,10 +39,10 @@ def test_fraction_is_derived_when_absent_and_a_foreign_table_is_an_error(tmp_pat
     frame = suite_frame()
     folder = write_suite(tmp_path / "quick", frame)
     curves_frame(frame).drop(columns="fraction").to_csv(folder / "curves.csv", index=False)
-    assert sorted(load.load_suite(folder).curves["fraction"].round(2).unique()) == [0.25, 0.5, 1.0]
+    assert sorted(load.load_ablation(folder).curves["fraction"].round(2).unique()) == [0.25, 0.5, 1.0]
     pd.DataFrame({"step": [1]}).to_csv(folder / "curves.csv", index=False)
     with pytest.raises(BmbenchError, match="missing column"):
-        load.load_suite(folder)
+        load.load_ablation(folder)
 
 
 def test_same_ranking_at_half_and_full_schedule(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_a_swap_at_half_schedule_changes_the_ranking(tmp_path: Path) -> None:
 
 
 def test_the_curves_section_with_and_without_curves(tmp_path: Path) -> None:
-    without = load.load_suite(write_suite(tmp_path / "plain"))
+    without = load.load_ablation(write_suite(tmp_path / "plain"))
     assert without.curves is None and curves.curve_ranking(without) is None
     text = "\n".join(curves_section(without, [], tmp_path / "report.md"))
     assert "Not measured: the suite has no `curves.csv`" in text
@@ -75,7 +75,7 @@ def test_one_spec_gives_no_tau(tmp_path: Path) -> None:
     frame = frame[frame["family"] == "blendmask"]
     folder = write_suite(tmp_path / "one", frame)
     curves_frame(frame).to_csv(folder / "curves.csv", index=False)
-    ranking = curves.curve_ranking(load.load_suite(folder))
+    ranking = curves.curve_ranking(load.load_ablation(folder))
     assert ranking is not None and math.isnan(ranking.tau) and "cannot be compared" in ranking.text()
 
 
@@ -92,7 +92,7 @@ def with_subsets(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_the_gaps_the_quick_suite_reports_with_their_intervals(tmp_path: Path) -> None:
-    suite = load.load_suite(write_suite(tmp_path / "quick", with_subsets(suite_frame())))
+    suite = load.load_ablation(write_suite(tmp_path / "quick", with_subsets(suite_frame())))
     table = gaps_table(suite).set_index(["comparison", "metric"])
     assert table.loc[("M=7 − M=1", "mask_AP_touching"), "difference"] == "+7.5"
     assert table.loc[("M=7 − M=1", "mask_AP"), "difference"] == "+2.5"
@@ -107,7 +107,7 @@ def test_the_gaps_the_quick_suite_reports_with_their_intervals(tmp_path: Path) -
 
 
 def test_gaps_with_one_seed_read_not_significant(tmp_path: Path) -> None:
-    suite = load.load_suite(write_suite(tmp_path / "quick", suite_frame(seeds=(0,))))
+    suite = load.load_ablation(write_suite(tmp_path / "quick", suite_frame(seeds=(0,))))
     table = gaps_table(suite)
     assert set(table["reading"]) == {"not significant at this budget (one seed)"} and set(table["95 % CI"]) == {"–"}
     assert "boundary_AP" not in set(table["metric"])  # absent in this (older) summary: no row, no error
@@ -116,8 +116,8 @@ def test_gaps_with_one_seed_read_not_significant(tmp_path: Path) -> None:
 
 def test_per_class_ap_gets_its_own_table(tmp_path: Path) -> None:
     frame = with_subsets(suite_frame()).assign(mask_AP_disc=0.4, mask_AP_class_thin=0.2)  # a class named like a subset
-    suite = load.load_suite(write_suite(tmp_path / "quick", frame))
+    suite = load.load_ablation(write_suite(tmp_path / "quick", frame))
     assert class_columns(suite.frame) == {"disc": "mask_AP_disc", "thin": "mask_AP_class_thin"}
     table = class_table(suite)
     assert list(table.columns) == ["spec", "disc", "thin"] and set(table["disc"]) == {"40.0 ± 0.0"}
-    assert class_table(load.load_suite(write_suite(tmp_path / "plain"))).empty
+    assert class_table(load.load_ablation(write_suite(tmp_path / "plain"))).empty

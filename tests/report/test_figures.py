@@ -10,7 +10,7 @@ from PIL import Image
 from report_fixtures import curves_frame, suite_frame, write_speed_run, write_suite
 
 from bmbench.report import figures
-from bmbench.report.load import load_speed_run, load_suite
+from bmbench.report.load import load_ablation, load_speed_run
 
 MIN_BYTES = 10_000
 
@@ -31,7 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    return load_suite(write_suite(tmp_path_factory.mktemp("ablate") / "quick"))
+    return load_ablation(write_suite(tmp_path_factory.mktemp("ablate") / "quick"))
 
 
 def test_latency_against_instances(run, tmp_path: Path) -> None:  # noqa: ANN001
@@ -56,7 +56,7 @@ def test_absent_data_is_a_note_and_no_file(run, tmp_path: Path) -> None:  # noqa
     skipped = figures.latency_vs_r(k_sweep, tmp_path / "r.png")
     assert skipped.path is None and "sweeps K" in skipped.note and not (tmp_path / "r.png").exists()
     one_cell = suite_frame(ks=(4,), ms=(7,), rs=(56,))
-    lonely = load_suite(write_suite(tmp_path / "one", one_cell[one_cell["family"] == "blendmask"]))
+    lonely = load_ablation(write_suite(tmp_path / "one", one_cell[one_cell["family"] == "blendmask"]))
     for draw in (figures.ap_heatmap, figures.ap_vs_latency):
         result = draw(lonely, tmp_path / "x.png")
         assert result.path is None and result.note
@@ -120,4 +120,4 @@ def test_learning_curves_drawn_from_curves_and_skipped_without(suite, tmp_path: 
     assert skipped.path is None and "not measured" in skipped.note and not (tmp_path / "c.png").exists()
     folder = write_suite(tmp_path / "with")
     curves_frame(suite_frame()).to_csv(folder / "curves.csv", index=False)
-    assert_drawn(figures.learning_curves(load_suite(folder), tmp_path / "c.png"), tmp_path / "c.png")
+    assert_drawn(figures.learning_curves(load_ablation(folder), tmp_path / "c.png"), tmp_path / "c.png")

@@ -120,7 +120,7 @@ def test_csv_only_tables_load_like_parquet(tmp_path: Path) -> None:
 
 
 def test_grid_marks_best_and_pareto(tmp_path: Path) -> None:
-    suite = load.load_suite(write_suite(tmp_path / "quick"))
+    suite = load.load_ablation(write_suite(tmp_path / "quick"))
     table = grid_table(suite)
     assert list(table.columns[:3]) == ["R", "K", "M"]
     assert {"mask AP", "AP50", "AP75", "box AP", "ms N=10", "ms N=100", "params", "GFLOPs N=100"} <= set(table.columns)
@@ -133,7 +133,7 @@ def test_grid_marks_best_and_pareto(tmp_path: Path) -> None:
 @pytest.mark.parametrize("boxes", ["oracle", "predicted"])
 def test_oracle_suites_say_that_box_ap_is_by_construction(tmp_path: Path, boxes: str) -> None:
     frame = suite_frame().assign(eval_boxes=boxes)
-    suite = load.load_suite(write_suite(tmp_path / "quick", frame))
+    suite = load.load_ablation(write_suite(tmp_path / "quick", frame))
     text = "\n".join(suite_section(suite, [], tmp_path / "report.md"))
     assert ("box AP is 100 by construction" in text) == (boxes == "oracle")
 
@@ -202,11 +202,11 @@ def test_report_imports_only_tables_never_the_models() -> None:
 
 
 def test_grid_shows_the_bases_correlation_only_when_measured(tmp_path: Path) -> None:
-    plain = grid_table(load.load_suite(write_suite(tmp_path / "plain")))
+    plain = grid_table(load.load_ablation(write_suite(tmp_path / "plain")))
     assert "bases r" not in plain.columns
     frame = suite_frame()
     frame["bases_corr"] = [0.987 if family == "blendmask" else float("nan") for family in frame["family"]]
-    table = grid_table(load.load_suite(write_suite(tmp_path / "with", frame)))
+    table = grid_table(load.load_ablation(write_suite(tmp_path / "with", frame)))
     assert set(table["bases r"]) == {"0.99"}
 
 

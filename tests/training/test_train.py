@@ -21,6 +21,7 @@ from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
 from bmbench.training.loop import NonFiniteLossError, optimise
 from bmbench.training.steps import joint_step
+from bmbench.training.config import TrainConfig
 from bmbench.training.train import train
 from bmbench.variants import FAMILY_PRESETS, PRESETS, build_segmenter, parse_spec
 
@@ -46,9 +47,13 @@ def _app() -> typer.Typer:
     return app
 
 
+RUN_KEYS = ("trunk_cache", "log_every", "events")  # train() keywords that are not TrainConfig fields
+
+
 def _train_tiny(data: Path, out: Path, spec: str = TINY["blendmask"], **kwargs) -> train_module.TrainResult:
-    options = {"iters": 2, "batch_size": 2, "image_size": IMAGE_SIZE, "protocol": "joint", "device": "cpu"}
-    return train(spec, data, out=out, **(options | kwargs))
+    options = {"iters": 2, "batch_size": 2, "image_size": IMAGE_SIZE, "protocol": "joint"} | kwargs
+    run = {key: options.pop(key) for key in RUN_KEYS if key in options}
+    return train(spec, TrainConfig(**options), data_dir=data, out=out, device="cpu", **run)
 
 
 def test_tiny_specs_cover_every_family() -> None:
