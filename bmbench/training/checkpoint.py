@@ -21,6 +21,11 @@ CHECKPOINT_FILE = "checkpoint.pt"
 _CHECKPOINT_KEYS = ("spec", "trunk", "num_classes", "label_to_category_id", "config", "model")
 
 
+def snapshot_path(out: Path, step: int) -> Path:
+    """Where `train` saves the model at an intermediate `step` (for learning curves)."""
+    return Path(out) / f"checkpoint-{step}.pt"
+
+
 def save_checkpoint(
     path: Path,
     *,

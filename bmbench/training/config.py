@@ -13,8 +13,9 @@ from typing import Any, Literal, get_args
 
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
+from bmbench.variants import parse_spec
 
-Protocol = Literal["shared-trunk", "joint"]
+Protocol = Literal["shared-trunk", "joint", "finetune"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 IMAGE_MULTIPLE = 32  # the coarsest FPN stride: image sides are padded to it
 DEFAULT_IMAGE_SIZE = 256  # the image size when neither the config nor the dataset gives one
@@ -28,7 +29,9 @@ def _trunks() -> tuple[str, ...]:
 class TrainConfig:
     """How a model trains; stored in its checkpoint."""
 
-    protocol: Protocol = "shared-trunk"  # shared-trunk (trunk trained once, then each mask head) | joint (end to end)
+    # shared-trunk: a detector trained once, then each mask head on its frozen features; joint: end to end from
+    # the init; finetune: a model pretrained jointly once, then each cell end to end with a fresh head of its own
+    protocol: Protocol = "shared-trunk"
     iters: int = field(default=200, metadata={"minimum": 1})  # optimiser steps (shared-trunk: of the mask head)
     batch_size: int = field(default=8, metadata={"minimum": 1})  # images per step
     lr: float = field(default=2e-3, metadata={"positive": True})  # AdamW peak lr (warm-up, then cosine decay to 0)
@@ -36,9 +39,13 @@ class TrainConfig:
     trunk: str = field(default="small", metadata={"choices": _trunks})  # a key of bmbench.models.backbone.TRUNKS
     # longer image side after resizing, a multiple of 32; None: the dataset's longest side, rounded up to 32
     image_size: int | None = field(default=None, metadata={"minimum": IMAGE_MULTIPLE, "multiple": IMAGE_MULTIPLE})
-    # shared-trunk: steps of the trunk's one-time training (861 s on a 2-core CPU at 256 px)
+    # shared-trunk / finetune: steps of the one-time training (trunk or pretraining)
     trunk_iters: int = field(default=1000, metadata={"minimum": 1})
-    trunk_lr: float | None = field(default=None, metadata={"positive": True})  # shared-trunk: its lr; None: lr
+    trunk_lr: float | None = field(default=None, metadata={"positive": True})  # its lr; None: lr
+    pretrain_head: str = "maskrcnn"  # finetune: the mask head the pretraining trains with (it is then discarded)
+    pretrain_seed: int = 0  # finetune: the pretraining's seed (one pretraining serves every cell seed)
+    stream: bool = True  # a synthetic dataset trains on a seeded stream of new scenes, not its train split
+    init: str | None = None  # backbone initialisation: torchvision:<WeightsEnum> or a state-dict file; None: random
     warmup_iters: int = 50  # linear warm-up from lr/1000 (at most a quarter of the steps)
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     clip_norm: float = field(default=5.0, metadata={"positive": True})  # gradient norm clipping
@@ -88,8 +95,13 @@ def check_config(config: TrainConfig) -> None:
             raise BmbenchError(f"{item.name} must be a positive integer, got {value!r}")
         if meta.get("positive") and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise BmbenchError(f"{item.name} must be a positive number, got {value!r}")
-    if config.seed < 0:
-        raise BmbenchError(f"seed must be non-negative, got {config.seed}")
+    if config.seed < 0 or config.pretrain_seed < 0:
+        raise BmbenchError(f"seeds must be non-negative, got {config.seed} and {config.pretrain_seed}")
+    if config.protocol == "finetune":
+        try:
+            parse_spec(config.pretrain_head)
+        except BmbenchError as err:
+            raise BmbenchError(f"pretrain_head: {err}") from None
     size = config.image_size
     if size is not None and (size < IMAGE_MULTIPLE or size % IMAGE_MULTIPLE):
         raise BmbenchError(f"image size must be a multiple of 32 (at least 32), got {size}")

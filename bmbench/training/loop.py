@@ -96,6 +96,7 @@ def optimise(
     clip_norm: float = 5.0,
     log_every: int = 10,
     events: EventHook | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Run `iters` AdamW steps of `step` on `batches` (warm-up: at most a quarter of the steps).
 
@@ -103,7 +104,7 @@ def optimise(
     `log_every` steps — and timing: seconds, images_per_s). `seed` drives the generator passed to `step`. A
     non-finite loss term or gradient norm raises NonFiniteLossError naming the stage, iteration and term.
     `events` receives, under the name `stage`: start (total steps), advance after each step (data: loss), log
-    with each log row, end.
+    with each log row, end. `on_step(it)` runs after each step (e.g. to save a snapshot).
     """
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(warmup_iters, iters // 4), iters))
@@ -129,6 +130,8 @@ def optimise(
         images_seen += len(images)
         window_images += len(images)
         window.append(values)
+        if on_step is not None:
+            on_step(it)
         emit(events, stage, "advance", completed=it, total=iters, data={"loss": values[-1]})
         if it == ESTIMATE_AFTER and iters > 2 * ESTIMATE_AFTER:
             pace = (time.perf_counter() - started) / it

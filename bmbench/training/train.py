@@ -15,6 +15,7 @@ Letters: B images per step, as in bmbench.models.losses.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,19 @@ import pandas as pd
 import torch
 
 from bmbench.data.coco import CocoInstanceDataset
+from bmbench.data.stream import dataset_stream
 from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
 from bmbench.results import EventHook, check_out_dir, run_metadata, write_json, write_table
-from bmbench.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from bmbench.training.checkpoint import CHECKPOINT_FILE, save_checkpoint, snapshot_path
 from bmbench.training.config import TrainConfig, check_config, loop_options
-from bmbench.training.loop import optimise, training_batches
+from bmbench.training.loop import Batch, optimise, training_batches
 from bmbench.training.steps import joint_step, mask_step, semantic_head_parts
-from bmbench.training.trunk import data_identity, default_trunk_cache, shared_trunk
+from bmbench.training.trunk import data_identity, default_trunk_cache, pretrained_trunk, shared_trunk
 from bmbench.variants import VariantSpec, build_segmenter, parse_spec
 
 LOG_STEM = "train_log"
+PRETRAIN_STREAM_OFFSET = 10_000  # finetune: the pretraining draws stream seeds from here, apart from the cells'
 
 
 @dataclass
@@ -54,6 +57,7 @@ def train(
     device: str = "auto",
     trunk_cache: Path | None = None,
     log_every: int = 10,
+    snapshots: tuple[int, ...] = (),
     events: EventHook | None = None,
 ) -> TrainResult:
     """Train `spec` as `config` says on the train split of `data_dir` (default: the synthetic default dataset) and
@@ -63,7 +67,8 @@ def train(
     BmbenchError. Returns the checkpoint and log paths and metrics: ``train_s``, ``train_images_per_s`` (the
     mask-head stage under shared-trunk), ``trunk_reused``, ``trunk_train_s``, ``trunk_images_per_s``,
     ``final_loss_*``. `events` receives each stage's progress (bmbench.results.Event), notes before one-time
-    stages, and each log row (every `log_every` steps).
+    stages, and each log row (every `log_every` steps). At each step in `snapshots` (but the last) the model is
+    also saved as ``out/checkpoint-<step>.pt`` (snapshot_path), for learning curves.
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     config = TrainConfig() if config is None else config
@@ -85,23 +90,32 @@ def train(
     config = config.resolved(image_size=dataset.image_size)
     data_id = data_identity(data_dir)
 
+    if any(not 1 <= it <= config.iters for it in snapshots):
+        raise BmbenchError(f"snapshot steps must lie in 1..{config.iters}, got {list(snapshots)}")
     torch.manual_seed(config.seed)  # the trunk is built first, so its initialisation is the same for every variant
     model = build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes).to(torch_device)
     log: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
-    if config.protocol == "shared-trunk":
-        record = shared_trunk(
-            model,
-            dataset,
-            config=config,
-            data_id=data_id,
-            cache=default_trunk_cache() if trunk_cache is None else Path(trunk_cache),
-            device=torch_device,
-            log_every=log_every,
-            events=events,
+
+    def batches(seed: int) -> Iterator[Batch]:  # a synthetic dataset's stream of new scenes, else its train split
+        stream = dataset_stream(data_dir, batch_size=config.batch_size, image_size=config.image_size, seed=seed)
+        if config.stream and stream is not None:
+            return stream
+        return training_batches(dataset, batch_size=config.batch_size, seed=seed)
+
+    one_time = {"device": torch_device, "log_every": log_every, "events": events}
+    cache = default_trunk_cache() if trunk_cache is None else Path(trunk_cache)
+    if config.protocol in ("shared-trunk", "finetune"):
+        prepare = shared_trunk if config.protocol == "shared-trunk" else pretrained_trunk
+        # the one-time stage's scenes: the trunk's own seed (shared-trunk), the pretraining's (finetune), kept
+        # apart from every cell's (seed + 1) by PRETRAIN_STREAM_OFFSET
+        first = config.seed if config.protocol == "shared-trunk" else PRETRAIN_STREAM_OFFSET + config.pretrain_seed
+        record = prepare(
+            model, dataset, config=config, data_id=data_id, batches=batches(first), cache=cache, **one_time
         )
         log += record["log"]
         metrics |= {"trunk_reused": record["reused"], "trunk_key": record["key"], **record["metrics"]}
+    if config.protocol == "shared-trunk":
         for parameter in model.trunk_parameters():
             parameter.requires_grad_(False)
         model.backbone.eval()
@@ -115,13 +129,21 @@ def train(
     else:
         model.train()
         semantic_head, extra = semantic_head_parts(config, dataset.num_classes, torch_device)
-        step, stage = joint_step(model, config.image_size, config.max_mask_positives, semantic_head), "joint"
-        parameters = list(model.parameters()) + extra
-    batches = training_batches(dataset, batch_size=config.batch_size, seed=config.seed + 1)
+        step = joint_step(model, config.image_size, config.max_mask_positives, semantic_head)
+        parameters, stage = list(model.parameters()) + extra, config.protocol
+
+    def save_snapshot(it: int) -> None:
+        if it in snapshots and it != config.iters:
+            out.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(
+                snapshot_path(out, it), spec=spec, config=config, dataset=dataset, data_id=data_id, model=model,
+                metrics={"iter": it},
+            )  # fmt: skip
+
     rows, timing = optimise(
         step,
         parameters,
-        batches,
+        batches(config.seed + 1),
         stage=stage,
         iters=config.iters,
         lr=config.lr,
@@ -129,6 +151,7 @@ def train(
         **loop_options(config),
         log_every=log_every,
         events=events,
+        on_step=save_snapshot if snapshots else None,
     )
     log += rows
     last = rows[-1]
