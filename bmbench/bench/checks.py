@@ -1,5 +1,5 @@
-"""Performance checks behind `bmbench speed --check`: blender formulations, merge bandwidth against the machine's
-copy bandwidth, and the repeatability of a point's medians.
+"""Performance checks behind `bmbench speed --check`: the ratio table of floors and peers (bench.peers), blender
+formulations, merge bandwidth against the machine's copy bandwidth, and the repeatability of a point's medians.
 
 Letters: N instances, K bases, M attention side, R mask side. The blender check runs at the issue's point
 K=4, M=7, R=56 (the ``blendmask`` preset) with N = the largest ``--instances`` value.
@@ -17,7 +17,8 @@ import torch
 from bmbench.bench.cost import merge_bytes, stage_costs
 from bmbench.bench.formulations import FORMULATIONS
 from bmbench.bench.options import SweepConfig
-from bmbench.bench.sweep import SweepPoint, build_point_workload, failure_status, torch_settings
+from bmbench.bench.peers import PEER_COLUMNS, peer_rows
+from bmbench.bench.sweep import SweepPoint, build_point_workload, failure_status, make_timer, torch_settings
 from bmbench.bench.timer import Measurement, Timer
 from bmbench.bench.workload import MaskBranchWorkload, random_inputs, sample_instances
 from bmbench.models.heads.blendmask import blend
@@ -25,11 +26,13 @@ from bmbench.variants import PRESETS, VariantSpec
 
 COPY_MIB = 256  # the copied tensor's size: far beyond any cache
 REPEATABILITY_TOLERANCE = 0.05  # medians of two rounds within 5 %
+COMPILE_PEERS = True  # time torch.compile(blender) in the peers table (tests turn it off: it builds C++)
 Progress = Callable[[str], None]
 
 
 @dataclass
 class CheckRun:
+    peers: pd.DataFrame  # bench.peers.PEER_COLUMNS: floors and peers side by side, with ratios
     formulations: pd.DataFrame  # formulation, equivalent, max_abs_diff, timing stats, ratio_to_blender
     bandwidth: pd.DataFrame  # copy bandwidths and each variant's merge bandwidth
     repeatability: pd.DataFrame  # variant, stage, median_ms of two rounds, relative difference
@@ -115,9 +118,18 @@ def merge_bandwidth_row(
     }
 
 
+def peers_table(config: SweepConfig, timer: Timer, inputs: tuple[dict, list]) -> pd.DataFrame:
+    """The ratio table of bench.peers at N = the largest ``config.instances``: the ``blendmask`` preset (K=4, M=7,
+    R=56) and the ``maskrcnn`` preset on the config's image and trunk."""
+    num = max(config.instances)
+    blender = _workload(config, "blendmask", PRESETS["blendmask"], inputs, num)
+    rcnn = _workload(config, "maskrcnn", PRESETS["maskrcnn"], inputs, num)
+    return pd.DataFrame(peer_rows(blender, rcnn, timer, compile=COMPILE_PEERS), columns=list(PEER_COLUMNS))
+
+
 def count_check_steps(config: SweepConfig, *, rounds: int = 2) -> int:
-    """Progress steps of run_checks: formulations, copy bandwidth, then per variant its merge and its rounds."""
-    return 2 + (1 + rounds) * len(config.variants)
+    """Progress steps of run_checks: peers, formulations, copy bandwidth, then per variant its merge and rounds."""
+    return 3 + (1 + rounds) * len(config.variants)
 
 
 def run_checks(config: SweepConfig, *, progress: Progress | None = None, rounds: int = 2) -> CheckRun:
@@ -125,14 +137,14 @@ def run_checks(config: SweepConfig, *, progress: Progress | None = None, rounds:
     step = progress or (lambda description: None)
     num = max(config.instances)
     with torch_settings(config):
-        timer = Timer(
-            device=config.device, budget_s=config.budget_s, warmup=config.warmup, max_repeats=config.max_repeats
-        )
+        timer = make_timer(config)
         inputs = random_inputs(
             config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
         )
-        step(f"blender formulations N={num}")
+        step(f"floors and peers N={num}")
+        peers = peers_table(config, timer, inputs)
         blender = _workload(config, "blendmask", PRESETS["blendmask"], inputs, num)
+        step(f"blender formulations N={num}")
         formulations = pd.DataFrame(formulation_rows(blender, timer))
         step("copy bandwidth")
         bandwidth = copy_bandwidth_rows(timer, config.device, config.torch_dtype)
@@ -154,4 +166,4 @@ def run_checks(config: SweepConfig, *, progress: Progress | None = None, rounds:
             | {f"round{i + 1}_ms": value for i, value in enumerate(values)}
             | {"relative_spread": spread, "within_5pct": spread <= REPEATABILITY_TOLERANCE}
         )
-    return CheckRun(formulations, pd.DataFrame(bandwidth), pd.DataFrame(repeat_rows))
+    return CheckRun(peers, formulations, pd.DataFrame(bandwidth), pd.DataFrame(repeat_rows))

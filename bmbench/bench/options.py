@@ -141,6 +141,7 @@ class SweepConfig:
     compile: bool = False  # torch.compile the head's stages
     profile: bool = False  # write torch.profiler traces after timing
     end_to_end: bool = True  # also time the whole model per variant at the largest N
+    peers: bool = False  # also time the floors and peers (bench.peers) at the largest N, as `--check` does
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -171,6 +172,7 @@ def make_config(
     compile: bool = False,
     profile: bool = False,
     end_to_end: bool = True,
+    peers: bool = False,
 ) -> SweepConfig:
     """Validate user text into a SweepConfig; every error is a BmbenchError naming the bad input."""
     axis = parse_axis(vary)
@@ -213,4 +215,5 @@ def make_config(
         compile=compile,
         profile=profile,
         end_to_end=end_to_end,
+        peers=peers,
     )

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bmbench.bench.checks import CheckRun, run_checks
+from bmbench.bench.checks import CheckRun, peers_table, run_checks
 from bmbench.bench.memory import check_fits, gib
 from bmbench.bench.options import SweepConfig
 from bmbench.bench.profile import OPERATOR_COLUMNS, profile_run
@@ -27,6 +27,7 @@ from bmbench.bench.sweep import (
     Skipped,
     SweepPoint,
     build_point_workload,
+    make_timer,
     plan_points,
     run_sweep,
     torch_settings,
@@ -47,6 +48,7 @@ class SpeedRun:
     skipped: list[Skipped] = field(default_factory=list)
     operators: pd.DataFrame | None = None  # the profiler's per-operator table, when profiled
     wall_s: float = 0.0
+    peers: pd.DataFrame | None = None  # the floors-and-peers ratio table (bench.peers), with --peers
 
 
 def default_out_dir(
@@ -72,7 +74,7 @@ def check_out_dir(out_dir: Path) -> None:
                 where = "it is a file" if folder == out_dir else f"{folder} is a file"
                 raise BmbenchError(f"--out {out_dir}: not a folder ({where})")
             break
-    for name in ("speed.csv", "formulations.csv", "meta.json"):
+    for name in ("speed.csv", "peers.csv", "formulations.csv", "meta.json"):
         if (out_dir / name).exists():
             raise BmbenchError(f"--out {out_dir}: it already holds a run ({name}); choose another folder")
 
@@ -121,6 +123,7 @@ def speed_metadata(config: SweepConfig, **extra: Any) -> dict[str, Any]:
         compile=config.compile,
         profile=config.profile,
         end_to_end=config.end_to_end,
+        peers=config.peers,
         timer="cuda-events" if config.device.type == "cuda" else "perf_counter",
         cudnn_benchmark=config.device.type == "cuda",
         cpu_count=os.cpu_count(),
@@ -172,12 +175,27 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
             operators.to_csv(tmp, index=False)
     scaling = scaling_table(result.frame)
     write_table(scaling, out_dir / "scaling")
+    peers = None
+    if config.peers:
+        if progress is not None:
+            progress(f"floors and peers N={max(config.instances)}")
+        peers = sweep_peers(config)
+        write_table(peers, out_dir / "peers")
     wall_s = time.perf_counter() - started
     statuses = result.frame.drop_duplicates(["spec", "instances", "stage"])["status"].value_counts().to_dict()
     done = {"status": "done", "wall_s": round(wall_s, 2), "statuses": statuses, "load_average_end": machine_load()}
     done["precise_fraction"] = precise_fraction(result.frame)
     write_json(out_dir / "meta.json", meta | done)
-    return SpeedRun(out_dir, result.frame, scaling, skipped, operators, wall_s)
+    return SpeedRun(out_dir, result.frame, scaling, skipped, operators, wall_s, peers)
+
+
+def sweep_peers(config: SweepConfig) -> pd.DataFrame:
+    """The floors-and-peers table for a sweep run (``--peers``), with the sweep's settings."""
+    with torch_settings(config):
+        inputs = random_inputs(
+            config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
+        )
+        return peers_table(config, make_timer(config), inputs)
 
 
 def precise_fraction(frame: pd.DataFrame) -> float:
@@ -186,8 +204,8 @@ def precise_fraction(frame: pd.DataFrame) -> float:
 
 
 def run_checks_to(config: SweepConfig, out_dir: Path, *, progress: Progress | None = None) -> CheckRun:
-    """`--check`: the performance checks, written as ``formulations``, ``bandwidth`` and ``repeatability`` tables
-    (csv + parquet) and ``meta.json`` in ``out_dir``."""
+    """`--check`: the performance checks, written as ``peers``, ``formulations``, ``bandwidth`` and
+    ``repeatability`` tables (csv + parquet) and ``meta.json`` in ``out_dir``."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     check_sweep_fits(config)
@@ -196,7 +214,7 @@ def run_checks_to(config: SweepConfig, out_dir: Path, *, progress: Progress | No
     meta = speed_metadata(config, status="running", check=True)
     write_json(out_dir / "meta.json", meta)
     run = run_checks(config, progress=progress)
-    for name in ("formulations", "bandwidth", "repeatability"):
+    for name in ("peers", "formulations", "bandwidth", "repeatability"):
         write_table(getattr(run, name), out_dir / name)
     done = {"status": "done", "wall_s": round(time.perf_counter() - started, 2), "load_average_end": machine_load()}
     write_json(out_dir / "meta.json", meta | done)

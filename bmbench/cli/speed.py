@@ -22,11 +22,21 @@ from bmbench.bench.options import (
     DEFAULT_BUDGET_S,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_INSTANCES,
+    DEFAULT_MAX_REPEATS,
+    DEFAULT_PRECISION,
     DEFAULT_WARMUP,
     SweepConfig,
     make_config,
 )
-from bmbench.bench.speed import SpeedRun, check_out_dir, default_out_dir, machine_load, run_checks_to, run_speed
+from bmbench.bench.speed import (
+    SpeedRun,
+    check_out_dir,
+    check_sweep_fits,
+    default_out_dir,
+    machine_load,
+    run_checks_to,
+    run_speed,
+)
 from bmbench.bench.sweep import count_steps, plan_points
 from bmbench.cli.console import console
 from bmbench.device import reuse_freed_memory
@@ -49,7 +59,16 @@ def speed_cli(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, fp16 (CUDA only) or bf16.")] = "fp32",
     threads: Annotated[int | None, typer.Option(help="Torch threads. Default: all cores.")] = None,
-    budget_s: Annotated[float, typer.Option(help="Seconds of timed repeats per point.")] = DEFAULT_BUDGET_S,
+    budget_s: Annotated[
+        float, typer.Option(help="Seconds of timed repeats per stage, at most (the precision target stops sooner).")
+    ] = DEFAULT_BUDGET_S,
+    precision: Annotated[
+        float,
+        typer.Option(
+            help="Repeat each stage until the 95 %% interval of its median is within this fraction of it (0.03: "
+            "±3 %%), or until --max-repeats or --budget-s; 0 turns the target off."
+        ),
+    ] = DEFAULT_PRECISION,
     warmup: Annotated[
         int,
         typer.Option(
@@ -57,18 +76,27 @@ def speed_cli(
             "exceeds the budget."
         ),
     ] = DEFAULT_WARMUP,
-    max_repeats: Annotated[int, typer.Option(help="Cap on timed repeats per point.")] = 50,
+    max_repeats: Annotated[int, typer.Option(help="Cap on timed repeats per stage.")] = DEFAULT_MAX_REPEATS,
     seed: Annotated[int, typer.Option(help="Seed of boxes, features and weights.")] = 0,
     trunk: Annotated[str, typer.Option(help=f"Widths of FPN and box tower: {', '.join(TRUNKS)}.")] = "r50",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the heads' stages.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Write profiler traces and a per-operator table.")] = False,
     end_to_end: Annotated[bool, typer.Option(help="Also time the whole model per variant at the largest N.")] = True,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            "--peers",
+            help="Also time the floors and peers of --check (roi_align alone, plain formulation, blender, "
+            "torch.compile, torchvision's Mask R-CNN head, old vs new paste) at the largest N; the report shows them.",
+        ),
+    ] = False,
     check: Annotated[
         bool,
         typer.Option(
             "--check",
-            help="Run the performance checks instead of a sweep: blender formulations (K=4, M=7, R=56), merge "
-            "bandwidth against copy bandwidth, repeatability; at the largest N.",
+            help="Run the performance checks instead of a sweep: floors and peers side by side (roi_align alone, "
+            "plain formulation, blender, torch.compile, torchvision's Mask R-CNN head, old vs new paste), blender "
+            "formulations (K=4, M=7, R=56), merge bandwidth against copy bandwidth, repeatability; at the largest N.",
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder. Default: results/speed/<time>-vary<axis>/.")] = None,
@@ -87,15 +115,18 @@ def speed_cli(
         budget_s=budget_s,
         warmup=warmup,
         max_repeats=max_repeats,
+        precision=precision,
         seed=seed,
         trunk=trunk,
         compile=compile,
         profile=profile,
         end_to_end=end_to_end,
+        peers=peers,
     )
     points, _ = plan_points(config)
     out_dir = out if out is not None else default_out_dir(config, check=check)
     check_out_dir(out_dir)
+    check_sweep_fits(config)  # a request that cannot fit at all: refused with the estimate, nothing written
     reuse_freed_memory()  # stable host-memory timings: see bmbench.device.reuse_freed_memory
     load = machine_load()
     if load is not None and load >= BUSY_LOAD:
@@ -103,7 +134,7 @@ def speed_cli(
             f"[yellow]warning:[/] the machine is busy (load average {load:g}, {os.cpu_count()} CPUs): timings will be "
             "slower and noisier; on a shared CPU, --threads 1 avoids threads stalling each other."
         )
-    steps = count_check_steps(config) if check else count_steps(config, points)
+    steps = count_check_steps(config) if check else count_steps(config, points) + int(config.peers)
     with _progress() as bar:
         task = bar.add_task("starting", total=steps)
         started: list[str] = []
@@ -145,7 +176,9 @@ def _cell(rows: pd.DataFrame) -> str:
     if rows.empty:
         return ""
     row = rows.iloc[0]
-    return _ms(row["median_ms"], bool(row["noisy"])) if row["status"] == "ok" else str(row["status"])
+    if row["status"] != "ok":
+        return str(row["status"])
+    return _ms(row["median_ms"], bool(row["noisy"])) + ("" if bool(row.get("precise", True)) else "?")
 
 
 def _print_summary(run: SpeedRun, config: SweepConfig) -> None:
@@ -174,7 +207,7 @@ def _print_summary(run: SpeedRun, config: SweepConfig) -> None:
             e2e.add_row(str(variant), _cell(detector), _cell(total), share)
         out.print(e2e)
     if not run.scaling.empty:
-        fits = Table(title="Scaling exponents: slope of log(time) (R²)")
+        fits = Table(title="Scaling exponents: cost model a + b·x^p, p [95 % interval] | log-log slope (R²)")
         for column in ("variant", "stage", f"vs {config.axis}", "vs N"):
             fits.add_column(column, justify="left" if column in ("variant", "stage") else "right")
         for (variant, stage), group in run.scaling.groupby(["variant", "stage"], sort=False):
@@ -190,9 +223,13 @@ def _print_summary(run: SpeedRun, config: SweepConfig) -> None:
     failed = frame[frame["status"] != "ok"].drop_duplicates(["spec", "instances", "status"])
     for _, row in failed.iterrows():
         out.print(f"[red]{row['status']}[/] {row['spec']} N={row['instances']} {row['stage']}: {row['error']}")
+    if run.peers is not None:
+        _print_peers(run.peers)
     noisy = int(frame["noisy"].sum())
+    imprecise = int((~frame["precise"].astype(bool)).sum())
     out.print(
-        f"{len(frame)} rows, {noisy} noisy (IQR/median > 10 %, marked *), {run.wall_s:.0f} s — [bold]{run.out_dir}[/]"
+        f"{len(frame)} rows, {noisy} noisy (IQR/median > 10 %, marked *), {imprecise} short of the ±"
+        f"{config.precision:.0%} precision target (marked ?), {run.wall_s:.0f} s — [bold]{run.out_dir}[/]"
     )
 
 
@@ -200,11 +237,43 @@ def _fit(rows: pd.DataFrame) -> str:
     if rows.empty:
         return "–"
     row = rows.iloc[0]
-    return f"{row['slope']:.2f} ({row['r2']:.2f}) @{row['at']}"
+    slope = f"{row['slope']:.2f} ({row['r2']:.2f}) @{row['at']}"
+    if pd.isna(row.get("a_ms")):
+        return slope
+    if pd.isna(row["p"]):
+        return f"{row['a_ms']:.3g} ms, flat | {slope}"
+    return f"{row['a_ms']:.3g} ms + p {row['p']:.2f} [{row['p_low']:.2f}, {row['p_high']:.2f}] | {slope}"
+
+
+def _print_peers(peers: pd.DataFrame) -> None:
+    table = Table(title="Floors and peers, side by side: median ms [95 % interval], ratio to the reference row")
+    for column in ("check", "row", "median ms", "interval", "n", "ratio", "to", "equal"):
+        table.add_column(column, justify="left" if column in ("check", "row", "to") else "right")
+    for _, row in peers.iterrows():
+        if row["status"] != "ok":
+            table.add_row(
+                str(row["check"]), str(row["row"]), str(row["status"]), str(row["error"])[:60], "", "", "", ""
+            )
+            continue
+        precise = "" if bool(row["precise"]) else "?"
+        interval = f"[{_ms(row['ci_low_ms'])}, {_ms(row['ci_high_ms'])}]"
+        equal = "–" if row["equivalent"] is None or pd.isna(row["equivalent"]) else str(bool(row["equivalent"]))
+        table.add_row(
+            str(row["check"]),
+            str(row["row"]),
+            _ms(row["median_ms"]) + precise,
+            interval,
+            str(int(row["n"])),
+            f"×{row['ratio']:.2f}",
+            str(row["reference"]),
+            equal,
+        )
+    console().print(table)
 
 
 def _print_checks(run: CheckRun, out_dir: Path) -> None:
     out = console()
+    _print_peers(run.peers)
     tables = (
         ("Blender formulations", run.formulations, ("formulation", "equivalent", "median_ms", "ratio_to_blender")),
         ("Bandwidth", run.bandwidth, ("what", "median_ms", "gb_per_s", "gflop_per_s")),

@@ -13,6 +13,17 @@ import typer
 from typer.testing import CliRunner
 
 import bmbench.cli
+from bmbench.bench.peers import (
+    BLENDER,
+    COMPILED,
+    NEW_PASTE,
+    OLD_PASTE,
+    OURS_RCNN,
+    PLAIN,
+    ROI_ALIGN,
+    ROWS,
+    TORCHVISION_RCNN,
+)
 from bmbench.cli import _Group
 from bmbench.cli.speed import speed_cli
 
@@ -52,6 +63,7 @@ def test_check_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     import bmbench.bench.checks as checks
 
     monkeypatch.setattr(checks, "COPY_MIB", 4)
+    monkeypatch.setattr(checks, "COMPILE_PEERS", False)  # torch.compile builds C++: `bmbench speed --check` runs it
     real = checks.formulation_rows
     monkeypatch.setattr(checks, "formulation_rows", lambda w, t, compile=True: real(w, t, compile=False))
     out = tmp_path / "check"
@@ -60,8 +72,18 @@ def test_check_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     )
     assert result.exit_code == 0, result.output
     assert "Blender formulations" in result.output and "Repeatability" in result.output
-    for name in ("formulations", "bandwidth", "repeatability"):
+    for name in ("peers", "formulations", "bandwidth", "repeatability"):
         assert (out / f"{name}.csv").exists()
+    peers = pd.read_csv(out / "peers.csv")
+    assert list(peers["row"]) == list(ROWS)  # every floor and peer the issue names, in one table
+    assert "Floors and peers" in result.output
+    for name in ROWS:
+        assert name[:20] in result.output
+    ok = peers[peers["status"] == "ok"]
+    assert set(ok["row"]) == set(ROWS) - {COMPILED} and ok["ratio"].gt(0).all()
+    assert ok.set_index("row").loc[[PLAIN, BLENDER, OURS_RCNN, OLD_PASTE], "equivalent"].astype(bool).all()
+    for reference in (ROI_ALIGN, TORCHVISION_RCNN, NEW_PASTE):
+        assert ok.set_index("row").loc[reference, "ratio"] == pytest.approx(1.0)
 
 
 BAD_INPUTS = [
@@ -80,6 +102,22 @@ BAD_INPUTS = [
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append((["--device", "cuda"], "CUDA is not available"))
+
+
+def test_refusals_before_any_work_are_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["--out", str(tmp_path / "file" / "run")], "not a folder"),
+        (["--image-size", "100000x100000", "--instances", "1", "--trunk", "small", "--device", "cpu"], "GiB"),
+        (["--precision", "1.5"], "--precision"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(_app(), ["speed", *args])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS)

@@ -158,3 +158,42 @@ def test_a_compile_failure_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatc
     assert (frame["status"] == "error").all() and frame["compiled"].all()
     assert frame["error"].str.startswith("RuntimeError: BackendCompilerFailed: InvalidCxxCompiler").all()
     assert not frame["error"].str.contains("\n").any()
+
+
+def test_cpu_out_of_memory_is_oom_and_its_stack_dump_stays_off_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from torchvision.ops import roi_align
+
+    real = sweep_module.MaskBranchWorkload.run
+
+    def huge(self, section=None):  # noqa: ANN001
+        if len(self.instances) == 2:  # a real failed allocation: torchvision prints a C++ stack dump to fd 2
+            roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), (300_000, 300_000))
+        return real(self, section) if section is not None else real(self)
+
+    monkeypatch.setattr(sweep_module.MaskBranchWorkload, "run", huge)
+    config = make_config(variants="blendmask:K=2,M=2,R=8", values="8", instances="1,2", end_to_end=False, **TINY)
+    capfd.readouterr()
+    frame = run_sweep(config).frame
+    printed = capfd.readouterr().err
+    failed = frame[frame["instances"] == 2]
+    assert set(failed["status"]) == {"oom"} and set(frame[frame["instances"] == 1]["status"]) == {"ok"}
+    assert failed["error"].str.contains("can't allocate memory").all()
+    assert failed["error"].str.contains("native stderr").all() and "\n" not in failed["error"].iloc[0]
+    assert "frame #" not in printed and "Exception across libtorch" not in printed
+
+
+def test_a_sweep_that_cannot_fit_is_refused_with_its_estimate(tmp_path: Path) -> None:
+    config = make_config(variants="yolact", instances="1", image_size="100000x100000", trunk="small", device="cpu")
+    with pytest.raises(BmbenchError, match=r"100000x100000: the largest point needs about .* GiB"):
+        run_speed(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_under_a_regular_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BmbenchError, match="not a folder"):
+        check_out_dir(tmp_path / "file" / "run")
+    with pytest.raises(BmbenchError, match="not a folder"):
+        check_out_dir(tmp_path / "file")
