@@ -130,13 +130,13 @@ def check_four_bases(runs: pd.DataFrame, latency: str | None = None) -> Check:
     means = cell_means(blend, ["mask_AP"] + ([latency] if latency else []))
     parts, outcomes = [], []
     for other in sorted(set(blend["K"].dropna().astype(int)) - {4}):
-        low, high = (other, 4) if other > 4 else (4, other)
-        gain, matched = matched_contrast(blend, "K", low, high, "mask_AP")  # K=4 − smaller, or larger − K=4
+        value, minus = (other, 4) if other > 4 else (4, other)
+        gain, matched = matched_contrast(blend, "K", value, minus, "mask_AP")  # K=4 − smaller, or larger − K=4
         if not matched:
             continue
         outcome = judge(gain, AP_MARGIN, ABOVE if other < 4 else BELOW)
         outcomes.append(outcome)
-        text = f"K={low} vs K={high}: {gain.text()}{_outcome_note(outcome)}"
+        text = f"K={value} vs K={minus}: {gain.text()}{_outcome_note(outcome)}"
         if latency:
             ms = means.set_index("K")[latency].groupby(level=0).mean()
             text += f", ms ×{ms.get(other, float('nan')) / ms.get(4, float('nan')):.2f} vs K=4"
