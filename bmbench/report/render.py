@@ -152,12 +152,15 @@ def speed_section(run: StoredSpeedRun, drawn: list[FigureResult], out: Path) -> 
     lines += _table(
         "Fitted scaling exponents",
         tables.scaling_exponents_table(run),
-        "Slope of log(time) against log(x): 2 is quadratic, 1 linear.",
+        "Cost model t = a + b·x^p: fixed ms a, exponent p with its bootstrap 95 % interval (2 is quadratic, 1 "
+        "linear), marginal cost; beside it the slope of log(time) against log(x), which a fixed cost drags down.",
     )
+    lines += _table("Floors and peers, side by side (`--peers` / `--check`)", tables.peers_table(run))
     lines += _table(
         "Stage times per variant, axis value and N: median ms (IQR)",
         tables.speed_stage_table(run),
-        "`(n/a)`: the swept axis does not apply to this variant, measured once at its own value.",
+        "`(n/a)`: the swept axis does not apply to this variant, measured once at its own value. `?`: the "
+        "median's 95 % interval missed the precision target (the cap or the budget stopped the repeats).",
     )
     return lines
 

@@ -97,8 +97,22 @@ def spec_label(row: pd.Series) -> str:
 # --- speed -------------------------------------------------------------------------------------------------------
 
 
+def _stage_cell(point: pd.Series) -> str:
+    """fmt_point, with ``?`` where the median's interval missed the precision target (a column older runs lack)."""
+    text = fmt_point(point["median_ms"], point["iqr_ms"], bool(point["noisy"]), str(point["status"]), point["n"])
+    precise = point.get("precise")
+    missed = str(point["status"]) == "ok" and precise is not None and not pd.isna(precise) and not bool(precise)
+    return f"{text} ?" if missed else text
+
+
+def _memory_mb(group: pd.DataFrame, column: str) -> str:
+    values = group[column].dropna() if column in group else pd.Series(dtype=float)
+    return fmt_num(values.max(), 1) if len(values) else DASH
+
+
 def speed_stage_table(run: StoredSpeedRun) -> pd.DataFrame:
-    """Variant × axis value × N: each stage's median ms (IQR), rows sorted as measured."""
+    """Variant × axis value × N: each stage's median ms (IQR), ``?`` where its 95 % interval missed the precision
+    target; beside them the merge's analytic working set and (CUDA) the peak allocated memory, MB."""
     frame = run.frame[run.frame["stage"].isin(STAGES)]
     if frame.empty:
         return pd.DataFrame()
@@ -112,15 +126,15 @@ def speed_stage_table(run: StoredSpeedRun) -> pd.DataFrame:
         shown = fmt_int(value) if bool(first["axis_applies"]) else f"{fmt_int(value)} (n/a)"
         row = {"variant": variant, "spec": spec, axis: shown, "N": int(num)}
         for stage in STAGES:
-            if stage in by_stage.index:
-                point = by_stage.loc[stage]
-                row[stage] = fmt_point(
-                    point["median_ms"], point["iqr_ms"], bool(point["noisy"]), str(point["status"]), point["n"]
-                )
-            else:
-                row[stage] = DASH
+            row[stage] = _stage_cell(by_stage.loc[stage]) if stage in by_stage.index else DASH
+        row["merge working set MB"] = _memory_mb(group, "merge_ws_mb")
+        row["peak allocated MB"] = _memory_mb(group, "peak_alloc_mb")
         rows.append(row)
     table = pd.DataFrame(rows)
+    if (table["peak allocated MB"] == DASH).all():
+        table = table.drop(columns="peak allocated MB")  # CPU runs: no allocator statistics
+    if (table["merge working set MB"] == DASH).all():
+        table = table.drop(columns="merge working set MB")
     order = {variant: i for i, variant in enumerate(dict.fromkeys(frame["variant"]))}
     table["_v"] = table["variant"].map(order)
     return table.sort_values(["_v", "spec", "N"], kind="stable").drop(columns="_v").reset_index(drop=True)
@@ -165,23 +179,71 @@ def end_to_end_table(run: StoredSpeedRun) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _cost_model(fit: pd.Series) -> tuple[str, str, str, str]:
+    """(fixed ms, p [interval], marginal cost, fit R²) of a scaling row; dashes where no cost model was fitted."""
+    if "a_ms" not in fit or pd.isna(fit["a_ms"]):
+        return DASH, DASH, DASH, DASH
+    if pd.isna(fit["p"]):
+        exponent = "flat"
+    else:
+        exponent = f"{fmt_num(fit['p'], 2)} [{fmt_num(fit['p_low'], 2)}, {fmt_num(fit['p_high'], 2)}]"
+    marginal = f"{float(fit['marginal_ms']):.3g} {fit['marginal_unit']}" if not pd.isna(fit["marginal_ms"]) else DASH
+    return fmt_ms(fit["a_ms"]), exponent, marginal, fmt_num(fit["fit_r2"], 3)
+
+
 def scaling_exponents_table(run: StoredSpeedRun) -> pd.DataFrame:
-    """The fitted slopes of log(time) against log(axis) and log(N), with R² and the range fitted."""
+    """Per (variant, stage, x): the cost model t = a + b·x^p (fixed cost a, exponent p with its bootstrap 95 %
+    interval, average marginal cost, fit R²) and the log-log slope with its R² and range."""
     fits = run.scaling
     if fits.empty:
         return pd.DataFrame()
+    models = [_cost_model(fit) for _, fit in fits.iterrows()]
     return pd.DataFrame(
         {
             "variant": fits["variant"],
             "stage": fits["stage"],
-            "time ∝ x^slope, x": fits["x"],
+            "x": fits["x"],
             "at": fits["at"],
-            "slope": fits["slope"].map(lambda v: fmt_num(v, 2)),
+            "fixed ms": [m[0] for m in models],
+            "p [95 %]": [m[1] for m in models],
+            "marginal": [m[2] for m in models],
+            "fit R²": [m[3] for m in models],
+            "log-log slope": fits["slope"].map(lambda v: fmt_num(v, 2)),
             "R²": fits["r2"].map(lambda v: fmt_num(v, 3)),
             "points": fits["points"].map(fmt_int),
             "range": [f"{fmt_int(a)}..{fmt_int(b)}" for a, b in zip(fits["x_min"], fits["x_max"], strict=True)],
         }
     )
+
+
+def peers_table(run: StoredSpeedRun) -> pd.DataFrame:
+    """The run's floors-and-peers ratio table (``peers.csv``, from ``bmbench speed --peers`` or ``--check``):
+    each row's median ms [95 % interval], its ratio to the reference row and whether their outputs agree."""
+    path = run.path / "peers.csv"
+    if not path.exists():
+        return pd.DataFrame()
+    peers = pd.read_csv(path)
+    rows = []
+    for _, row in peers.iterrows():
+        ok = row["status"] == "ok"
+        equal = row["equivalent"]
+        rows.append(
+            {
+                "check": row["check"],
+                "timed": row["row"],
+                "median ms [95 %]": (
+                    f"{fmt_ms(row['median_ms'])} [{fmt_ms(row['ci_low_ms'])}, {fmt_ms(row['ci_high_ms'])}]"
+                    + ("" if bool(row["precise"]) else " ?")
+                    if ok
+                    else str(row["status"])
+                ),
+                "n": fmt_int(row["n"]) if ok else DASH,
+                "ratio": f"×{float(row['ratio']):.2f}" if ok else DASH,
+                "to": row["reference"],
+                "same output": DASH if pd.isna(equal) else str(equal),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 # --- ablation ----------------------------------------------------------------------------------------------------
