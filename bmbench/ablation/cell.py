@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 import bmbench
-from bmbench.ablation.suite import DatasetSpec, EvalSpec, SuiteSpec, dataset_dict, speed_dict, train_dict
+from bmbench.ablation.suite import DatasetSpec, EvalSpec, SuiteSpec, dataset_dict, eval_dict, speed_dict, train_dict
 from bmbench.bench.options import SweepConfig
 from bmbench.errors import BmbenchError
 from bmbench.results import write_table
@@ -31,7 +31,11 @@ RESULT_FILE = "result.json"
 CELL_ID_LENGTH = 12  # hex digits of the config hash: 48 bits, no collision in any grid we would run
 
 
-METRICS = ("mask_AP", "mask_AP50", "mask_AP75", "mask_APs", "mask_APm", "mask_APl", "box_AP")
+# the summary's first metric columns (then every other measured value, e.g. mask_AP_<class>)
+METRICS = (
+    "mask_AP", "mask_AP50", "mask_AP75", "mask_APs", "mask_APm", "mask_APl", "box_AP",
+    "mask_AP_touching", "mask_AP_thin", "boundary_AP", "boundary_AP50", "boundary_AP75",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Cell:
             "seed": self.seed,
             "dataset": dataset_dict(self.dataset),
             "train": train_dict(self.train),
-            "eval": asdict(self.eval),
+            "eval": eval_dict(self.eval),
             "speed": speed_dict(self.speed),
         }
 
@@ -65,11 +69,11 @@ class Cell:
 
 
 def expand_cells(suite: SuiteSpec) -> list[Cell]:
-    """Every variant of the suite (grid first, then fixed variants) with every seed, in that order."""
+    """Every variant of the suite (grid first, then fixed variants) with each of its seeds, in that order."""
     return [
         Cell(suite.name, spec, seed, suite.dataset, suite.train, suite.eval, suite.speed)
-        for spec in suite.specs
-        for seed in suite.seeds
+        for spec, seeds in zip(suite.specs, suite.spec_seeds, strict=True)
+        for seed in seeds
     ]
 
 
@@ -160,6 +164,20 @@ def write_summary(suite_dir: Path, cells: list[Cell], results: dict[str, dict[st
     write_table(pd.DataFrame(rows), suite_dir / "summary")
 
 
+def write_curves(suite_dir: Path, cells: list[Cell], results: dict[str, dict[str, Any]]) -> None:
+    """Rebuild curves.csv and .parquet: one row per finished cell and evaluated step (cell_id, spec, family, K, M,
+    R, S, seed, step, fraction, then the metrics at that step), from the same results as the summary."""
+    rows = []
+    for cell in cells:
+        result = results.get(cell.cell_id) or read_result(suite_dir / cell.cell_id)
+        for point in (result or {}).get("curve") or []:
+            spec = cell.spec
+            key = {"cell_id": cell.cell_id, "spec": str(spec), "family": spec.family, "seed": cell.seed}
+            rows.append(key | {name: getattr(spec, name) for name in ("K", "M", "R", "S")} | point)
+    if rows:
+        write_table(pd.DataFrame(rows), suite_dir / "curves")
+
+
 CellRunner = Callable[..., dict[str, Any]]  # runner(cell, *, cell_dir, device, data_dir) -> measured values
 
 
@@ -187,9 +205,10 @@ def execute_cell(
     try:
         measured = runner(cell, cell_dir=cell_dir, device=device, data_dir=data_dir)
         env = measured.pop("env", {})
+        curve = measured.pop("curve", [])
         bad = _non_finite(measured)
         status, error = ("failed", f"non-finite values: {', '.join(bad)}") if bad else ("ok", None)
-        record |= {"status": status, "error": error, "measured": measured, "env": env}
+        record |= {"status": status, "error": error, "measured": measured, "env": env, "curve": curve}
     except Exception as err:  # noqa: BLE001 - a failing cell is recorded and the suite goes on
         record |= {"status": "failed", "error": f"{type(err).__name__}: {err}".strip(), "measured": {}, "env": {}}
         record["traceback"] = traceback.format_exc()

@@ -4,6 +4,7 @@ Store layout, under ``<out>/<suite-name>/``::
 
     meta.json                  run metadata and the resolved suite (rewritten at each run)
     summary.csv, .parquet      one row per finished cell of the suite, rebuilt after each cell
+    curves.csv, .parquet       one row per finished cell and evaluated step (the learning curves)
     <cell-id>/result.json      written last and atomically: its presence means the cell is done (ok or failed)
     <cell-id>/...              whatever the cell runner writes (checkpoint, metrics, speed table)
 
@@ -21,7 +22,16 @@ from pathlib import Path
 
 import torch
 
-from bmbench.ablation.cell import RESULT_FILE, Cell, CellRunner, expand_cells, json_safe, plan_suite, write_summary
+from bmbench.ablation.cell import (
+    RESULT_FILE,
+    Cell,
+    CellRunner,
+    expand_cells,
+    json_safe,
+    plan_suite,
+    write_curves,
+    write_summary,
+)
 from bmbench.ablation.executors import EXECUTORS
 from bmbench.ablation.runner import prepare_data, run_cell
 from bmbench.ablation.suite import SuiteSpec
@@ -123,24 +133,31 @@ def run_suite(
             (suite_dir / cell.cell_id).mkdir(parents=True)
             emit(events, "cell", "start", data={"cell": cell})
 
-        if todo:
-            for cell, result in EXECUTORS[executor](
-                todo,
-                runner=runner,
-                suite_dir=suite_dir,
-                device=device,
-                data_dir=data_dir,
-                workers=workers,
-                address=address,
-                starting=starting,
+        try:
+            for cell, result in (
+                EXECUTORS[executor](
+                    todo,
+                    runner=runner,
+                    suite_dir=suite_dir,
+                    device=device,
+                    data_dir=data_dir,
+                    workers=workers,
+                    address=address,
+                    starting=starting,
+                )
+                if todo
+                else ()
             ):
                 result = json_safe(result)
                 write_json(suite_dir / cell.cell_id / RESULT_FILE, result)  # last: the cell is now done
                 results[cell.cell_id] = result
                 outcome.ran += 1
                 write_summary(suite_dir, everything, results)
+                write_curves(suite_dir, everything, results)
                 emit(events, "cell", "end", data={"cell": cell, "result": result})
-        write_summary(suite_dir, everything, results)
+        finally:  # also on Ctrl-C or an executor's failure: the tables list exactly the cells finished on disk
+            write_summary(suite_dir, everything, results)
+            write_curves(suite_dir, everything, results)
     outcome.failed = [p.cell.cell_id for p in plan if (results.get(p.cell.cell_id) or {}).get("status") != "ok"]
     return outcome
 

@@ -24,9 +24,12 @@ from bmbench.data.synth import ensure_default_dataset
 from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import evaluate
+from bmbench.evaluation.scoring import SCORE_PREFIXES
 from bmbench.results import device_name, git_commit, write_table
+from bmbench.training.checkpoint import snapshot_path
 from bmbench.training.train import train
 
+CURVE_PREFIXES = ("mask_AP", "box_AP", "boundary_AP")  # the metrics a learning curve keeps at each step
 SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload
 TRUNKS_DIR = "trunks"
 
@@ -87,10 +90,18 @@ def _cost(cell: Cell) -> dict[str, Any]:
     return cost
 
 
+def curve_steps(iters: int, percents: tuple[int, ...]) -> tuple[int, ...]:
+    """The steps of a schedule of `iters` at which a cell is evaluated: each percentage's step (at least 1), and
+    always the last."""
+    steps = {max(1, round(iters * pct / 100)) for pct in percents if pct <= 100} | {iters}
+    return tuple(sorted(steps))
+
+
 def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) -> dict[str, Any]:
     """Train → evaluate → time one cell; returns its flat measurements and an ``env`` block. Raises on failure
     (the caller records it)."""
     torch_device = resolve_device(device)
+    steps = curve_steps(cell.train.iters, cell.eval.curve)
     trained = train(
         cell.spec,
         replace(cell.train, seed=cell.seed),
@@ -98,19 +109,27 @@ def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) 
         out=cell_dir / "train",
         device=str(torch_device),
         trunk_cache=cell_dir.parent / TRUNKS_DIR,
+        snapshots=steps,
     )
     split = "val" if cell.dataset.kind == "synthetic" else cell.dataset.val
-    metrics = evaluate(
-        trained.checkpoint,
-        data_dir,
-        boxes=cell.eval.boxes,
-        split=split,
-        device=str(torch_device),
-        out=cell_dir / "eval",
-    )
+    scoring = {
+        "boxes": cell.eval.boxes,
+        "split": split,
+        "device": str(torch_device),
+        "evaluator": cell.eval.evaluator,
+        "max_dets": cell.eval.max_dets,
+    }
+    metrics = evaluate(trained.checkpoint, data_dir, out=cell_dir / "eval", **scoring)
+    curve = []
+    for step in steps:
+        at = metrics if step == cell.train.iters else None
+        if at is None:
+            at = evaluate(snapshot_path(cell_dir / "train", step), data_dir, out=cell_dir / f"eval-{step}", **scoring)
+        row = {"step": step, "fraction": step / cell.train.iters}
+        curve.append(row | {key: value for key, value in at.items() if key.startswith(CURVE_PREFIXES)})
     speed, frame = _speed(cell, torch_device)
     write_table(frame, cell_dir / "speed")
-    measured: dict[str, Any] = {key: value for key, value in metrics.items() if key.startswith(("mask_", "box_"))}
+    measured: dict[str, Any] = {key: value for key, value in metrics.items() if key.startswith(SCORE_PREFIXES)}
     measured |= speed
     measured |= {key: value for key, value in trained.metrics.items() if key != "trunk_key"}
     measured |= {
@@ -120,6 +139,7 @@ def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) 
         "bases_corr": metrics.get("bases_corr"),
     }
     measured |= _cost(cell)
+    measured["curve"] = curve
     measured["env"] = {
         "device": str(torch_device),
         "device_name": device_name(torch_device),

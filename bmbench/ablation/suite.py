@@ -8,9 +8,10 @@ DatasetSpec, bmbench.training.config.TrainConfig, EvalSpec, bmbench.bench.option
              # or {kind: coco, root: /data/coco, train: train2017, val: val2017}
     train: {protocol: shared-trunk, iters: 300, batch_size: 8, lr: 0.002, trunk: small, image_size: 256,
             trunk_iters: 600}    # any TrainConfig field but seed; image_size default: the dataset's side
-    seeds: [0]
+    seeds: [0]                       # each cell = one variant x one seed
     grid:                            # each entry expands as a product; invalid combinations are skipped and listed
       - {family: blendmask, K: [1, 4], M: [1, 7], R: [28, 56]}
+      - {family: blendmask, K: [4], M: [1, 7], R: [56], seeds: [0, 1, 2]}   # an entry may give its own seeds
     variants: [yolact, centermask, maskrcnn]   # fixed extra variants: presets or spec strings
     eval: {boxes: predicted}         # predicted | oracle
     speed: {instances: [1, 10, 100], image_size: 1088x800, trunk: r50, dtype: fp32, budget_s: 0.25}
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -42,6 +43,7 @@ from bmbench.ablation.fields import (
 from bmbench.bench.options import SUITE_SPEED_FIELDS, SweepConfig
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import BoxSource
+from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS
 from bmbench.training.config import TrainConfig, image_size_for
 from bmbench.variants import FAMILIES, VariantSpec, parse_spec
 
@@ -71,6 +73,10 @@ class EvalSpec:
     """How AP is measured."""
 
     boxes: BoxSource = "predicted"  # predicted (the detector's boxes) | oracle (ground-truth boxes: masks alone)
+    evaluator: str = field(default="pycocotools", metadata={"choices": EVALUATORS})  # pycocotools | faster
+    max_dets: int = field(default=MAX_DETS, metadata={"minimum": 1})  # detections per image kept and scored
+    # learning curve: each cell is also evaluated at these percentages of its schedule (100: the final model)
+    curve: tuple[int, ...] = field(default=(25, 50, 100), metadata={"minimum": 1, "sorted": True})
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class GridEntry:
 
     family: str  # a key of bmbench.variants.FAMILIES
     axes: tuple[tuple[str, tuple[int, ...]], ...]  # ((axis, values), ...) in the family's field order
+    seeds: tuple[int, ...] | None = None  # this entry's seeds (None: the suite's), e.g. more seeds where it counts
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class SuiteSpec:
     eval: EvalSpec  # evaluation settings
     speed: SweepConfig  # timing settings (the SUITE_SPEED_FIELDS of it; each cell sets the rest)
     specs: tuple[VariantSpec, ...]  # the grid's valid combinations, then the fixed variants, without duplicates
+    spec_seeds: tuple[tuple[int, ...], ...]  # each spec's seeds, in the order of specs
     skipped: tuple[str, ...]  # the grid's invalid combinations, each "spec-ish: reason"
 
     def resolved(self) -> dict[str, Any]:
@@ -105,9 +113,12 @@ class SuiteSpec:
             "dataset": dataset_dict(self.dataset),
             "train": train_dict(self.train),
             "seeds": list(self.seeds),
-            "grid": [{"family": e.family, **{k: list(v) for k, v in e.axes}} for e in self.grid],
+            "grid": [
+                {"family": e.family, **{k: list(v) for k, v in e.axes}} | ({"seeds": list(e.seeds)} if e.seeds else {})
+                for e in self.grid
+            ],
             "variants": list(self.variants),
-            "eval": asdict(self.eval),
+            "eval": eval_dict(self.eval),
             "speed": speed_dict(self.speed),
             "specs": [str(spec) for spec in self.specs],
             "skipped": list(self.skipped),
@@ -124,6 +135,11 @@ def train_dict(train: TrainConfig) -> dict[str, Any]:
     """A suite's training settings as plain data: the fields a suite sets (SUITE_TRAIN_IDENTITY), then any other
     field that differs from its default. Cell ids hash this, so adding a field with a default keeps old ids."""
     return _identity(train, SUITE_TRAIN_IDENTITY, exclude=("seed",))
+
+
+def eval_dict(spec: EvalSpec) -> dict[str, Any]:
+    """A suite's evaluation settings for cell ids (as train_dict: the original field, then non-default ones)."""
+    return _identity(spec, ("boxes",)) | ({"curve": list(spec.curve)} if spec.curve != EvalSpec.curve else {})
 
 
 def dataset_dict(dataset: DatasetSpec) -> dict[str, Any]:
@@ -178,12 +194,13 @@ def _load_grid_entry(err: Errors, key: str, raw: Any) -> GridEntry:
     own = tuple(FAMILIES[family].defaults)
     axes = []
     for axis in raw:
-        if axis != "family" and axis not in own:
+        if axis not in ("family", "seeds") and axis not in own:
             raise err(f"{key}.{axis}", f"not a field of family {family} (its fields: {', '.join(own)})")
     for axis in own:
         if axis in raw:
             axes.append((axis, field_int_list(err, f"{key}.{axis}", raw[axis], minimum=1)))
-    return GridEntry(family=family, axes=tuple(axes))
+    seeds = field_int_list(err, f"{key}.seeds", raw["seeds"]) if "seeds" in raw else None
+    return GridEntry(family=family, axes=tuple(axes), seeds=seeds)
 
 
 def expand_entry(entry: GridEntry) -> tuple[list[VariantSpec], list[str]]:
@@ -244,18 +261,20 @@ def load_suite(path: Path | str) -> SuiteSpec:
         except BmbenchError as why:
             raise err(f"variants[{i}]", str(why)) from None
 
-    specs: list[VariantSpec] = []
+    seeds = field_int_list(err, "seeds", raw.get("seeds", [0]))
+    chosen: dict[VariantSpec, list[int]] = {}  # spec -> its seeds; a spec in two entries runs each seed once
     skipped: list[str] = []
     for i, entry in enumerate(grid):
         valid, invalid = expand_entry(entry)
         if not valid:
             reason = invalid[0].rsplit(": ", 1)[-1]
             raise err(f"grid[{i}]", f"no valid combination ({reason})")
-        specs += valid
+        for spec in valid:
+            chosen.setdefault(spec, []).extend(s for s in entry.seeds or seeds if s not in chosen.get(spec, []))
         skipped += invalid
-    specs += fixed
-    specs = list(dict.fromkeys(specs))  # a fixed variant that the grid already holds runs once
-    if not specs:
+    for spec in fixed:  # a fixed variant that the grid already holds runs once
+        chosen.setdefault(spec, []).extend(s for s in seeds if s not in chosen.get(spec, []))
+    if not chosen:
         raise err("grid", "empty grid: no variants to run (give grid entries or variants)")
 
     dataset = _load_dataset(err, raw.get("dataset"))
@@ -264,11 +283,12 @@ def load_suite(path: Path | str) -> SuiteSpec:
         path=str(path),
         dataset=dataset,
         train=_load_train(err, raw.get("train"), dataset),
-        seeds=field_int_list(err, "seeds", raw.get("seeds", [0])),
+        seeds=seeds,
         grid=grid,
         variants=tuple(variants_raw),
         eval=load_dataclass(err, "eval", raw.get("eval"), EvalSpec),
         speed=load_dataclass(err, "speed", raw.get("speed"), SweepConfig, keys=SUITE_SPEED_FIELDS),
-        specs=tuple(specs),
+        specs=tuple(chosen),
+        spec_seeds=tuple(tuple(sorted(values)) for values in chosen.values()),
         skipped=tuple(skipped),
     )

@@ -158,7 +158,17 @@ def test_an_interrupted_forced_run_keeps_the_results_it_has_not_redone(tmp_path:
     with pytest.raises(KeyboardInterrupt):
         run(path, out, force=True, runner=InterruptOn(2))
     assert len(list((out / "fake").rglob("result.json"))) == 3  # only the cell in flight is lost
+    assert len(pd.read_csv(out / "fake" / "summary.csv")) == 3  # the summary holds every finished cell
     assert run(path, out).ran == 1
+
+
+def test_the_summary_keeps_every_finished_cell_whatever_only_selects(tmp_path: Path) -> None:
+    path, out = suite_file(tmp_path), tmp_path / "out"
+    run(path, out)
+    first = expand_cells(load_suite(path))[0].cell_id
+    run(path, out, only=[first], force=True)
+    summary = pd.read_csv(out / "fake" / "summary.csv")
+    assert list(summary["cell_id"]) == [cell.cell_id for cell in expand_cells(load_suite(path))]
 
 
 def test_an_interrupted_suite_resumes_with_the_unfinished_cells_only(tmp_path: Path) -> None:
@@ -291,7 +301,8 @@ app = _cli_app()
 MICRO_SUITE = """
 name: micro
 dataset: {kind: synthetic, images: 8, size: 64, seed: 0}
-train: {iters: 3, trunk_iters: 3, batch_size: 2}
+train: {iters: 4, trunk_iters: 3, batch_size: 2}
+eval: {curve: [50, 100]}
 grid:
   - {family: blendmask, K: 2, M: 2, R: 8}
 variants: ["maskrcnn:R=8"]
@@ -322,6 +333,9 @@ def test_micro_suite_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: pyt
         assert (suite_dir / cell_id / "speed.parquet").is_file()
         json.loads((suite_dir / cell_id / "result.json").read_text())  # standard JSON (NaN written as null)
     assert pd.read_csv(suite_dir / "summary.csv")["cell_id"].tolist() == summary["cell_id"].tolist()
+    curves = pd.read_csv(suite_dir / "curves.csv")  # each cell evaluated at 50 % and 100 % of its 4 steps
+    assert curves.groupby("cell_id")["step"].apply(list).tolist() == [[2, 4], [2, 4]]
+    assert curves["mask_AP"].between(0, 1).all() and set(curves["fraction"]) == {0.5, 1.0}
     assert no_temporaries(out)
 
     start = time.perf_counter()

@@ -193,3 +193,35 @@ def test_shipped_suites_load_and_quick_covers_the_required_settings() -> None:
     blend = [s for s in quick.specs if s.family == "blendmask"]
     assert {1, 4} <= {s.K for s in blend} and {1, 7} <= {s.M for s in blend} and {28, 56} <= {s.R for s in blend}
     assert PRESETS["maskrcnn"] in quick.specs
+
+
+def test_a_grid_entry_may_give_its_own_seeds(tmp_path: Path) -> None:
+    text = """
+seeds: [0]
+grid:
+  - {family: blendmask, K: [1, 4], M: [7], R: [56]}
+  - {family: blendmask, K: [4], M: [1, 7], R: [56], seeds: [0, 1, 2]}
+variants: [maskrcnn]
+"""
+    suite = load_suite(write(tmp_path, text))
+    seeds = {str(spec): value for spec, value in zip(suite.specs, suite.spec_seeds, strict=True)}
+    assert seeds == {
+        "blendmask:K=1,M=7,R=56": (0,),
+        "blendmask:K=4,M=7,R=56": (0, 1, 2),  # in both entries: the union, each seed once
+        "blendmask:K=4,M=1,R=56": (0, 1, 2),
+        "maskrcnn:R=28": (0,),
+    }
+    with pytest.raises(BmbenchError, match=r"grid\[0\]\.seeds: duplicate values \[1\]"):
+        load_suite(write(tmp_path, "grid:\n  - {family: blendmask, seeds: [1, 1]}\n"))
+
+
+def test_cell_ids_hash_only_the_settings_a_suite_had_plus_changed_ones(tmp_path: Path) -> None:
+    from bmbench.ablation.suite import train_dict
+
+    suite = load_suite(write(tmp_path, "variants: [yolact]\n"))
+    assert train_dict(suite.train) == {
+        "protocol": "shared-trunk", "iters": 200, "batch_size": 8, "lr": 0.002, "trunk": "small",
+        "image_size": 256, "trunk_iters": 1000,
+    }  # fmt: skip
+    changed = load_suite(write(tmp_path, "variants: [yolact]\ntrain: {protocol: finetune, pretrain_head: yolact}\n"))
+    assert train_dict(changed.train)["pretrain_head"] == "yolact" and "stream" not in train_dict(changed.train)
