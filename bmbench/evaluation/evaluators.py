@@ -96,9 +96,18 @@ class GroundTruth:
 
 class _Ignoring:
     """COCOeval mixin: ground truth whose id is in `ignore_ids` is set to ignore after _prepare (which sets
-    ignore from iscrowd), so it counts as neither a hit nor a miss and detections matched to it are ignored."""
+    ignore from iscrowd), so it counts as neither a hit nor a miss and detections matched to it are ignored.
+
+    `known_ious`: the ``ious`` of an earlier run of the same type on the same detections, reused instead of
+    recomputed (the IoUs do not depend on the ignore flags; matching sorts by them afterwards)."""
 
     ignore_ids: Collection[int] = frozenset()
+    known_ious: dict | None = None
+
+    def computeIoU(self, imgId: int, catId: int):  # noqa: N802 - COCOeval's name
+        if self.known_ious is not None:
+            return self.known_ious[imgId, catId]
+        return super().computeIoU(imgId, catId)
 
     def _ignored(self, anns: Any) -> None:
         if self.ignore_ids:
@@ -145,17 +154,20 @@ def run_cocoeval(
     image_ids: Sequence[int] | None = None,
     max_dets: int = MAX_DETS,
     ignore_ids: Collection[int] = frozenset(),
+    known_ious: dict | None = None,
 ) -> dict[str, Any]:
     """Run COCOeval (evaluate + accumulate) of `results` against `gt` and return its ``eval`` dict:
     ``precision`` ndarray[T, R, K, A, M] and ``recall`` ndarray[T, K, A, M] (-1 where nothing was scored), and
     ``cat_ids`` (the K category ids in order).
 
     `image_ids` restricts scoring to those images; `max_dets` caps the detections per image and category as
-    COCOeval does; ground truth with an id in `ignore_ids` is ignored (see :class:`_Ignoring`).
+    COCOeval does; ground truth with an id in `ignore_ids` is ignored (see :class:`_Ignoring`). The ``ious`` it
+    returns may be passed back as `known_ious` to a run of the same type, detections, images and max_dets.
     """
     check_max_dets(max_dets)
     evaluator = gt.build(results, iou_type)
     evaluator.ignore_ids = frozenset(ignore_ids)
+    evaluator.known_ious = known_ious
     evaluator.params.maxDets = max_dets_settings(max_dets)
     if image_ids is not None:
         evaluator.params.imgIds = sorted(set(image_ids))
@@ -166,6 +178,7 @@ def run_cocoeval(
         "precision": np.asarray(evaluator.eval["precision"]),
         "recall": np.asarray(evaluator.eval["recall"]),
         "cat_ids": list(evaluator.params.catIds),
+        "ious": evaluator.ious,
     }
 
 

@@ -274,6 +274,7 @@ def score_detections(
                 image_ids=ids,
                 max_dets=max_dets,
                 ignore_ids=all_ids - members[name],
+                known_ious=run["ious"],
             )
             metrics[column] = summarize(part, max_dets)["AP"]
     return metrics
