@@ -131,7 +131,9 @@ def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) 
     write_table(frame, cell_dir / "speed")
     measured: dict[str, Any] = {key: value for key, value in metrics.items() if key.startswith(SCORE_PREFIXES)}
     measured |= speed
-    measured |= {key: value for key, value in trained.metrics.items() if key != "trunk_key"}
+    measured |= {key: value for key, value in trained.metrics.items() if key != "trunk_key" and key != "init"}
+    if "init" in trained.metrics:
+        measured["init_loaded"] = trained.metrics["init"]["loaded"]
     measured |= {
         "infer_images_per_s": metrics.get("inference_images_per_s"),
         "eval_s": metrics.get("eval_s"),

@@ -32,7 +32,11 @@ def train_cli(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = TrainConfig.lr,
     protocol: Annotated[
-        str, typer.Option(help=f"{' | '.join(PROTOCOLS)}: a cached trunk and the mask head alone, or end to end.")
+        str,
+        typer.Option(
+            help=f"{' | '.join(PROTOCOLS)}: a cached trunk and the mask head alone; end to end; or a model "
+            "pretrained once, then end to end with a fresh head."
+        ),
     ] = TrainConfig.protocol,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder. Default: results/train/<variant>-<protocol>-s<seed>.")
@@ -53,6 +57,14 @@ def train_cli(
     trunk_cache: Annotated[
         Path | None, typer.Option("--trunk-cache", help="Folder of cached shared trunks. Default: results/trunks.")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Backbone weights: torchvision:<WeightsEnum> (e.g. torchvision:ResNet50_Weights.IMAGENET1K_V2, "
+            "downloaded) or a state-dict file. Default: random.",
+        ),
+    ] = TrainConfig.init,
     semantic_aux: Annotated[
         bool, typer.Option("--semantic-aux/--no-semantic-aux", help="Auxiliary semantic loss on the trunk's P3.")
     ] = TrainConfig.semantic_aux,
@@ -70,6 +82,7 @@ def train_cli(
         trunk_iters=trunk_iters,
         trunk_lr=trunk_lr,
         semantic_aux=semantic_aux,
+        init=init,
     )
     out = out or default_train_dir(spec.name, protocol, seed)
     with RichEvents() as events:

@@ -27,9 +27,10 @@ from bmbench.data.coco import CocoInstanceDataset
 from bmbench.data.stream import dataset_stream
 from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
-from bmbench.results import EventHook, check_out_dir, run_metadata, write_json, write_table
+from bmbench.results import EventHook, check_out_dir, emit, run_metadata, write_json, write_table
 from bmbench.training.checkpoint import CHECKPOINT_FILE, save_checkpoint, snapshot_path
 from bmbench.training.config import TrainConfig, check_config, loop_options
+from bmbench.training.init import check_init, load_init
 from bmbench.training.loop import Batch, optimise, training_batches
 from bmbench.training.steps import joint_step, mask_step, semantic_head_parts
 from bmbench.training.trunk import data_identity, default_trunk_cache, pretrained_trunk, shared_trunk
@@ -75,6 +76,7 @@ def train(
     check_config(config)
     if not isinstance(log_every, int) or log_every < 1:
         raise BmbenchError(f"log_every must be a positive integer, got {log_every!r}")
+    check_init(config.init)
     torch_device = resolve_device(device)
     out = check_out_dir(Path(out))
     if trunk_cache is not None:
@@ -96,6 +98,10 @@ def train(
     model = build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes).to(torch_device)
     log: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
+    if config.init is not None:  # before the one-time stage: the trunk and the pretraining start from it too
+        report = load_init(model.backbone, config.init)
+        emit(events, "init", "note", message=report.summary())
+        metrics["init"] = asdict(report)
 
     def batches(seed: int) -> Iterator[Batch]:  # a synthetic dataset's stream of new scenes, else its train split
         stream = dataset_stream(data_dir, batch_size=config.batch_size, image_size=config.image_size, seed=seed)

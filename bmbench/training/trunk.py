@@ -20,6 +20,7 @@ from bmbench.errors import BmbenchError
 from bmbench.models.segmenter import InstanceSegmenter
 from bmbench.results import EventHook, atomic_path, emit, file_lock
 from bmbench.training.config import TrainConfig, loop_options
+from bmbench.training.init import load_init
 from bmbench.training.loop import Batch, optimise
 from bmbench.training.steps import detector_step, joint_step, semantic_head_parts
 from bmbench.variants import build_segmenter, parse_spec
@@ -190,7 +191,10 @@ def pretrained_trunk(
         emit(events, "pretrain", "note", total=config.trunk_iters, message=message)
         torch.manual_seed(config.pretrain_seed)
         spec = parse_spec(config.pretrain_head)
-        teacher = build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes).to(device).train()
+        teacher = build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes)
+        if config.init is not None:
+            load_init(teacher.backbone, config.init)
+        teacher = teacher.to(device).train()
         semantic_head, extra = semantic_head_parts(config, dataset.num_classes, device)
         step = joint_step(teacher, config.image_size, config.max_mask_positives, semantic_head)
         rows, timing = optimise(

@@ -19,9 +19,9 @@ from bmbench.cli.train import train_cli
 from bmbench.data.coco import CocoInstanceDataset, collate
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
+from bmbench.training.config import TrainConfig
 from bmbench.training.loop import NonFiniteLossError, optimise
 from bmbench.training.steps import joint_step
-from bmbench.training.config import TrainConfig
 from bmbench.training.train import train
 from bmbench.variants import FAMILY_PRESETS, PRESETS, build_segmenter, parse_spec
 

@@ -1,0 +1,100 @@
+"""The finetune protocol, the training stream, the one-time stages' notes and the cache key's data identity."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bmbench.data.synth import write_synthetic_dataset
+from bmbench.results import Event
+from bmbench.training.config import TrainConfig
+from bmbench.training.train import train
+from bmbench.training.trunk import data_identity
+from bmbench.variants import build_segmenter, parse_spec
+
+SPEC = "blendmask:K=2,M=2,R=8"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "synth", num_images=8, size=64)
+
+
+def _finetune(data: Path, out: Path, cache: Path, spec: str = SPEC, **kwargs) -> tuple:
+    events: list[Event] = []
+    config = TrainConfig(protocol="finetune", iters=2, batch_size=2, trunk_iters=2, **kwargs)
+    result = train(spec, config, data_dir=data, out=out, device="cpu", trunk_cache=cache, events=events.append)
+    return result, events
+
+
+def test_finetune_pretrains_once_and_gives_each_cell_a_fresh_head(tiny_data: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first, events = _finetune(tiny_data, tmp_path / "a", cache)
+    second, again = _finetune(tiny_data, tmp_path / "b", cache, spec="yolact:K=4")
+    assert first.metrics["trunk_reused"] is False and second.metrics["trunk_reused"] is True
+    assert len(list(cache.glob("pretrain-*.pt"))) == 1  # one pretraining for every cell
+    notes = [e.message for e in events if e.kind == "note" and e.stage == "pretrain"]
+    assert len(notes) == 1 and "2 joint steps" in notes[0] and "maskrcnn head" in notes[0]
+    assert not [e for e in again if e.stage == "pretrain"]  # reused: nothing announced, nothing trained
+    pretrained = torch.load(next(cache.glob("pretrain-*.pt")), weights_only=True)
+    assert "mask_head" not in str(list(pretrained))  # only the backbone and detector are kept
+    # The cell starts from the pretrained trunk and a fresh head: with 0 steps of its own the head equals a
+    # freshly built one of the same seed, and the trunk equals the pretrained one.
+    state = torch.load(first.checkpoint, weights_only=True)
+    assert state["config"]["protocol"] == "finetune"
+    moved = [k for k, v in pretrained["backbone"].items() if not torch.equal(state["model"][f"backbone.{k}"], v)]
+    assert moved  # the cell fine-tuned the trunk jointly (it is not frozen)
+
+
+def test_finetune_head_starts_fresh(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bmbench.training.train as train_module
+
+    seen = {}
+
+    def capture(step, parameters, batches, **kwargs):  # the cell's optimisation: record where it starts
+        if kwargs["stage"] == "finetune":
+            seen["head"] = {n: p.detach().clone() for n, p in capture.model.mask_head.named_parameters()}
+            seen["backbone"] = {n: p.detach().clone() for n, p in capture.model.backbone.named_parameters()}
+        return original(step, parameters, batches, **kwargs)
+
+    original = train_module.optimise
+    real_build = train_module.build_segmenter
+
+    def build(*args, **kwargs):
+        capture.model = real_build(*args, **kwargs)
+        return capture.model
+
+    monkeypatch.setattr(train_module, "optimise", capture)
+    monkeypatch.setattr(train_module, "build_segmenter", build)
+    _finetune(tiny_data, tmp_path / "run", tmp_path / "cache")
+    torch.manual_seed(0)
+    fresh = build_segmenter(parse_spec(SPEC), trunk="small", num_classes=4)
+    for name, value in fresh.mask_head.named_parameters():
+        assert torch.equal(seen["head"][name], value), name  # the head as initialised, nothing pretrained
+    pretrained = torch.load(next((tmp_path / "cache").glob("pretrain-*.pt")), weights_only=True)["backbone"]
+    for name, value in seen["backbone"].items():
+        assert torch.equal(value, pretrained[name]), name
+
+
+def test_a_small_explicit_request_finishes_in_about_its_own_time(tiny_data: Path, tmp_path: Path) -> None:
+    """No unasked one-time stage: a joint run of 3 steps on 64 px images (the dataset's size) takes seconds."""
+    started = time.perf_counter()
+    result = train(SPEC, TrainConfig(protocol="joint", iters=3, batch_size=2), data_dir=tiny_data, out=tmp_path / "r")
+    assert time.perf_counter() - started < 60
+    assert torch.load(result.checkpoint, weights_only=True)["config"]["image_size"] == 64  # the dataset's own size
+
+
+def test_the_data_identity_changes_when_an_image_changes(tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(tiny_data, tmp_path / "copy"))
+    before = data_identity(copy)
+    image = next((copy / "train").glob("*.png"))
+    pixels = np.asarray(Image.open(image)).copy()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, pixels.shape, dtype=np.uint8)).save(image)
+    assert data_identity(copy) != before
