@@ -60,47 +60,69 @@ def boundary_rles(rles: list[dict], dilation_ratio: float = BOUNDARY_DILATION_RA
     return out  # type: ignore[return-value]
 
 
-class BoundaryCOCOeval(COCOeval):
-    """pycocotools' COCOeval (iouType "segm") matching on min(mask IoU, boundary IoU) for non-crowd ground truth.
+class BoundaryMatching:
+    """COCOeval mixin (for an iouType "segm" evaluator) that matches on min(mask IoU, boundary IoU) for non-crowd
+    ground truth, the IoU of Boundary AP.
 
-    ``dilation_ratio``: the boundary width as a fraction of the image diagonal.
+    The boundary IoU is computed only for pairs whose mask IoU reaches the lowest IoU threshold: below it a pair
+    never matches, and min(mask IoU, boundary IoU) is below it too, so AP and AR are unchanged while most pairs (the
+    false positives') need no boundary. Boundaries are computed once per annotation.
+
+    Subclasses give ``_pair_anns(imgId, catId) -> (gt, dt)`` in their computeIoU's order and ``_mask_rle(ann)``.
     """
 
-    def __init__(self, cocoGt=None, cocoDt=None, *, dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> None:
-        super().__init__(cocoGt, cocoDt, iouType="segm")
-        self.dilation_ratio = dilation_ratio
-        self._boundaries: dict[tuple[str, int], dict] = {}
+    dilation_ratio: float = BOUNDARY_DILATION_RATIO
 
-    def _prepare(self) -> None:
-        super()._prepare()  # every segmentation is an RLE from here on
-        self._boundaries = {}
-        for kind, groups in (("gt", self._gts), ("dt", self._dts)):
-            anns = [ann for group in groups.values() for ann in group]
-            for ann, rle in zip(
-                anns, boundary_rles([a["segmentation"] for a in anns], self.dilation_ratio), strict=True
-            ):
-                self._boundaries[kind, ann["id"]] = rle
+    def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
+        raise NotImplementedError
 
-    def computeIoU(self, imgId: int, catId: int):  # noqa: N802 - pycocotools' name
-        ious = super().computeIoU(imgId, catId)
+    def _mask_rle(self, ann: dict) -> dict:
+        return ann["segmentation"]
+
+    def _boundaries(self, kind: str, anns: list[dict]) -> list[dict]:
+        cache = self.__dict__.setdefault("_boundary_cache", {})
+        todo = [ann for ann in anns if (kind, ann["id"]) not in cache]
+        for ann, rle in zip(todo, boundary_rles([self._mask_rle(a) for a in todo], self.dilation_ratio), strict=True):
+            cache[kind, ann["id"]] = rle
+        return [cache[kind, ann["id"]] for ann in anns]
+
+    def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 - COCOeval's names
+        ious = super().computeIoU(imgId, catId)  # type: ignore[misc]
         if len(ious) == 0:
             return ious
-        p = self.params
-        # The same ground truth and the same score-sorted, truncated detections as COCOeval.computeIoU.
-        if p.useCats:
-            gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
-        else:
-            gt = [g for c in p.catIds for g in self._gts[imgId, c]]
-            dt = [d for c in p.catIds for d in self._dts[imgId, c]]
-        order = np.argsort([-d["score"] for d in dt], kind="mergesort")
-        dt = [dt[i] for i in order][: p.maxDets[-1]]
-        crowd = [int(g["iscrowd"]) for g in gt]
-        edge_ious = np.asarray(
-            mask_utils.iou(
-                [self._boundaries["dt", d["id"]] for d in dt], [self._boundaries["gt", g["id"]] for g in gt], crowd
-            )
-        )
-        non_crowd = ~np.asarray(crowd, dtype=bool)
-        ious = np.asarray(ious)
-        ious[:, non_crowd] = np.minimum(ious[:, non_crowd], edge_ious[:, non_crowd])
+        gt, dt = self._pair_anns(imgId, catId)
+        ious = np.array(ious, dtype=np.float64)  # (D, G), a copy: the mask IoUs may be another run's
+        crowd = np.array([bool(g.get("iscrowd", 0)) for g in gt])
+        rows, cols = np.nonzero((ious >= np.min(self.params.iouThrs)) & ~crowd[None])  # type: ignore[attr-defined]
+        if len(rows) == 0:
+            return ious
+        d_index, g_index = np.unique(rows), np.unique(cols)
+        d_edges = self._boundaries("dt", [dt[i] for i in d_index])
+        g_edges = self._boundaries("gt", [gt[j] for j in g_index])
+        edge_ious = np.asarray(mask_utils.iou(d_edges, g_edges, [0] * len(g_edges)))  # (d, g)
+        edge = edge_ious[np.searchsorted(d_index, rows), np.searchsorted(g_index, cols)]
+        ious[rows, cols] = np.minimum(ious[rows, cols], edge)
         return ious
+
+
+class BoundaryCOCOeval(BoundaryMatching, COCOeval):
+    """pycocotools' COCOeval for Boundary AP: ``BoundaryCOCOeval(gt, dt)`` (iouType "segm")."""
+
+    def __init__(self, cocoGt=None, cocoDt=None, *, dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> None:  # noqa: N803
+        super().__init__(cocoGt, cocoDt, iouType="segm")
+        self.dilation_ratio = dilation_ratio
+
+    def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
+        return pycocotools_pair_anns(self, imgId, catId)
+
+
+def pycocotools_pair_anns(evaluator: COCOeval, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
+    """The ground truth and the score-sorted, truncated detections that pycocotools' computeIoU pairs."""
+    p = evaluator.params
+    if p.useCats:
+        gt, dt = evaluator._gts[imgId, catId], evaluator._dts[imgId, catId]
+    else:
+        gt = [g for c in p.catIds for g in evaluator._gts[imgId, c]]
+        dt = [d for c in p.catIds for d in evaluator._dts[imgId, c]]
+    order = np.argsort([-d["score"] for d in dt], kind="mergesort")
+    return gt, [dt[i] for i in order][: p.maxDets[-1]]

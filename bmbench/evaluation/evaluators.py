@@ -25,7 +25,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.boundary import BOUNDARY_DILATION_RATIO, BoundaryCOCOeval
+from bmbench.evaluation.boundary import BoundaryMatching, pycocotools_pair_anns
 
 EVALUATORS = ("pycocotools", "faster")  # what --evaluator takes
 MAX_DETS = 100  # detections per image kept and scored, as COCO
@@ -88,9 +88,12 @@ class GroundTruth:
             raise BmbenchError(f"unknown iou type {iou_type!r} (known: {', '.join(COCO_IOU_TYPES)})")
         dt = self.load_results(results)
         if self.evaluator == "faster":
-            return _faster_class()(self._faster, dt, iouType=iou_type, boundary_dilation_ratio=BOUNDARY_DILATION_RATIO)
+            plain, boundary = _faster_classes()
+            if iou_type == "boundary":
+                return boundary(self._faster, dt, iouType="segm")
+            return plain(self._faster, dt, iouType=iou_type)
         if iou_type == "boundary":
-            return _IgnoringBoundaryCOCOeval(self.coco, dt)
+            return _IgnoringBoundaryCOCOeval(self.coco, dt, iouType="segm")
         return _IgnoringCOCOeval(self.coco, dt, iouType=iou_type)
 
 
@@ -122,19 +125,20 @@ class _IgnoringCOCOeval(_Ignoring, COCOeval):
         self._ignored(g for group in self._gts.values() for g in group)
 
 
-class _IgnoringBoundaryCOCOeval(_Ignoring, BoundaryCOCOeval):
-    def _prepare(self) -> None:
-        super()._prepare()
-        self._ignored(g for group in self._gts.values() for g in group)
+class _IgnoringBoundaryCOCOeval(BoundaryMatching, _IgnoringCOCOeval):
+    def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
+        return pycocotools_pair_anns(self, imgId, catId)
 
 
-_FASTER_CLASS: Any = None
+_FASTER_CLASSES: tuple[Any, Any] | None = None
 
 
-def _faster_class() -> Any:
-    """faster-coco-eval's COCOeval_faster with the ignore mixin (its annotation dicts are live after _prepare)."""
-    global _FASTER_CLASS
-    if _FASTER_CLASS is None:
+def _faster_classes() -> tuple[Any, Any]:
+    """faster-coco-eval's COCOeval_faster with the ignore mixin (its annotation dicts are live after _prepare),
+    and the same for Boundary AP with :class:`BoundaryMatching` (its boundaries equal faster-coco-eval's own
+    iouType "boundary" ones; tested)."""
+    global _FASTER_CLASSES
+    if _FASTER_CLASSES is None:
         from faster_coco_eval import COCOeval_faster
 
         class _IgnoringFasterCOCOeval(_Ignoring, COCOeval_faster):
@@ -142,8 +146,20 @@ def _faster_class() -> Any:
                 super()._prepare()
                 self._ignored(self.cocoGt.loadAnns(self.cocoGt.getAnnIds(imgIds=self.params.imgIds)))
 
-        _FASTER_CLASS = _IgnoringFasterCOCOeval
-    return _FASTER_CLASS
+        class _IgnoringFasterBoundaryCOCOeval(BoundaryMatching, _IgnoringFasterCOCOeval):
+            def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
+                p = self.params
+                cats = [catId] if p.useCats else p.catIds
+                gt = self.gt_dataset.get_instances([imgId], cats, bool(p.useCats))[0][0]
+                dt = self.dt_dataset.get_instances([imgId], cats, bool(p.useCats))[0][0]
+                order = np.argsort([-d["score"] for d in dt], kind="mergesort")
+                return gt, [dt[i] for i in order][: p.maxDets[-1]]
+
+            def _mask_rle(self, ann: dict) -> dict:
+                return ann["rle"]
+
+        _FASTER_CLASSES = (_IgnoringFasterCOCOeval, _IgnoringFasterBoundaryCOCOeval)
+    return _FASTER_CLASSES
 
 
 def run_cocoeval(

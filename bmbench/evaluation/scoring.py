@@ -256,10 +256,11 @@ def score_detections(
             summary.append(_summary_text(f"{iou} ({evaluator})", stats, max_dets))
         if iou != "segm":
             continue
-        if boundary:
-            edge = summarize(
-                run_cocoeval(index, _results(detections, iou), "boundary", image_ids=ids, max_dets=max_dets)
+        if boundary:  # the segm run's mask IoUs, combined with boundary IoUs where they can matter
+            edge_run = run_cocoeval(
+                index, _results(detections, iou), "boundary", image_ids=ids, max_dets=max_dets, known_ious=run["ious"]
             )
+            edge = summarize(edge_run, max_dets)
             metrics |= {f"boundary_{name}": edge[name] for name in BOUNDARY_STATS}
         for cat_id, value in per_category_ap(run).items():
             if cat_id in columns["classes"]:

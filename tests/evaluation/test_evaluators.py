@@ -94,6 +94,25 @@ def test_faster_gives_the_same_numbers_at_another_max_dets(gt_json: Path) -> Non
         assert value == pytest.approx(theirs[key], abs=1e-6, nan_ok=True), key
 
 
+@pytest.mark.parametrize("how", ["perturbed", "some_images"])
+def test_boundary_ap_equals_faster_coco_evals_own_boundary_iou_type(gt_json: Path, how: str) -> None:
+    """bmbench computes boundary IoU only where the mask IoU reaches 0.5; faster-coco-eval for every pair."""
+    faster_coco_eval = pytest.importorskip("faster_coco_eval")
+    detections = _detections(gt_json, how)
+    coco = faster_coco_eval.COCO(json.loads(gt_json.read_text()))
+    keep = ("image_id", "category_id", "score", "segmentation")
+    native = faster_coco_eval.COCOeval_faster(
+        coco, coco.loadRes([{k: d[k] for k in keep} for d in detections]), "boundary"
+    )
+    native.evaluate()
+    native.accumulate()
+    native.summarize()
+    for evaluator in ("pycocotools", "faster"):
+        ours = score_detections(gt_json, detections, iou_types=("segm",), evaluator=evaluator, breakdown=False)
+        got = [ours["boundary_AP"], ours["boundary_AP50"], ours["boundary_AP75"]]
+        assert got == pytest.approx(list(native.stats[:3]), abs=1e-12), evaluator
+
+
 def test_summary_equals_cocoevals_own(gt_json: Path) -> None:
     coco = load_coco(gt_json)
     detections = [
