@@ -164,13 +164,14 @@ def emit(events: EventHook | None, stage: str, kind: str, **values: Any) -> None
         events(Event(stage, kind, **values))  # type: ignore[arg-type]
 
 
-def check_out_dir(path: Path, option: str = "--out") -> Path:
-    """Refuse, before any work, an output folder that cannot be made: the path or one of its ancestors is a file,
-    or the nearest existing ancestor is not writable. Returns the path; creates nothing."""
+def check_out_dir(path: Path, option: str = "--out", *, file: bool = False) -> Path:
+    """Refuse, before any work, an output folder (with `file`: an output file's folder) that cannot be made: the
+    path or one of its ancestors is a file, or the nearest existing ancestor is not writable. Returns the path;
+    creates nothing."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise BmbenchError(f"{option} {path}: exists and is not a folder")
-    ancestor = path
+    if path.exists() and (path.is_dir() if file else not path.is_dir()):
+        raise BmbenchError(f"{option} {path}: exists and is {'a folder' if file else 'not a folder'}")
+    ancestor = path.parent if file else path
     while not ancestor.exists():
         if ancestor.parent == ancestor:
             break

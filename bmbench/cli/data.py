@@ -9,6 +9,7 @@ import typer
 
 from bmbench.cli.console import console
 from bmbench.data.synth import CATEGORIES, DEFAULT_DIFFICULTY, DIFFICULTIES, describe_dataset, write_synthetic_dataset
+from bmbench.results import check_out_dir
 
 data_app = typer.Typer(help="Datasets: generate the synthetic shapes dataset (COCO layout).", no_args_is_help=True)
 
@@ -31,6 +32,7 @@ def synth_cli(
     """Write a synthetic instance-segmentation dataset (rings, combs, crescents, stars) in COCO-2017 layout.
 
     Each annotation lists its subsets (touching, thin) in a "subsets" field that pycocotools ignores."""
+    check_out_dir(out)  # a parent that is a file: one line, before anything is drawn
     root = write_synthetic_dataset(out, num_images=images, size=size, seed=seed, difficulty=difficulty)
     counts = describe_dataset(root)
     console().print(

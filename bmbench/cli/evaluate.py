@@ -16,6 +16,7 @@ from bmbench.evaluation.evaluate import BOX_SOURCES, evaluate, evaluate_detectio
 from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS, check_evaluator, check_max_dets
 from bmbench.evaluation.references import REFERENCES
 from bmbench.evaluation.scoring import STAT_NAMES
+from bmbench.results import check_out_dir
 
 
 def evaluate_cli(
@@ -78,6 +79,8 @@ def evaluate_cli(
     check_max_dets(max_dets)
     if reference is not None and (evaluator, max_dets) != ("pycocotools", MAX_DETS):
         raise BmbenchError("--evaluator and --max-dets apply to a checkpoint or --detections, not to --reference")
+    if out is not None:
+        check_out_dir(out)  # before any work: a parent that is a file fails here, not after scoring
     if reference is not None:
         out = out or Path("results") / "reference" / f"{data.name if data else 'synthetic'}-{split}-{reference}"
         metrics = evaluate_reference(reference, data, split=split, out=out)

@@ -12,6 +12,7 @@ from rich.table import Table
 from bmbench.cli.console import console
 from bmbench.report.claims import FAILS, HOLDS
 from bmbench.report.render import build_report
+from bmbench.results import check_out_dir
 
 VERDICT_STYLES = {HOLDS: "green", FAILS: "red"}
 
@@ -26,6 +27,7 @@ def report_cli(
 ) -> None:
     """Write a markdown report (tables, seaborn figures, and a verdict on each of the BlendMask paper's findings)
     from the speed runs and ablation suites under --results."""
+    check_out_dir(out, file=True)  # before any work: a parent that is a file fails here, not after the figures
     report = build_report(results, out)
     table = Table(title=f"Findings — {escape(str(report.path))}")
     for column in ("#", "verdict", "from", "environment"):
