@@ -39,7 +39,8 @@ def prepare_data(suite: SuiteSpec, device: str) -> Path:
     for a COCO one. Runs in the driver before any cell, so that cells never race to generate it."""
     data = suite.dataset
     if data.kind == "synthetic":
-        return ensure_default_dataset(num_images=data.images, size=data.size, seed=data.seed).resolve()
+        options = {} if data.difficulty is None else {"difficulty": data.difficulty}
+        return ensure_default_dataset(num_images=data.images, size=data.size, seed=data.seed, **options).resolve()
     root = Path(data.root).expanduser()
     if data.train not in ("train", "train2017"):
         raise BmbenchError(f"{suite.path}: dataset.train: training reads the 'train' split only, got {data.train!r}")

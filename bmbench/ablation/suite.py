@@ -41,6 +41,7 @@ from bmbench.ablation.fields import (
     load_dataclass,
 )
 from bmbench.bench.options import SUITE_SPEED_FIELDS, SweepConfig
+from bmbench.data.synth import DIFFICULTIES
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import BoxSource
 from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS
@@ -51,7 +52,7 @@ DatasetKind = Literal["synthetic", "coco"]
 DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
 # the training fields a suite's train: section had first; cell ids always hash them (see train_dict)
 SUITE_TRAIN_IDENTITY = ("protocol", "iters", "batch_size", "lr", "trunk", "image_size", "trunk_iters")
-DATASET_KEYS = {"synthetic": ("images", "size", "seed"), "coco": ("root", "train", "val")}  # besides kind
+DATASET_KEYS = {"synthetic": ("images", "size", "seed", "difficulty"), "coco": ("root", "train", "val")}  # besides kind
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -63,6 +64,7 @@ class DatasetSpec:
     images: int | None = field(default=400, metadata={"minimum": 2})  # synthetic: images over both splits (1/4 val)
     size: int | None = field(default=256, metadata={"minimum": 64})  # synthetic: image side in pixels
     seed: int | None = 0  # synthetic: generator seed
+    difficulty: str | None = field(default=None, metadata={"choices": tuple(DIFFICULTIES)})  # synthetic; None: light
     root: str | None = None  # coco: folder holding annotations/instances_{split}.json and {split}/ images
     train: str | None = None  # coco: training split name, e.g. train2017
     val: str | None = None  # coco: validation split name, e.g. val2017
@@ -144,7 +146,7 @@ def eval_dict(spec: EvalSpec) -> dict[str, Any]:
 
 def dataset_dict(dataset: DatasetSpec) -> dict[str, Any]:
     """A suite's dataset as plain data for cell ids (as train_dict: the original fields, then non-default ones)."""
-    return _identity(dataset, tuple(f.name for f in fields(DatasetSpec))[:7])
+    return _identity(dataset, ("kind", "images", "size", "seed", "root", "train", "val"))
 
 
 def _identity(config: Any, always: tuple[str, ...], exclude: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_shipped_suites_load_and_quick_covers_the_required_settings() -> None:
-    suites = {name: load_suite(SUITES / f"{name}.yaml") for name in ("kmr", "baselines", "quick")}
+    suites = {name: load_suite(SUITES / f"{name}.yaml") for name in ("kmr", "baselines", "quick", "demo", "coco")}
     kmr = suites["kmr"]
     blend = [s for s in kmr.specs if s.family == "blendmask"]
     assert {(s.R, s.K, s.M) for s in blend} == {
@@ -193,6 +193,14 @@ def test_shipped_suites_load_and_quick_covers_the_required_settings() -> None:
     blend = [s for s in quick.specs if s.family == "blendmask"]
     assert {1, 4} <= {s.K for s in blend} and {1, 7} <= {s.M for s in blend} and {28, 56} <= {s.R for s in blend}
     assert PRESETS["maskrcnn"] in quick.specs
+    seeds = dict(zip(quick.specs, quick.spec_seeds, strict=True))
+    compared = [PRESETS["blendmask"], PRESETS["maskrcnn"]] + [
+        VariantSpec("blendmask", K=K, M=M, R=R) for K, M, R in ((1, 7, 56), (4, 1, 56), (4, 7, 28))
+    ]
+    assert all(len(seeds[spec]) >= 3 for spec in compared)  # the cells the findings compare: 3 seeds
+    assert quick.train.protocol == "finetune" and suites["demo"].train.protocol == "finetune"
+    coco = suites["coco"]
+    assert coco.dataset.kind == "coco" and coco.train.init and coco.train.trunk == "r50"
 
 
 def test_a_grid_entry_may_give_its_own_seeds(tmp_path: Path) -> None:
