@@ -33,7 +33,7 @@ from bmbench.training.config import TrainConfig, check_config, loop_options
 from bmbench.training.init import check_init, load_init
 from bmbench.training.loop import Batch, optimise, training_batches
 from bmbench.training.steps import joint_step, mask_step, semantic_head_parts
-from bmbench.training.trunk import data_identity, default_trunk_cache, pretrained_trunk, shared_trunk
+from bmbench.training.trunk import data_identity, default_trunk_cache, one_time_trunk
 from bmbench.variants import VariantSpec, build_segmenter, parse_spec
 
 LOG_STEM = "train_log"
@@ -112,11 +112,10 @@ def train(
     one_time = {"device": torch_device, "log_every": log_every, "events": events}
     cache = default_trunk_cache() if trunk_cache is None else Path(trunk_cache)
     if config.protocol in ("shared-trunk", "finetune"):
-        prepare = shared_trunk if config.protocol == "shared-trunk" else pretrained_trunk
         # the one-time stage's scenes: the trunk's own seed (shared-trunk), the pretraining's (finetune), kept
         # apart from every cell's (seed + 1) by PRETRAIN_STREAM_OFFSET
         first = config.seed if config.protocol == "shared-trunk" else PRETRAIN_STREAM_OFFSET + config.pretrain_seed
-        record = prepare(
+        record = one_time_trunk(
             model, dataset, config=config, data_id=data_id, batches=batches(first), cache=cache, **one_time
         )
         log += record["log"]

@@ -1,6 +1,6 @@
 """The shared trunk's cache: the key of everything that changes a trained trunk, where trunks are cached, and the
-cached file's format; `shared_trunk` (shared-trunk: a detector trained once) and `pretrained_trunk` (finetune: a
-whole model pretrained jointly once, of which the backbone and detector are kept), each trained once and cached.
+cached file's format; and `one_time_trunk`: the shared-trunk protocol's detector trained once, or the finetune
+protocol's model pretrained jointly once (of which the backbone and detector are kept), each cached.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _load_into(model: InstanceSegmenter, state: dict[str, Any], path: Path, reus
     return {"key": state["key"], "path": path, "reused": reused, "log": state["log"], "metrics": state["metrics"]}
 
 
-def shared_trunk(
+def one_time_trunk(
     model: InstanceSegmenter,
     dataset: CocoInstanceDataset,
     *,
@@ -132,85 +132,57 @@ def shared_trunk(
     log_every: int,
     events: EventHook | None = None,
 ) -> dict[str, Any]:
-    """Load the cached trunk for this key into `model`, training it on the detection (and auxiliary semantic)
-    losses and caching it first when absent. Returns the trunk's record (key, log, metrics, whether reused)."""
+    """Load the one-time stage's backbone + detector for this key into `model`, training and caching them first
+    when absent. Returns its record (key, path, log, metrics, whether it was reused).
+
+    - shared-trunk: `model`'s own backbone + detector, trained on the detection (and auxiliary semantic) losses.
+    - finetune: a whole model with the mask head `config.pretrain_head` (seeded with `config.pretrain_seed`),
+      trained jointly; only its backbone and detector are kept, so that every cell then trains a fresh mask head of
+      its own spec and no head inherits weights fitted to another spec.
+    """
     key = trunk_key(data_id, config, dataset.num_classes)
-    path = Path(cache) / f"trunk-{config.trunk}-{key}.pt"
+    pretrain = config.protocol == "finetune"
+    stage = "pretrain" if pretrain else "trunk"
+    path = Path(cache) / f"{stage}-{config.trunk}-{key}.pt"
 
     def train_once() -> dict[str, Any]:
+        what = f"joint steps with the {config.pretrain_head} head" if pretrain else "steps of the detector"
         message = (
-            f"training the shared trunk once: {config.trunk_iters} steps of {config.batch_size} images at "
-            f"{config.image_size} px, cached as {path} for every variant"
+            f"{'pretraining once for finetune' if pretrain else 'training the shared trunk once'}: "
+            f"{config.trunk_iters} {what}, {config.batch_size} images at {config.image_size} px, cached as {path}"
         )
-        emit(events, "trunk", "note", total=config.trunk_iters, message=message)
-        model.train()
+        emit(events, stage, "note", total=config.trunk_iters, message=message)
         semantic_head, extra = semantic_head_parts(config, dataset.num_classes, device)
-        rows, timing = optimise(
-            detector_step(model, config.image_size, semantic_head),
-            model.trunk_parameters() + extra,
-            batches,
-            stage="trunk",
-            iters=config.trunk_iters,
-            lr=config.trunk_lr,
-            device=device,
-            **loop_options(config),
-            log_every=log_every,
-            events=events,
-        )
-        metrics = {"trunk_train_s": timing["seconds"], "trunk_images_per_s": timing["images_per_s"]}
-        return _record(key, config, data_id, dataset.num_classes, model) | {"log": rows, "metrics": metrics}
-
-    state, reused = _cached(path, train_once)
-    return _load_into(model, state, path, reused)
-
-
-def pretrained_trunk(
-    model: InstanceSegmenter,
-    dataset: CocoInstanceDataset,
-    *,
-    config: TrainConfig,
-    data_id: str,
-    batches: Iterator[Batch],
-    cache: Path,
-    device: torch.device,
-    log_every: int,
-    events: EventHook | None = None,
-) -> dict[str, Any]:
-    """The `finetune` protocol's one-time pretraining: backbone + detector trained jointly with the mask head
-    `config.pretrain_head` (seeded with `config.pretrain_seed`), cached, and loaded into `model`. Only the
-    backbone and detector are kept: every cell then trains a fresh mask head of its own spec, so no head inherits
-    weights fitted to another spec. Returns the record, as shared_trunk."""
-    key = trunk_key(data_id, config, dataset.num_classes)
-    path = Path(cache) / f"pretrain-{config.trunk}-{key}.pt"
-
-    def train_once() -> dict[str, Any]:
-        message = (
-            f"pretraining once for finetune: {config.trunk_iters} joint steps of {config.batch_size} images at "
-            f"{config.image_size} px with the {config.pretrain_head} head, cached as {path} for every cell"
-        )
-        emit(events, "pretrain", "note", total=config.trunk_iters, message=message)
-        torch.manual_seed(config.pretrain_seed)
-        spec = parse_spec(config.pretrain_head)
-        teacher = build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes)
-        if config.init is not None:
-            load_init(teacher.backbone, config.init)
-        teacher = teacher.to(device).train()
-        semantic_head, extra = semantic_head_parts(config, dataset.num_classes, device)
-        step = joint_step(teacher, config.image_size, config.max_mask_positives, semantic_head)
+        trained, seed = model, config.seed
+        if pretrain:
+            torch.manual_seed(config.pretrain_seed)
+            spec = parse_spec(config.pretrain_head)
+            trained, seed = (
+                build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes),
+                config.pretrain_seed,
+            )
+            if config.init is not None:
+                load_init(trained.backbone, config.init)
+            trained = trained.to(device)
+            step = joint_step(trained, config.image_size, config.max_mask_positives, semantic_head)
+            parameters = list(trained.parameters())
+        else:
+            step, parameters = detector_step(model, config.image_size, semantic_head), model.trunk_parameters()
+        trained.train()
         rows, timing = optimise(
             step,
-            list(teacher.parameters()) + extra,
+            parameters + extra,
             batches,
-            stage="pretrain",
+            stage=stage,
             iters=config.trunk_iters,
             lr=config.trunk_lr,
             device=device,
-            **(loop_options(config) | {"seed": config.pretrain_seed}),
+            **(loop_options(config) | {"seed": seed}),
             log_every=log_every,
             events=events,
         )
-        metrics = {"pretrain_s": timing["seconds"], "pretrain_images_per_s": timing["images_per_s"]}
-        return _record(key, config, data_id, dataset.num_classes, teacher) | {"log": rows, "metrics": metrics}
+        metrics = {f"{stage}_train_s": timing["seconds"], f"{stage}_images_per_s": timing["images_per_s"]}
+        return _record(key, config, data_id, dataset.num_classes, trained) | {"log": rows, "metrics": metrics}
 
     state, reused = _cached(path, train_once)
     return _load_into(model, state, path, reused)
