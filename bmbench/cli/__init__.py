@@ -22,7 +22,8 @@ from bmbench.errors import BmbenchError
 
 
 class _Group(TyperGroup):
-    """Turns `BmbenchError` into a one-line message and exit code 2, and prints `BmbenchWarning`s as one line."""
+    """Turns `BmbenchError` into a one-line message and exit code 2, Ctrl-C into one line and exit code 130, and
+    prints `BmbenchWarning`s as one line."""
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
@@ -31,6 +32,9 @@ class _Group(TyperGroup):
         except BmbenchError as err:
             typer.secho(f"error: {err}", err=True, fg="red")
             ctx.exit(2)
+        except KeyboardInterrupt:  # commands that keep partial work (ablate) say what and how to resume first
+            typer.secho("interrupted: results are written atomically, so nothing half-written was left", err=True)
+            ctx.exit(130)
 
 
 app = typer.Typer(

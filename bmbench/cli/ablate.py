@@ -164,7 +164,7 @@ def ablate_cli(
         console(stderr=True).print(
             f"interrupted: {kept} finished cells kept in {out / spec.name}; run the same command again to resume"
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(130) from None  # not KeyboardInterrupt: the group would add its generic line
     console().print(
         f"{spec.name}: {outcome.total} cells, ran {outcome.ran}, reused {outcome.reused}, "
         f"failed {len(outcome.failed)}; summary: {outcome.suite_dir / 'summary.csv'}"

@@ -400,3 +400,14 @@ def test_cli_only_and_force_pick_the_cells(tmp_path: Path, monkeypatch: pytest.M
     assert again.exit_code == 0 and "1 cells, ran 1, reused 0" in again.output
     bad = CliRunner().invoke(app, [*args[:-1], "nope"])
     assert bad.exit_code == 2 and "--only nope: no cell of this suite" in bad.output
+
+
+def test_cli_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    interrupt = partial(run_suite, runner=InterruptOn(2), prepare=no_data)
+    monkeypatch.setattr(bmbench.cli.ablate, "run_suite", interrupt)
+    path, out = suite_file(tmp_path), tmp_path / "out"
+    result = CliRunner().invoke(app, ["ablate", str(path), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 130
+    assert f"interrupted: 1 finished cells kept in {out / 'fake'}; run the same command again to resume" in (
+        " ".join(result.output.split())
+    )
