@@ -42,7 +42,8 @@ class TrainConfig:
     # shared-trunk / finetune: steps of the one-time training (trunk or pretraining)
     trunk_iters: int = field(default=1000, metadata={"minimum": 1})
     trunk_lr: float | None = field(default=None, metadata={"positive": True})  # its lr; None: lr
-    pretrain_head: str = "maskrcnn"  # finetune: the mask head the pretraining trains with (it is then discarded)
+    # finetune: the mask head the pretraining trains with (then discarded); "none": detection + semantic loss only
+    pretrain_head: str = "maskrcnn"
     pretrain_seed: int = 0  # finetune: the pretraining's seed (one pretraining serves every cell seed)
     stream: bool = True  # a synthetic dataset trains on a seeded stream of new scenes, not its train split
     init: str | None = None  # backbone initialisation: torchvision:<WeightsEnum> or a state-dict file; None: random
@@ -97,7 +98,7 @@ def check_config(config: TrainConfig) -> None:
             raise BmbenchError(f"{item.name} must be a positive number, got {value!r}")
     if config.seed < 0 or config.pretrain_seed < 0:
         raise BmbenchError(f"seeds must be non-negative, got {config.seed} and {config.pretrain_seed}")
-    if config.protocol == "finetune":
+    if config.protocol == "finetune" and config.pretrain_head != "none":
         try:
             parse_spec(config.pretrain_head)
         except BmbenchError as err:

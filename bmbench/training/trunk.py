@@ -27,6 +27,7 @@ from bmbench.variants import build_segmenter, parse_spec
 
 TRUNK_FORMAT = "bmbench-trunk/1"
 TRUNK_RECIPE = 1  # bump when the trunk's training changes, so that older cached trunks are not reused
+NO_HEAD = "none"  # finetune's pretrain_head that pretrains without any mask head
 STREAM_RECIPE = 1  # bump when bmbench.data.stream draws other scenes for the same settings
 
 
@@ -138,7 +139,8 @@ def one_time_trunk(
     - shared-trunk: `model`'s own backbone + detector, trained on the detection (and auxiliary semantic) losses.
     - finetune: a whole model with the mask head `config.pretrain_head` (seeded with `config.pretrain_seed`),
       trained jointly; only its backbone and detector are kept, so that every cell then trains a fresh mask head of
-      its own spec and no head inherits weights fitted to another spec.
+      its own spec and no head inherits weights fitted to another spec. With the head "none", the backbone and
+      detector train on the detection and semantic losses alone (seeded as well): no mask head at all.
     """
     key = trunk_key(data_id, config, dataset.num_classes)
     pretrain = config.protocol == "finetune"
@@ -146,7 +148,8 @@ def one_time_trunk(
     path = Path(cache) / f"{stage}-{config.trunk}-{key}.pt"
 
     def train_once() -> dict[str, Any]:
-        what = f"joint steps with the {config.pretrain_head} head" if pretrain else "steps of the detector"
+        with_head = pretrain and config.pretrain_head != NO_HEAD
+        what = f"joint steps with the {config.pretrain_head} head" if with_head else "steps of the detector"
         message = (
             f"{'pretraining once for finetune' if pretrain else 'training the shared trunk once'}: "
             f"{config.trunk_iters} {what}, {config.batch_size} images at {config.image_size} px, cached as {path}"
@@ -156,7 +159,7 @@ def one_time_trunk(
         trained, seed = model, config.seed
         if pretrain:
             torch.manual_seed(config.pretrain_seed)
-            spec = parse_spec(config.pretrain_head)
+            spec = parse_spec(config.pretrain_head if with_head else "maskrcnn")  # "none": its trunk alone trains
             trained, seed = (
                 build_segmenter(spec, trunk=config.trunk, num_classes=dataset.num_classes),
                 config.pretrain_seed,
@@ -164,8 +167,12 @@ def one_time_trunk(
             if config.init is not None:
                 load_init(trained.backbone, config.init)
             trained = trained.to(device)
-            step = joint_step(trained, config.image_size, config.max_mask_positives, semantic_head)
-            parameters = list(trained.parameters())
+            if with_head:
+                step = joint_step(trained, config.image_size, config.max_mask_positives, semantic_head)
+                parameters = list(trained.parameters())
+            else:
+                step = detector_step(trained, config.image_size, semantic_head)
+                parameters = trained.trunk_parameters()
         else:
             step, parameters = detector_step(model, config.image_size, semantic_head), model.trunk_parameters()
         trained.train()

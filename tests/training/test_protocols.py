@@ -98,3 +98,15 @@ def test_the_data_identity_changes_when_an_image_changes(tiny_data: Path, tmp_pa
     pixels = np.asarray(Image.open(image)).copy()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, pixels.shape, dtype=np.uint8)).save(image)
     assert data_identity(copy) != before
+
+
+def test_finetune_can_pretrain_without_any_mask_head(tiny_data: Path, tmp_path: Path) -> None:
+    result, events = _finetune(tiny_data, tmp_path / "a", tmp_path / "cache", pretrain_head="none")
+    notes = [e.message for e in events if e.kind == "note" and e.stage == "pretrain"]
+    assert "steps of the detector" in notes[0]
+    log = (tmp_path / "a" / "train_log.csv").read_text()
+    assert "loss_mask" in log.splitlines()[0]  # the cell's own joint steps have a mask loss
+    pretrain_rows = [line for line in log.splitlines() if line.startswith("pretrain,")]
+    header = log.splitlines()[0].split(",")
+    assert pretrain_rows and all(row.split(",")[header.index("loss_mask")] == "" for row in pretrain_rows)
+    assert result.metrics["trunk_reused"] is False
