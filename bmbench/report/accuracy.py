@@ -21,7 +21,11 @@ from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT,
 
 AP_MARGIN = 0.5  # AP points: the threshold of "about as good" (finding 3's tie, finding 8's "equal") and of "gains"
 MIN_TRAINED_AP = 5.0  # AP points: below this (best cell's mean) the models learned too little to compare accuracy
-COLLAPSED_BASES_R = 0.95  # bases_corr at or above: the K bases are one map, so K and M cannot change the masks
+# bases_corr at or above: the K bases are nearly one map up to a scale and an offset each. That does not stop K and
+# M from changing the masks (sum_k softmax_k(attention) * (a_k * b + c_k) is a per-position gain and offset of one
+# map b, set by the M x M attention; measured on the demo's K=4 cell: r 0.98, yet per-basis std 2.5-3.9 and mean
+# -3.3 to -5.9), so the verdict stands and its evidence says so.
+COLLAPSED_BASES_R = 0.95
 K1_USABLE_FRACTION = 0.8  # "usable": K=1 keeps >= 80 % of the best multi-base cell's AP (degraded, not collapsed)
 PAPER_BEST = {"R": 56, "K": 4, "M": 7}  # the paper's best grid point (finding 3)
 E2E_FASTER_BY = 0.05  # "faster": end to end >= 5 % below Mask R-CNN, beyond the 5 % spread of repeated medians
@@ -63,8 +67,7 @@ def _blend(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _not_comparable(blend: pd.DataFrame) -> Check | None:
     """Not measured when the models learned too little (the best cell's mean AP below MIN_TRAINED_AP: a usable
-    best cell never trips it), or when the K>1 bases collapsed into one map (then the attention's softmax over
-    identical bases returns that map whatever K and M are: no K or M comparison holds)."""
+    best cell never trips it)."""
     means = cell_means(blend, ["mask_AP", BASES_CORR_COLUMN])
     best = means["mask_AP"].max()
     if best < MIN_TRAINED_AP:
@@ -73,14 +76,23 @@ def _not_comparable(blend: pd.DataFrame) -> Check | None:
             f"the best cell reaches only {best:.1f} mask AP (< {MIN_TRAINED_AP}): too little "
             "training to compare accuracy; run a longer suite",
         )
-    corr = means[means["K"] > 1][BASES_CORR_COLUMN].dropna() if BASES_CORR_COLUMN in means else pd.Series([])
-    if len(corr) and corr.median() >= COLLAPSED_BASES_R:
-        return Check(
-            NOT_MEASURED,
-            f"the K>1 cells' bases collapsed into one map (median bases r {corr.median():.2f} ≥ "
-            f"{COLLAPSED_BASES_R}): K and M cannot change the masks; train longer or jointly",
-        )
     return None
+
+
+def bases_note(check: Check, runs: pd.DataFrame) -> Check:
+    """`check` with a note when the K>1 cells' bases are nearly one map (median bases r >= COLLAPSED_BASES_R)."""
+    blend = _blend(runs)
+    if check.verdict == NOT_MEASURED or BASES_CORR_COLUMN not in blend:
+        return check
+    corr = cell_means(blend, [BASES_CORR_COLUMN])
+    corr = corr[corr["K"] > 1][BASES_CORR_COLUMN].dropna()
+    if not len(corr) or corr.median() < COLLAPSED_BASES_R:
+        return check
+    note = (
+        f" Note: the K>1 bases are nearly one map (median bases r {corr.median():.2f}, up to a scale and an offset "
+        "each): K and M act through a per-position gain and offset of that map."
+    )
+    return Check(check.verdict, check.evidence + note)
 
 
 def _cell(row: pd.Series) -> str:

@@ -21,6 +21,7 @@ from bmbench.report.accuracy import (  # findings 1-4 and 8 (re-exported: claims
     K1_USABLE_FRACTION,
     MIN_TRAINED_AP,
     PAPER_BEST,
+    bases_note,
     check_attention_side,
     check_best_cell,
     check_end_to_end,
@@ -46,6 +47,7 @@ __all__ = [  # the checks and the vocabulary, wherever they are defined
     "PAPER_BEST",
     "Check",
     "Verdict",
+    "bases_note",
     "check_attention_side",
     "check_best_cell",
     "check_end_to_end",
@@ -238,10 +240,10 @@ def evaluate_environment(env: Environment) -> list[Verdict]:
     for suite in env.suites:
         runs, scope = suite.runs(), f"ablate `{suite.name}`"  # one row per spec and seed
         latency = latency_at(suite)
-        add(1, check_single_base(runs), scope)
-        add(2, check_four_bases(runs, latency[1] if latency else None), scope)
-        add(3, check_best_cell(runs), scope)
-        add(4, check_attention_side(runs), scope)
+        add(1, bases_note(check_single_base(runs), runs), scope)
+        add(2, bases_note(check_four_bases(runs, latency[1] if latency else None), runs), scope)
+        add(3, bases_note(check_best_cell(runs), runs), scope)
+        add(4, bases_note(check_attention_side(runs), runs), scope)
     for run in env.speed_runs:
         scope, scaling = f"speed `{run.name}`", _scaling_with_own(run)
         if scaling.empty:

@@ -172,15 +172,19 @@ def test_suite_cells_average_seeds(tmp_path: Path) -> None:
     assert paper["mask_AP"].iloc[0] == pytest.approx(36.0)
 
 
-def test_collapsed_bases_make_k_and_m_comparisons_unmeasured(base: pd.DataFrame, tmp_path: Path) -> None:
+def test_correlated_bases_keep_the_verdict_and_say_so(base: pd.DataFrame, tmp_path: Path) -> None:
+    """Bases r near 1 means one map up to a scale and an offset per basis, which K and M still combine per
+    position: the verdict is judged as usual and the evidence notes the correlation (it no longer reads
+    not measured, as it did before issue 12's measurements)."""
     checks = (claims.check_single_base, claims.check_four_bases, claims.check_best_cell, claims.check_attention_side)
-    collapsed = base.assign(bases_corr=0.99)
+    collapsed = cells_of(base.assign(bases_corr=0.99), tmp_path)
     for check in checks:
-        result = check(cells_of(collapsed, tmp_path))
-        assert result.verdict == NOT_MEASURED and "collapsed" in result.evidence and "0.99" in result.evidence
-    distinct = base.assign(bases_corr=0.4)  # the same AP as `base`, bases that differ: judged as before
+        result = claims.bases_note(check(collapsed), collapsed)
+        assert result.verdict == check(cells_of(base, tmp_path)).verdict == HOLDS
+        assert "bases r 0.99" in result.evidence
+    distinct = cells_of(base.assign(bases_corr=0.4), tmp_path)  # bases that differ: no note
     for check in checks:
-        assert check(cells_of(distinct, tmp_path)).verdict == check(cells_of(base, tmp_path)).verdict == HOLDS
+        assert "bases r" not in claims.bases_note(check(distinct), distinct).evidence
 
 
 # --- verdicts against the spread over seeds -----------------------------------------------------------------------
