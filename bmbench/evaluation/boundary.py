@@ -6,23 +6,19 @@ diagonal) (at least 1), the image border counting as contour: ``mask & ~erode(ma
 with zeros outside the image. The IoU that Boundary AP matches with is min(mask IoU, boundary IoU) for every
 non-crowd ground truth, as in the authors' boundary-iou-api; crowd regions keep the mask IoU.
 
-Letters: N masks, H x W the image.
+Letters: H x W the image, h x w a mask's bounding box, d the boundary width.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from numpy.lib.stride_tricks import sliding_window_view
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
-from torch import Tensor
 
 BOUNDARY_DILATION_RATIO = 0.02  # of the image diagonal (Cheng et al. 2021)
-_CHUNK_PIXELS = 1 << 24  # masks decoded at once are bounded to this many pixels
 
 
 def boundary_width(height: int, width: int, dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> int:
@@ -30,34 +26,36 @@ def boundary_width(height: int, width: int, dilation_ratio: float = BOUNDARY_DIL
     return max(1, int(round(dilation_ratio * math.hypot(height, width))))
 
 
-def boundary_masks(masks: Tensor, width: int) -> Tensor:
-    """Boundary regions of binary masks ``Tensor[N, H, W]`` (bool): each mask's pixels within `width` pixels
-    (Chebyshev distance) of its contour or of the image border -> ``Tensor[N, H, W]`` bool."""
-    inverse = (~masks.bool()).float()[:, None]  # (N, 1, H, W): 1 outside the mask
+def boundary_mask(mask: np.ndarray, width: int) -> np.ndarray:
+    """The boundary region of a binary mask ``ndarray[H, W]``: its pixels within `width` pixels (Chebyshev
+    distance) of its contour or of the image border -> ``ndarray[H, W]`` bool.
+
+    Worked on the mask's bounding box only: outside it the mask is empty, as outside the image.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros_like(mask)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return out
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = mask[y0:y1, x0:x1]  # (h, w)
+    background = np.pad(~crop, width, constant_values=True)  # (h + 2d, w + 2d)
     k = 2 * width + 1
-    padded = F.pad(inverse, (width, width, width, width), value=1.0)  # outside the image counts as background
-    # A square erosion is separable: max over rows, then over columns, of the background.
-    grown = F.max_pool2d(F.max_pool2d(padded, (1, k), stride=1), (k, 1), stride=1)  # (N, 1, H, W)
-    return masks.bool() & (grown[:, 0] > 0)
+    # A square erosion is separable: background within d along the rows, then along the columns.
+    near = sliding_window_view(background, k, axis=1).max(axis=-1)  # (h + 2d, w)
+    near = sliding_window_view(near, k, axis=0).max(axis=-1)  # (h, w)
+    out[y0:y1, x0:x1] = crop & near
+    return out
 
 
 def boundary_rles(rles: list[dict], dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> list[dict]:
     """Boundary-region RLEs (bytes counts, as pycocotools' iou takes them) of mask RLEs, in order."""
-    out: list[dict | None] = [None] * len(rles)
-    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, rle in enumerate(rles):
-        by_size[tuple(int(s) for s in rle["size"])].append(index)
-    for (height, width), indices in by_size.items():
-        d = boundary_width(height, width, dilation_ratio)
-        step = max(1, _CHUNK_PIXELS // max(height * width, 1))
-        for start in range(0, len(indices), step):
-            part = indices[start : start + step]
-            decoded = mask_utils.decode([rles[i] for i in part])  # (H, W, n)
-            masks = torch.from_numpy(np.ascontiguousarray(decoded.transpose(2, 0, 1))).bool()  # (n, H, W)
-            edges = boundary_masks(masks, d).permute(1, 2, 0).numpy().astype(np.uint8)  # (H, W, n)
-            for i, rle in zip(part, mask_utils.encode(np.asfortranarray(edges)), strict=True):
-                out[i] = rle
-    return out  # type: ignore[return-value]
+    out = []
+    for rle in rles:
+        height, width = (int(v) for v in rle["size"])
+        edge = boundary_mask(mask_utils.decode(rle), boundary_width(height, width, dilation_ratio))
+        out.append(mask_utils.encode(np.asfortranarray(edge.astype(np.uint8))))
+    return out
 
 
 class BoundaryMatching:

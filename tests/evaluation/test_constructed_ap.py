@@ -11,7 +11,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from bmbench.evaluation.boundary import boundary_masks, boundary_rles, boundary_width
+from bmbench.evaluation.boundary import boundary_mask, boundary_rles, boundary_width
 from bmbench.evaluation.scoring import encode_masks, score_detections
 
 EXACT = 1e-12  # COCOeval's precision is tp / (tp + fp + eps): "exact" means to this
@@ -58,11 +58,14 @@ def _det(mask: torch.Tensor, score: float, image: int = 1, category: int = 1) ->
 def test_boundary_of_a_square_by_hand() -> None:
     assert boundary_width(SIDE, SIDE) == 3
     square = _square(20, 20, 60)
-    edge = boundary_masks(square[None], 3)[0]
+    edge = torch.from_numpy(boundary_mask(square.numpy(), 3))
     assert int(edge.sum()) == 60 * 60 - 54 * 54  # the 3-px frame inside the square
     assert not edge[23:77, 23:77].any() and edge[20:23, 20:80].all()
-    full = boundary_masks(torch.ones(1, 10, 10, dtype=torch.bool), 2)[0]  # the image border counts as contour
+    full = boundary_mask(np.ones((10, 10), dtype=bool), 2)  # the image border counts as contour
     assert int(full.sum()) == 100 - 36
+    ring = np.zeros((20, 20), dtype=bool)
+    ring[2:18, 2:18], ring[8:12, 8:12] = True, False  # a hole is contour too
+    assert boundary_mask(ring, 2).sum() == 16 * 16 - 12 * 12 + (8 * 8 - 4 * 4) and not boundary_mask(ring[:0], 1).size
 
 
 def test_one_pixel_shift_barely_moves_mask_iou_but_lowers_boundary_iou() -> None:
