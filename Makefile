@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # The whole story on the CPU: the variants, a speed sweep, a small ablation on the synthetic data, the report.
 demo: $(STAMP)
 	$(BIN)/bmbench variants
-	$(BIN)/bmbench speed --vary R --instances 1,10,50 --budget-s 0.2
+	$(BIN)/bmbench speed --vary R --values 14,28,42,56,84,112 --variants blendmask --instances 1..100 --trunk small --image-size 320x256 --threads 1 --budget-s 1.5 --max-repeats 400 --peers
 	$(BIN)/bmbench ablate suites/demo.yaml
 	$(BIN)/bmbench report --results results --out results/report.md
 

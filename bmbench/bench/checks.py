@@ -118,13 +118,13 @@ def merge_bandwidth_row(
     }
 
 
-def peers_table(config: SweepConfig, timer: Timer, inputs: tuple[dict, list]) -> pd.DataFrame:
+def peers_table(config: SweepConfig, timer: Timer, inputs: tuple[dict, list], *, compile: bool = True) -> pd.DataFrame:
     """The ratio table of bench.peers at N = the largest ``config.instances``: the ``blendmask`` preset (K=4, M=7,
-    R=56) and the ``maskrcnn`` preset on the config's image and trunk."""
+    R=56) and the ``maskrcnn`` preset on the config's image and trunk; ``compile`` adds torch.compile(blender)."""
     num = max(config.instances)
     blender = _workload(config, "blendmask", PRESETS["blendmask"], inputs, num)
     rcnn = _workload(config, "maskrcnn", PRESETS["maskrcnn"], inputs, num)
-    return pd.DataFrame(peer_rows(blender, rcnn, timer, compile=COMPILE_PEERS), columns=list(PEER_COLUMNS))
+    return pd.DataFrame(peer_rows(blender, rcnn, timer, compile=compile and COMPILE_PEERS), columns=list(PEER_COLUMNS))
 
 
 def count_check_steps(config: SweepConfig, *, rounds: int = 2) -> int:

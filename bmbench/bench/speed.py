@@ -190,12 +190,13 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
 
 
 def sweep_peers(config: SweepConfig) -> pd.DataFrame:
-    """The floors-and-peers table for a sweep run (``--peers``), with the sweep's settings."""
+    """The floors-and-peers table for a sweep run (``--peers``), with the sweep's settings; torch.compile(blender)
+    only with ``--compile`` (its first call builds C++ for a minute on a small CPU)."""
     with torch_settings(config):
         inputs = random_inputs(
             config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
         )
-        return peers_table(config, make_timer(config), inputs)
+        return peers_table(config, make_timer(config), inputs, compile=config.compile)
 
 
 def precise_fraction(frame: pd.DataFrame) -> float:
