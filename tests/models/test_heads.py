@@ -136,12 +136,12 @@ def test_interpolation_matrix_is_bilinear_upsampling() -> None:
 
 
 def test_basis_module_groupnorm_blocks_are_adelaidets() -> None:
-    plain = BasisModule(in_channels=16, num_bases=4, channels=64)
+    plain = BasisModule(in_channels=16, num_bases=4, channels=64, norm=None)
     names = [name for name, _ in plain.named_parameters()]  # the names of checkpoints written before the norm
     assert names[:2] == ["refine.0.0.weight", "refine.0.0.bias"] and "tower.4.weight" in names
     assert not any(isinstance(m, nn.GroupNorm) for m in plain.modules())
     torch.manual_seed(0)
-    normed = BasisModule(in_channels=16, num_bases=4, channels=64, norm="GN")
+    normed = BasisModule(in_channels=16, num_bases=4, channels=64)  # GN is the default
     convs = [m for m in normed.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     norms = [m for m in normed.modules() if isinstance(m, nn.GroupNorm)]
     assert len(convs) == len(norms) == 7 and all(m.num_groups == GN_GROUPS for m in norms)

@@ -89,12 +89,14 @@ class BasisModule(nn.Module):
 
     The BlendMask bottom module (and the YOLACT protonet / CenterMask saliency branch, with K=32 / K=1).
     Lightly adapted from AdelaiDet's basis module: ``features[p3..p5]: Tensor[B, C, H/8.., W/8..]`` ->
-    ``Tensor[B, K, H/4, W/4]``. `norm` picks the conv blocks (see `conv_block`); the 1x1 predictor keeps
-    PyTorch's default initialisation, as in AdelaiDet.
+    ``Tensor[B, K, H/4, W/4]``. `norm` picks the conv blocks (see `conv_block`): "GN" by default, AdelaiDet's
+    recipe (issue 12's probe, 300 joint steps at 128 px: 17.9 oracle mask AP against 15.5 without), None for the
+    plain conv + ReLU of checkpoints written before. The 1x1 predictor keeps PyTorch's default initialisation, as
+    in AdelaiDet.
     """
 
     def __init__(
-        self, *, in_channels: int, num_bases: int, channels: int = 128, num_convs: int = 3, norm: str | None = None
+        self, *, in_channels: int, num_bases: int, channels: int = 128, num_convs: int = 3, norm: str | None = "GN"
     ) -> None:
         super().__init__()
         self.refine = nn.ModuleList(conv_block(in_channels, channels, norm=norm) for _ in range(3))
