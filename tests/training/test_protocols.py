@@ -34,8 +34,8 @@ def _finetune(data: Path, out: Path, cache: Path, spec: str = SPEC, **kwargs) ->
 
 def test_finetune_pretrains_once_and_gives_each_cell_a_fresh_head(tiny_data: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    first, events = _finetune(tiny_data, tmp_path / "a", cache)
-    second, again = _finetune(tiny_data, tmp_path / "b", cache, spec="yolact:K=4")
+    first, events = _finetune(tiny_data, tmp_path / "a", cache, pretrain_head="maskrcnn")
+    second, again = _finetune(tiny_data, tmp_path / "b", cache, spec="yolact:K=4", pretrain_head="maskrcnn")
     assert first.metrics["trunk_reused"] is False and second.metrics["trunk_reused"] is True
     assert len(list(cache.glob("pretrain-*.pt"))) == 1  # one pretraining for every cell
     notes = [e.message for e in events if e.kind == "note" and e.stage == "pretrain"]
@@ -71,7 +71,7 @@ def test_finetune_head_starts_fresh(tiny_data: Path, tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(train_module, "optimise", capture)
     monkeypatch.setattr(train_module, "build_segmenter", build)
-    _finetune(tiny_data, tmp_path / "run", tmp_path / "cache")
+    _finetune(tiny_data, tmp_path / "run", tmp_path / "cache", pretrain_head="maskrcnn")
     torch.manual_seed(0)
     fresh = build_segmenter(parse_spec(SPEC), trunk="small", num_classes=4)
     for name, value in fresh.mask_head.named_parameters():
@@ -101,7 +101,7 @@ def test_the_data_identity_changes_when_an_image_changes(tiny_data: Path, tmp_pa
 
 
 def test_finetune_can_pretrain_without_any_mask_head(tiny_data: Path, tmp_path: Path) -> None:
-    result, events = _finetune(tiny_data, tmp_path / "a", tmp_path / "cache", pretrain_head="none")
+    result, events = _finetune(tiny_data, tmp_path / "a", tmp_path / "cache")  # the default: no mask head
     notes = [e.message for e in events if e.kind == "note" and e.stage == "pretrain"]
     assert "steps of the detector" in notes[0]
     log = (tmp_path / "a" / "train_log.csv").read_text()
