@@ -12,11 +12,11 @@ Letters: H x W the image, h x w a mask's bounding box, d the boundary width.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from pycocotools import mask as mask_utils
-from pycocotools.cocoeval import COCOeval
 
 BOUNDARY_DILATION_RATIO = 0.02  # of the image diagonal (Cheng et al. 2021)
 
@@ -42,10 +42,21 @@ def boundary_mask(mask: np.ndarray, width: int) -> np.ndarray:
     background = np.pad(~crop, width, constant_values=True)  # (h + 2d, w + 2d)
     k = 2 * width + 1
     # A square erosion is separable: background within d along the rows, then along the columns.
-    near = sliding_window_view(background, k, axis=1).max(axis=-1)  # (h + 2d, w)
-    near = sliding_window_view(near, k, axis=0).max(axis=-1)  # (h, w)
+    near = _window_any(_window_any(background, k, axis=1), k, axis=0)  # (h, w)
     out[y0:y1, x0:x1] = crop & near
     return out
+
+
+def _window_any(a: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Logical or over every window of `k` along `axis` (length n -> n - k + 1), by doubling: log2(k) passes."""
+    a = np.moveaxis(a, axis, 0)
+    span = 1
+    while 2 * span <= k:  # windows of 2·span from two of span
+        a = a[:-span] | a[span:]
+        span *= 2
+    if span < k:  # two overlapping windows of span cover one of k
+        a = a[: len(a) - (k - span)] | a[k - span :]
+    return np.moveaxis(a, 0, axis)
 
 
 def boundary_rles(rles: list[dict], dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> list[dict]:
@@ -58,69 +69,45 @@ def boundary_rles(rles: list[dict], dilation_ratio: float = BOUNDARY_DILATION_RA
     return out
 
 
-class BoundaryMatching:
-    """COCOeval mixin (for an iouType "segm" evaluator) that matches on min(mask IoU, boundary IoU) for non-crowd
-    ground truth, the IoU of Boundary AP.
+def combined_ious(
+    mask_ious: dict[tuple[int, int], Any],
+    pair_anns: Callable[[int, int], tuple[list[dict], list[dict]]],
+    *,
+    mask_rle: Callable[[dict], dict],
+    boundaries: Callable[[list[dict]], list[dict]] = boundary_rles,
+    min_iou: float = 0.5,
+) -> dict[tuple[int, int], Any]:
+    """The IoUs Boundary AP matches with: min(mask IoU, boundary IoU) for non-crowd ground truth, the mask IoU for
+    crowd regions. ``mask_ious``: COCOeval's {(image, category): ndarray[D, G]}; ``pair_anns(image, category)``:
+    the (gt, dt) annotations in that matrix's order; ``mask_rle``: an annotation's mask RLE; ``boundaries``: RLEs
+    -> their boundary RLEs.
 
-    The boundary IoU is computed only for pairs whose mask IoU reaches the lowest IoU threshold: below it a pair
-    never matches, and min(mask IoU, boundary IoU) is below it too, so AP and AR are unchanged while most pairs (the
-    false positives') need no boundary. Boundaries are computed once per annotation.
-
-    Subclasses give ``_pair_anns(imgId, catId) -> (gt, dt)`` in their computeIoU's order and ``_mask_rle(ann)``.
+    Only pairs whose mask IoU reaches `min_iou` (COCOeval's lowest threshold) get a boundary IoU: below it a pair
+    never matches, and the min is below it too, so AP and AR are unchanged while most pairs (the false positives')
+    need no boundary. Each annotation's boundary is computed once.
     """
+    cache: dict[tuple[str, int], dict] = {}
 
-    dilation_ratio: float = BOUNDARY_DILATION_RATIO
-
-    def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
-        raise NotImplementedError
-
-    def _mask_rle(self, ann: dict) -> dict:
-        return ann["segmentation"]
-
-    def _boundaries(self, kind: str, anns: list[dict]) -> list[dict]:
-        cache = self.__dict__.setdefault("_boundary_cache", {})
+    def edges(kind: str, anns: list[dict]) -> list[dict]:
         todo = [ann for ann in anns if (kind, ann["id"]) not in cache]
-        for ann, rle in zip(todo, boundary_rles([self._mask_rle(a) for a in todo], self.dilation_ratio), strict=True):
+        for ann, rle in zip(todo, boundaries([mask_rle(a) for a in todo]), strict=True):
             cache[kind, ann["id"]] = rle
         return [cache[kind, ann["id"]] for ann in anns]
 
-    def computeIoU(self, imgId: int, catId: int):  # noqa: N802, N803 - COCOeval's names
-        ious = super().computeIoU(imgId, catId)  # type: ignore[misc]
+    out = {}
+    for key, ious in mask_ious.items():
         if len(ious) == 0:
-            return ious
-        gt, dt = self._pair_anns(imgId, catId)
-        ious = np.array(ious, dtype=np.float64)  # (D, G), a copy: the mask IoUs may be another run's
+            out[key] = ious
+            continue
+        gt, dt = pair_anns(*key)
+        ious = np.array(ious, dtype=np.float64)  # (D, G), a copy: the mask IoUs stay the segm run's
         crowd = np.array([bool(g.get("iscrowd", 0)) for g in gt])
-        rows, cols = np.nonzero((ious >= np.min(self.params.iouThrs)) & ~crowd[None])  # type: ignore[attr-defined]
-        if len(rows) == 0:
-            return ious
-        d_index, g_index = np.unique(rows), np.unique(cols)
-        d_edges = self._boundaries("dt", [dt[i] for i in d_index])
-        g_edges = self._boundaries("gt", [gt[j] for j in g_index])
-        edge_ious = np.asarray(mask_utils.iou(d_edges, g_edges, [0] * len(g_edges)))  # (d, g)
-        edge = edge_ious[np.searchsorted(d_index, rows), np.searchsorted(g_index, cols)]
-        ious[rows, cols] = np.minimum(ious[rows, cols], edge)
-        return ious
-
-
-class BoundaryCOCOeval(BoundaryMatching, COCOeval):
-    """pycocotools' COCOeval for Boundary AP: ``BoundaryCOCOeval(gt, dt)`` (iouType "segm")."""
-
-    def __init__(self, cocoGt=None, cocoDt=None, *, dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> None:  # noqa: N803
-        super().__init__(cocoGt, cocoDt, iouType="segm")
-        self.dilation_ratio = dilation_ratio
-
-    def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
-        return pycocotools_pair_anns(self, imgId, catId)
-
-
-def pycocotools_pair_anns(evaluator: COCOeval, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
-    """The ground truth and the score-sorted, truncated detections that pycocotools' computeIoU pairs."""
-    p = evaluator.params
-    if p.useCats:
-        gt, dt = evaluator._gts[imgId, catId], evaluator._dts[imgId, catId]
-    else:
-        gt = [g for c in p.catIds for g in evaluator._gts[imgId, c]]
-        dt = [d for c in p.catIds for d in evaluator._dts[imgId, c]]
-    order = np.argsort([-d["score"] for d in dt], kind="mergesort")
-    return gt, [dt[i] for i in order][: p.maxDets[-1]]
+        rows, cols = np.nonzero((ious >= min_iou) & ~crowd[None])
+        if len(rows):
+            d_index, g_index = np.unique(rows), np.unique(cols)
+            d_edges, g_edges = edges("dt", [dt[i] for i in d_index]), edges("gt", [gt[j] for j in g_index])
+            edge_ious = np.asarray(mask_utils.iou(d_edges, g_edges, [0] * len(g_edges)))  # (d, g)
+            edge = edge_ious[np.searchsorted(d_index, rows), np.searchsorted(g_index, cols)]
+            ious[rows, cols] = np.minimum(ious[rows, cols], edge)
+        out[key] = ious
+    return out

@@ -25,11 +25,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.boundary import BoundaryMatching, pycocotools_pair_anns
+from bmbench.evaluation.boundary import BOUNDARY_DILATION_RATIO, boundary_rles, combined_ious
 
 EVALUATORS = ("pycocotools", "faster")  # what --evaluator takes
 MAX_DETS = 100  # detections per image kept and scored, as COCO
-COCO_IOU_TYPES = ("segm", "bbox", "boundary")  # what run_cocoeval scores
+COCO_IOU_TYPES = ("segm", "bbox")  # what run_cocoeval scores (Boundary AP: boundary_run of a segm run)
 _FASTER_HINT = "pip install 'bmbench[faster]' (or pip install faster-coco-eval)"
 
 
@@ -77,89 +77,17 @@ class GroundTruth:
 
             self._faster = faster_coco_eval.COCO(coco.dataset)
 
-    def load_results(self, results: list[dict]) -> Any:
-        """COCO results (dicts, written into by loadRes) as this evaluator's detection index."""
-        with contextlib.redirect_stdout(io.StringIO()):
-            return (self._faster or self.coco).loadRes(results)
-
     def build(self, results: list[dict], iou_type: str) -> Any:
-        """An un-run COCOeval of this evaluator for `iou_type` (segm, bbox or boundary)."""
+        """An un-run COCOeval of this evaluator for `iou_type` (segm or bbox) on COCO results (dicts, written into
+        by loadRes)."""
         if iou_type not in COCO_IOU_TYPES:
             raise BmbenchError(f"unknown iou type {iou_type!r} (known: {', '.join(COCO_IOU_TYPES)})")
-        dt = self.load_results(results)
-        if self.evaluator == "faster":
-            plain, boundary = _faster_classes()
-            if iou_type == "boundary":
-                return boundary(self._faster, dt, iouType="segm")
-            return plain(self._faster, dt, iouType=iou_type)
-        if iou_type == "boundary":
-            return _IgnoringBoundaryCOCOeval(self.coco, dt, iouType="segm")
-        return _IgnoringCOCOeval(self.coco, dt, iouType=iou_type)
+        with contextlib.redirect_stdout(io.StringIO()):
+            if self.evaluator == "faster":
+                from faster_coco_eval import COCOeval_faster
 
-
-class _Ignoring:
-    """COCOeval mixin: ground truth whose id is in `ignore_ids` is set to ignore after _prepare (which sets
-    ignore from iscrowd), so it counts as neither a hit nor a miss and detections matched to it are ignored.
-
-    `known_ious`: the ``ious`` of an earlier run of the same type on the same detections, reused instead of
-    recomputed (the IoUs do not depend on the ignore flags; matching sorts by them afterwards)."""
-
-    ignore_ids: Collection[int] = frozenset()
-    known_ious: dict | None = None
-
-    def computeIoU(self, imgId: int, catId: int):  # noqa: N802 - COCOeval's name
-        if self.known_ious is not None:
-            return self.known_ious[imgId, catId]
-        return super().computeIoU(imgId, catId)
-
-    def _ignored(self, anns: Any) -> None:
-        if self.ignore_ids:
-            for ann in anns:
-                if ann["id"] in self.ignore_ids:
-                    ann["ignore"] = 1
-
-
-class _IgnoringCOCOeval(_Ignoring, COCOeval):
-    def _prepare(self) -> None:
-        super()._prepare()
-        self._ignored(g for group in self._gts.values() for g in group)
-
-
-class _IgnoringBoundaryCOCOeval(BoundaryMatching, _IgnoringCOCOeval):
-    def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
-        return pycocotools_pair_anns(self, imgId, catId)
-
-
-_FASTER_CLASSES: tuple[Any, Any] | None = None
-
-
-def _faster_classes() -> tuple[Any, Any]:
-    """faster-coco-eval's COCOeval_faster with the ignore mixin (its annotation dicts are live after _prepare),
-    and the same for Boundary AP with :class:`BoundaryMatching` (its boundaries equal faster-coco-eval's own
-    iouType "boundary" ones; tested)."""
-    global _FASTER_CLASSES
-    if _FASTER_CLASSES is None:
-        from faster_coco_eval import COCOeval_faster
-
-        class _IgnoringFasterCOCOeval(_Ignoring, COCOeval_faster):
-            def _prepare(self) -> None:
-                super()._prepare()
-                self._ignored(self.cocoGt.loadAnns(self.cocoGt.getAnnIds(imgIds=self.params.imgIds)))
-
-        class _IgnoringFasterBoundaryCOCOeval(BoundaryMatching, _IgnoringFasterCOCOeval):
-            def _pair_anns(self, imgId: int, catId: int) -> tuple[list[dict], list[dict]]:  # noqa: N803
-                p = self.params
-                cats = [catId] if p.useCats else p.catIds
-                gt = self.gt_dataset.get_instances([imgId], cats, bool(p.useCats))[0][0]
-                dt = self.dt_dataset.get_instances([imgId], cats, bool(p.useCats))[0][0]
-                order = np.argsort([-d["score"] for d in dt], kind="mergesort")
-                return gt, [dt[i] for i in order][: p.maxDets[-1]]
-
-            def _mask_rle(self, ann: dict) -> dict:
-                return ann["rle"]
-
-        _FASTER_CLASSES = (_IgnoringFasterCOCOeval, _IgnoringFasterBoundaryCOCOeval)
-    return _FASTER_CLASSES
+                return COCOeval_faster(self._faster, self._faster.loadRes(results), iouType=iou_type)
+            return COCOeval(self.coco, self.coco.loadRes(results), iouType=iou_type)
 
 
 def run_cocoeval(
@@ -169,33 +97,118 @@ def run_cocoeval(
     *,
     image_ids: Sequence[int] | None = None,
     max_dets: int = MAX_DETS,
-    ignore_ids: Collection[int] = frozenset(),
-    known_ious: dict | None = None,
 ) -> dict[str, Any]:
-    """Run COCOeval (evaluate + accumulate) of `results` against `gt` and return its ``eval`` dict:
-    ``precision`` ndarray[T, R, K, A, M] and ``recall`` ndarray[T, K, A, M] (-1 where nothing was scored), and
-    ``cat_ids`` (the K category ids in order).
+    """Run COCOeval (evaluate + accumulate) of `results` against `gt` and return ``precision`` ndarray[T, R, K, A, M]
+    and ``recall`` ndarray[T, K, A, M] (-1 where nothing was scored), ``cat_ids`` (the K category ids in order),
+    ``ious`` ({(image id, category id): ndarray[D, G]}) and ``evaluator`` (the COCOeval, for :func:`rematch`).
 
-    `image_ids` restricts scoring to those images; `max_dets` caps the detections per image and category as
-    COCOeval does; ground truth with an id in `ignore_ids` is ignored (see :class:`_Ignoring`). The ``ious`` it
-    returns may be passed back as `known_ious` to a run of the same type, detections, images and max_dets.
+    `image_ids` restricts scoring to those images; `max_dets` caps the detections per image and category, as
+    COCOeval does.
     """
     check_max_dets(max_dets)
     evaluator = gt.build(results, iou_type)
-    evaluator.ignore_ids = frozenset(ignore_ids)
-    evaluator.known_ious = known_ious
     evaluator.params.maxDets = max_dets_settings(max_dets)
     if image_ids is not None:
         evaluator.params.imgIds = sorted(set(image_ids))
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
+    return _accumulated(evaluator) | {"ious": evaluator.ious, "evaluator": evaluator}
+
+
+def _accumulated(evaluator: Any) -> dict[str, Any]:
     return {
-        "precision": np.asarray(evaluator.eval["precision"]),
-        "recall": np.asarray(evaluator.eval["recall"]),
+        "precision": np.array(evaluator.eval["precision"]),
+        "recall": np.array(evaluator.eval["recall"]),
         "cat_ids": list(evaluator.params.catIds),
-        "ious": evaluator.ious,
     }
+
+
+def rematch(run: dict[str, Any], *, ious: dict | None = None, ignore_ids: Collection[int] = frozenset()) -> dict:
+    """Match and accumulate a :func:`run_cocoeval` run again, with other IoUs (e.g. Boundary IoU) or with the ground
+    truth whose id is in `ignore_ids` set to ignore (as COCOeval ignores crowd regions: neither hit nor miss, and a
+    detection matched to it is ignored too). The detections, their IoUs and their order are the run's: nothing is
+    loaded or computed again. Returns ``precision``, ``recall`` and ``cat_ids`` as run_cocoeval does."""
+    evaluator = run["evaluator"]
+    p = evaluator.params
+    cat_ids = p.catIds if p.useCats else [-1]
+    table = run["ious"] if ious is None else ious
+    anns = _gt_anns(evaluator)
+    for ann in anns:  # both libraries read the flag when matching, from the dicts _prepare indexed
+        ann["ignore"] = int(bool(ann.get("iscrowd", 0)) or ann["id"] in ignore_ids)
+    try:
+        if hasattr(evaluator, "gt_dataset"):  # faster-coco-eval: its C++ matching and accumulation
+            import faster_coco_eval.faster_eval_api_cpp as faster_cpp
+
+            rows = [[table[image, cat] for cat in cat_ids] for image in p.imgIds]
+            args = (rows, evaluator.gt_dataset, evaluator.dt_dataset, p.imgIds, p.catIds, bool(p.useCats))
+            evaluator.eval = faster_cpp.COCOevalEvaluateAccumulate(evaluator._paramsEval, *args)
+        else:  # pycocotools: COCOeval.evaluate's matching loop, then accumulate
+            kept, evaluator.ious = evaluator.ious, table
+            evaluator.evalImgs = [
+                evaluator.evaluateImg(image, cat, area, p.maxDets[-1])
+                for cat in cat_ids
+                for area in p.areaRng
+                for image in p.imgIds
+            ]
+            evaluator.ious = kept
+            with contextlib.redirect_stdout(io.StringIO()):
+                evaluator.accumulate()
+        return _accumulated(evaluator)
+    finally:
+        for ann in anns:
+            ann["ignore"] = int(bool(ann.get("iscrowd", 0)))
+
+
+def _gt_anns(evaluator: Any) -> list[dict]:
+    if hasattr(evaluator, "gt_dataset"):
+        return evaluator.cocoGt.loadAnns(evaluator.cocoGt.getAnnIds(imgIds=evaluator.params.imgIds))
+    return [ann for group in evaluator._gts.values() for ann in group]
+
+
+def _pair_anns(evaluator: Any, image: int, cat: int) -> tuple[list[dict], list[dict]]:
+    """The ground truth and the score-sorted, truncated detections that the evaluator's computeIoU paired."""
+    p = evaluator.params
+    cats = [cat] if p.useCats else p.catIds
+    if hasattr(evaluator, "gt_dataset"):
+        gt = evaluator.gt_dataset.get_instances([image], cats, bool(p.useCats))[0][0]
+        dt = evaluator.dt_dataset.get_instances([image], cats, bool(p.useCats))[0][0]
+    else:
+        gt = [g for c in cats for g in evaluator._gts[image, c]]
+        dt = [d for c in cats for d in evaluator._dts[image, c]]
+    order = np.argsort([-d["score"] for d in dt], kind="mergesort")
+    return gt, [dt[i] for i in order][: p.maxDets[-1]]
+
+
+def boundary_run(run: dict[str, Any], dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> dict[str, Any]:
+    """Boundary AP's accumulation of a segm :func:`run_cocoeval` run: matched again on min(mask IoU, boundary IoU)
+    (bmbench.evaluation.boundary). faster-coco-eval's own boundary regions with ``faster``, bmbench's (the same
+    pixels; tested) with pycocotools."""
+    evaluator = run["evaluator"]
+    if hasattr(evaluator, "gt_dataset"):
+        import faster_coco_eval.mask_api_new_cpp as faster_mask
+
+        def mask_rle(ann: dict) -> dict:
+            return ann["rle"]
+
+        def boundaries(rles: list[dict]) -> list[dict]:
+            return faster_mask.toBoundary(rles, dilation_ratio)
+    else:
+
+        def mask_rle(ann: dict) -> dict:
+            return ann["segmentation"]
+
+        def boundaries(rles: list[dict]) -> list[dict]:
+            return boundary_rles(rles, dilation_ratio)
+
+    ious = combined_ious(
+        run["ious"],
+        lambda image, cat: _pair_anns(evaluator, image, cat),
+        mask_rle=mask_rle,
+        boundaries=boundaries,
+        min_iou=float(np.min(evaluator.params.iouThrs)),
+    )
+    return rematch(run, ious=ious)
 
 
 def _mean(values: np.ndarray) -> float:

@@ -26,10 +26,12 @@ from bmbench.errors import BmbenchError, BmbenchWarning
 from bmbench.evaluation.evaluators import (
     MAX_DETS,
     GroundTruth,
+    boundary_run,
     check_evaluator,
     check_max_dets,
     max_dets_settings,
     per_category_ap,
+    rematch,
     run_cocoeval,
     stat_names,
     summarize,
@@ -256,28 +258,16 @@ def score_detections(
             summary.append(_summary_text(f"{iou} ({evaluator})", stats, max_dets))
         if iou != "segm":
             continue
-        if boundary:  # the segm run's mask IoUs, combined with boundary IoUs where they can matter
-            edge_run = run_cocoeval(
-                index, _results(detections, iou), "boundary", image_ids=ids, max_dets=max_dets, known_ious=run["ious"]
-            )
-            edge = summarize(edge_run, max_dets)
+        if boundary:  # matched again on the segm run's IoUs combined with boundary IoUs
+            edge = summarize(boundary_run(run), max_dets)
             metrics |= {f"boundary_{name}": edge[name] for name in BOUNDARY_STATS}
         for cat_id, value in per_category_ap(run).items():
             if cat_id in columns["classes"]:
                 metrics[columns["classes"][cat_id]] = value
         members = subset_ids(gt) if columns["subsets"] else {}
         all_ids = {ann["id"] for ann in gt.dataset["annotations"]}
-        for name, column in columns["subsets"].items():
-            part = run_cocoeval(
-                index,
-                _results(detections, iou),
-                iou,
-                image_ids=ids,
-                max_dets=max_dets,
-                ignore_ids=all_ids - members[name],
-                known_ious=run["ious"],
-            )
-            metrics[column] = summarize(part, max_dets)["AP"]
+        for name, column in columns["subsets"].items():  # matched again, the rest of the ground truth ignored
+            metrics[column] = summarize(rematch(run, ignore_ids=all_ids - members[name]), max_dets)["AP"]
     return metrics
 
 
