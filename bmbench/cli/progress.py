@@ -55,16 +55,18 @@ class RichEvents:
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichEvents:
-        self.progress.start()
-        return self
+        return self  # the bar starts with the first stage: a failure before any leaves no blank line behind
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.tasks:
+            self.progress.stop()
 
     def __call__(self, event: Event) -> None:
         if event.kind == "note":
             self.progress.console.print(f"[cyan]{escape(event.message)}[/]")
             return
+        if not self.tasks:
+            self.progress.start()
         if event.kind == "start" or event.stage not in self.tasks:
             name = STAGE_NAMES.get(event.stage, event.stage)
             self.tasks[event.stage] = self.progress.add_task(name, total=event.total, detail="")

@@ -52,10 +52,12 @@ class TrainConfig:
     warmup_iters: int = 50  # linear warm-up from lr/1000 (at most a quarter of the steps)
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     clip_norm: float = field(default=5.0, metadata={"positive": True})  # gradient norm clipping
-    # positives per step that the mask loss uses (sampled with a seeded generator)
-    max_mask_positives: int = field(default=64, metadata={"minimum": 1})
+    # positives per step that the mask loss uses (sampled with a seeded generator); None: every positive (AdelaiDet)
+    max_mask_positives: int | None = field(default=64, metadata={"minimum": 1})
     flip: bool = True  # random horizontal flips (seeded per epoch and image)
     semantic_aux: bool = True  # train the trunk's P3 on an auxiliary semantic loss too (a training-only head)
+    # that loss: bce (per-class foreground, weight 1) or ce (AdelaiDet's: C + 1 classes, weight 0.3)
+    semantic_loss: Literal["bce", "ce"] = "bce"
 
     def resolved(self, *, image_size: int) -> TrainConfig:
         """This config with the defaults that depend on the run filled in: the image size (given: the dataset's)

@@ -19,6 +19,8 @@ from bmbench.models.losses import (
     level_size_ranges,
     mask_head_loss,
     select_mask_positives,
+    semantic_ce_loss,
+    semantic_class_targets,
     semantic_loss,
     semantic_targets,
 )
@@ -29,11 +31,21 @@ from bmbench.training.loop import StepLoss
 SEMANTIC_LEVEL, SEMANTIC_STRIDE = "p3", 8  # where the auxiliary semantic head reads: the finest level the bases use
 
 
-def build_semantic_head(*, in_channels: int, num_classes: int) -> nn.Module:
-    """Training-only auxiliary head on P3 (3x3 conv, ReLU, 1x1 to per-class logits); discarded after training."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(), nn.Conv2d(in_channels, num_classes, 1)
-    )
+class SemanticHead(nn.Sequential):
+    """Training-only auxiliary head on P3 (3x3 conv, ReLU, 1x1 to logits), discarded after training: per-class
+    foreground logits for the BCE loss, or C + 1 class logits (background first) for AdelaiDet's cross-entropy."""
+
+    def __init__(self, *, in_channels: int, num_classes: int, cross_entropy: bool = False) -> None:
+        out_channels = num_classes + 1 if cross_entropy else num_classes
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(), nn.Conv2d(in_channels, out_channels, 1)
+        )
+        self.cross_entropy = cross_entropy  # which loss its logits are for
+
+
+def build_semantic_head(*, in_channels: int, num_classes: int, cross_entropy: bool = False) -> SemanticHead:
+    """The auxiliary semantic head (see SemanticHead)."""
+    return SemanticHead(in_channels=in_channels, num_classes=num_classes, cross_entropy=cross_entropy)
 
 
 def semantic_head_parts(
@@ -42,14 +54,21 @@ def semantic_head_parts(
     """The auxiliary head when the config asks for one (else None), and the parameters it adds to the optimiser."""
     if not config.semantic_aux:
         return None, []
-    head = build_semantic_head(in_channels=TRUNKS[config.trunk].fpn_channels, num_classes=num_classes).to(device)
+    head = build_semantic_head(
+        in_channels=TRUNKS[config.trunk].fpn_channels,
+        num_classes=num_classes,
+        cross_entropy=config.semantic_loss == "ce",
+    ).to(device)
     return head, list(head.parameters())
 
 
 def _semantic_term(
     head: nn.Module, features: dict[str, Tensor], targets: list[dict[str, Any]], size: tuple[int, int]
 ) -> Tensor:
-    logits = head(features[SEMANTIC_LEVEL])  # (B, C, H/8, W/8)
+    logits = head(features[SEMANTIC_LEVEL])  # (B, C, H/8, W/8), or (B, C + 1, H/8, W/8) for cross-entropy
+    if getattr(head, "cross_entropy", False):
+        goal = semantic_class_targets(targets, num_classes=logits.shape[1] - 1, size=size, stride=SEMANTIC_STRIDE)
+        return semantic_ce_loss(logits, goal)
     return semantic_loss(
         logits, semantic_targets(targets, num_classes=logits.shape[1], size=size, stride=SEMANTIC_STRIDE)
     )

@@ -110,3 +110,14 @@ def test_finetune_can_pretrain_without_any_mask_head(tiny_data: Path, tmp_path: 
     header = log.splitlines()[0].split(",")
     assert pretrain_rows and all(row.split(",")[header.index("loss_mask")] == "" for row in pretrain_rows)
     assert result.metrics["trunk_reused"] is False
+
+
+def test_adelaidet_recipe_options_train(tiny_data: Path, tmp_path: Path) -> None:
+    """Every positive in the mask loss and the cross-entropy semantic loss over C + 1 classes."""
+    config = TrainConfig(protocol="joint", iters=2, batch_size=2, max_mask_positives=None, semantic_loss="ce")
+    result = train(SPEC, config, data_dir=tiny_data, out=tmp_path / "r", device="cpu")
+    assert result.metrics["final_loss_semantic"] > 0 and result.metrics["final_loss_mask"] > 0
+    from bmbench.training.steps import build_semantic_head
+
+    head = build_semantic_head(in_channels=128, num_classes=4, cross_entropy=True)
+    assert head[-1].out_channels == 5 and head.cross_entropy
