@@ -56,8 +56,9 @@ class TrainConfig:
     max_mask_positives: int | None = field(default=64, metadata={"minimum": 1})
     flip: bool = True  # random horizontal flips (seeded per epoch and image)
     semantic_aux: bool = True  # train the trunk's P3 on an auxiliary semantic loss too (a training-only head)
-    # that loss: bce (per-class foreground, weight 1) or ce (AdelaiDet's: C + 1 classes, weight 0.3)
-    semantic_loss: Literal["bce", "ce"] = "bce"
+    # that loss: ce (AdelaiDet's: C + 1 classes, weight 0.3; measured: 300 joint steps at 128 px on light scenes,
+    # 17.3 oracle mask AP against 15.5 with bce, one seed) or bce (per-class foreground, weight 1)
+    semantic_loss: Literal["bce", "ce"] = "ce"
 
     def resolved(self, *, image_size: int) -> TrainConfig:
         """This config with the defaults that depend on the run filled in: the image size (given: the dataset's)

@@ -73,7 +73,7 @@ def trunk_key(data_id: str, config: TrainConfig, num_classes: int) -> str:
         fields["init"] = config.init
     if config.max_mask_positives != 64:
         fields["positives"] = config.max_mask_positives
-    if config.semantic_loss != "bce":
+    if config.semantic_loss != "ce":
         fields["semantic_loss"] = config.semantic_loss
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
