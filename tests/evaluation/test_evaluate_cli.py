@@ -1,10 +1,12 @@
 """`bmbench evaluate --evaluator/--max-dets`: bad choices give one line and exit 2, writing nothing; a results file
-scores with either evaluator and shows Boundary AP and the per-subset and per-class APs."""
+scores with either evaluator and shows Boundary AP and the per-subset and per-class APs; a checkpoint's
+post-processing keeps at most max_dets per image."""
 
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,9 @@ from typer.testing import CliRunner
 
 from bmbench.cli import app
 from bmbench.data.synth import write_synthetic_dataset
+from bmbench.evaluation.evaluate import evaluate
+from bmbench.training.config import TrainConfig
+from bmbench.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +73,16 @@ def test_results_file_scores_with_either_evaluator(scored: tuple[Path, Path], tm
     frame = pd.read_csv(out / "metrics.csv").set_index(["iou_type", "metric"])["value"]
     assert frame[("boundary", "AP")] == pytest.approx(1.0, abs=1e-12)
     assert ("segm", "AR50") in frame.index and ("segm", "AR100") not in frame.index  # recall at --max-dets
+
+
+def test_checkpoint_max_dets_caps_post_processing(tmp_path: Path) -> None:
+    data = write_synthetic_dataset(tmp_path / "synth", num_images=8, size=96)
+    config = TrainConfig(iters=2, batch_size=2, image_size=64, protocol="joint")
+    checkpoint = train("blendmask:K=2,M=2,R=8", config, data_dir=data, out=tmp_path / "run", device="cpu").checkpoint
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # images with more than 2 instances
+        metrics = evaluate(checkpoint, data, out=tmp_path / "eval", device="cpu", max_dets=2)
+    assert metrics["num_detections"] <= 2 * metrics["num_images"] and "mask_AR2" in metrics
+    assert "boundary_AP" in metrics and any(key.startswith("mask_AP_") for key in metrics)
+    meta = json.loads((tmp_path / "eval" / "meta.json").read_text())
+    assert meta["evaluator"] == "pycocotools" and meta["max_dets"] == 2
