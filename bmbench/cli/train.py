@@ -28,7 +28,7 @@ def train_cli(
     data: Annotated[
         Path | None, typer.Option("--data", help="COCO-format dataset folder. Default: the synthetic shapes.")
     ] = None,
-    iters: Annotated[int, typer.Option(help="Optimiser steps (shared-trunk: of the mask head).")] = TrainConfig.iters,
+    iters: Annotated[int, typer.Option(help="Optimiser steps (shared-trunk: of the head).")] = TrainConfig.iters,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = TrainConfig.batch_size,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = TrainConfig.lr,
     protocol: Annotated[
@@ -49,10 +49,10 @@ def train_cli(
         typer.Option("--image-size", help="Longer image side (multiple of 32). Default: the dataset's own."),
     ] = TrainConfig.image_size,
     trunk_iters: Annotated[
-        int, typer.Option("--trunk-iters", help="shared-trunk: steps of the trunk's one-time training.")
+        int, typer.Option("--trunk-iters", help="shared-trunk / finetune: steps of the one-time stage.")
     ] = TrainConfig.trunk_iters,
     trunk_lr: Annotated[
-        float | None, typer.Option("--trunk-lr", help="shared-trunk: the trunk's learning rate. Default: --lr.")
+        float | None, typer.Option("--trunk-lr", help="shared-trunk / finetune: one-time stage's lr. Default: --lr.")
     ] = TrainConfig.trunk_lr,
     trunk_cache: Annotated[
         Path | None, typer.Option("--trunk-cache", help="Folder of cached shared trunks. Default: results/trunks.")

@@ -31,7 +31,7 @@ class TrainConfig:
 
     # shared-trunk: a detector trained once, then each mask head on its frozen features; joint: end to end from
     # the init; finetune: a model pretrained jointly once, then each cell end to end with a fresh head of its own
-    protocol: Protocol = "shared-trunk"
+    protocol: Protocol = "joint"  # joint by default: a small explicit request runs no unasked one-time stage
     iters: int = field(default=200, metadata={"minimum": 1})  # optimiser steps (shared-trunk: of the mask head)
     batch_size: int = field(default=8, metadata={"minimum": 1})  # images per step
     lr: float = field(default=2e-3, metadata={"positive": True})  # AdamW peak lr (warm-up, then cosine decay to 0)

@@ -44,7 +44,7 @@ def test_omitted_sections_take_documented_defaults(tmp_path: Path) -> None:
     assert suite.name == "only-variants"  # the file's stem
     assert suite.dataset == DatasetSpec(kind="synthetic", images=400, size=256, seed=0)
     assert suite.train == TrainConfig(
-        protocol="shared-trunk", iters=200, batch_size=8, lr=0.002, trunk="small", image_size=256, trunk_iters=1000
+        protocol="joint", iters=200, batch_size=8, lr=0.002, trunk="small", image_size=256, trunk_iters=1000
     )
     assert suite.train == TrainConfig(image_size=256)  # the defaults are TrainConfig's; the size, the dataset's
     assert suite.eval == EvalSpec(boxes="predicted")
@@ -228,7 +228,7 @@ def test_cell_ids_hash_only_the_settings_a_suite_had_plus_changed_ones(tmp_path:
 
     suite = load_suite(write(tmp_path, "variants: [yolact]\n"))
     assert train_dict(suite.train) == {
-        "protocol": "shared-trunk", "iters": 200, "batch_size": 8, "lr": 0.002, "trunk": "small",
+        "protocol": "joint", "iters": 200, "batch_size": 8, "lr": 0.002, "trunk": "small",
         "image_size": 256, "trunk_iters": 1000,
     }  # fmt: skip
     changed = load_suite(write(tmp_path, "variants: [yolact]\ntrain: {protocol: finetune, pretrain_head: yolact}\n"))

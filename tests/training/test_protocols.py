@@ -82,9 +82,10 @@ def test_finetune_head_starts_fresh(tiny_data: Path, tmp_path: Path, monkeypatch
 
 
 def test_a_small_explicit_request_finishes_in_about_its_own_time(tiny_data: Path, tmp_path: Path) -> None:
-    """No unasked one-time stage: a joint run of 3 steps on 64 px images (the dataset's size) takes seconds."""
+    """No unasked one-time stage (the default protocol is joint): 3 steps on 64 px images (the dataset's own size)
+    take seconds."""
     started = time.perf_counter()
-    result = train(SPEC, TrainConfig(protocol="joint", iters=3, batch_size=2), data_dir=tiny_data, out=tmp_path / "r")
+    result = train(SPEC, TrainConfig(iters=3, batch_size=2), data_dir=tiny_data, out=tmp_path / "r")  # defaults
     assert time.perf_counter() - started < 60
     assert torch.load(result.checkpoint, weights_only=True)["config"]["image_size"] == 64  # the dataset's own size
 
