@@ -145,6 +145,12 @@ def ablate_cli(
         return
     for line in spec.skipped:
         console().print(f"skipped (invalid combination): {escape(line)}")
+    if spec.train.protocol in ("finetune", "shared-trunk"):  # the one-time stage runs inside the first cell
+        what = "pretraining" if spec.train.protocol == "finetune" else "shared trunk"
+        console().print(
+            f"[cyan]note: unless cached in {escape(str(out / spec.name / 'trunks'))}, the first cell also trains the "
+            f"{what} once ({spec.train.trunk_iters} steps of {spec.train.batch_size} images), for every cell[/]"
+        )
     try:
         with RichSuiteProgress() as progress:
             outcome = run_suite(

@@ -301,7 +301,7 @@ app = _cli_app()
 MICRO_SUITE = """
 name: micro
 dataset: {kind: synthetic, images: 8, size: 64, seed: 0}
-train: {iters: 4, trunk_iters: 3, batch_size: 2}
+train: {protocol: shared-trunk, iters: 4, trunk_iters: 3, batch_size: 2}
 eval: {curve: [50, 100]}
 grid:
   - {family: blendmask, K: 2, M: 2, R: 8}
