@@ -47,6 +47,7 @@ def test_sub_quadratic_does_not_hold() -> None:
 def test_too_wide_an_interval_is_not_significant() -> None:
     noisy = _frame(lambda R, n: 2.0 + 0.0004 * n * R**2, lambda R, n: 5.0 + 0.05 * n, spread=0.6, seed=3)
     assert claims.check_quadratic_in_r(noisy).verdict == NOT_SIGNIFICANT
+
     def judged(**fit: float) -> str:
         row = pd.Series({"p": 1.9, "p_low": 1.2, "p_high": 2.7, "a_ms": 1.0} | fit)
         return claims.judge_exponent(row, claims.R_BAND, claims.R_INTERVAL_BAND)
