@@ -135,7 +135,8 @@ def speed_dict(speed: SweepConfig) -> dict[str, Any]:
 
 def train_dict(train: TrainConfig) -> dict[str, Any]:
     """A suite's training settings as plain data: the fields a suite sets (SUITE_TRAIN_IDENTITY), then any other
-    field that differs from its default. Cell ids hash this, so adding a field with a default keeps old ids."""
+    field that differs from its default. Cell ids hash this, so adding a field with a default keeps old ids; a
+    changed default must come with a new bmbench.__version__ (which the ids hash too), or old cells are reused."""
     return _identity(train, SUITE_TRAIN_IDENTITY, exclude=("seed",))
 
 

@@ -52,7 +52,9 @@ class TrainConfig:
     warmup_iters: int = 50  # linear warm-up from lr/1000 (at most a quarter of the steps)
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     clip_norm: float = field(default=5.0, metadata={"positive": True})  # gradient norm clipping
-    # positives per step that the mask loss uses (sampled with a seeded generator); None: every positive (AdelaiDet)
+    # positives per step that the mask loss uses (sampled with a seeded generator); None: every positive (AdelaiDet).
+    # Kept at 64: at 128 px a batch of 8 has 69.5 positives on average (10 stream batches), so the cap keeps 92 %
+    # of them; at larger sizes it bounds the mask loss's cost.
     max_mask_positives: int | None = field(default=64, metadata={"minimum": 1})
     flip: bool = True  # random horizontal flips (seeded per epoch and image)
     semantic_aux: bool = True  # train the trunk's P3 on an auxiliary semantic loss too (a training-only head)

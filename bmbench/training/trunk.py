@@ -26,7 +26,7 @@ from bmbench.training.steps import detector_step, joint_step, semantic_head_part
 from bmbench.variants import build_segmenter, parse_spec
 
 TRUNK_FORMAT = "bmbench-trunk/1"
-TRUNK_RECIPE = 1  # bump when the trunk's training changes, so that older cached trunks are not reused
+TRUNK_RECIPE = 2  # bump when the trunk's training changes, so that older cached trunks are not reused (2: CE semantic)
 NO_HEAD = "none"  # finetune's pretrain_head that pretrains without any mask head
 STREAM_RECIPE = 1  # bump when bmbench.data.stream draws other scenes for the same settings
 
