@@ -128,7 +128,9 @@ def matched_contrast(
     runs: pd.DataFrame, axis: str, value: int, other: int, metric: str, keys: tuple[str, ...] = ("R", "K", "M")
 ) -> tuple[Difference, int]:
     """``axis=value`` minus ``axis=other`` on ``metric``, averaged over the groups of cells that match on the other
-    ``keys`` (e.g. K=4 minus K=1 at each measured R and M), and how many groups matched."""
+    ``keys`` (e.g. K=4 minus K=1 at each measured R and M), and how many groups matched. When only some groups' two
+    cells share MIN_SEEDS seeds (a suite that runs 3 seeds only where the findings compare), the contrast uses those
+    groups alone, so that it has an interval; otherwise every group."""
     rows = runs[runs[metric].notna()] if metric in runs else runs.iloc[0:0]
     group_keys = [key for key in keys if key != axis and key in rows]
     specs = rows.drop_duplicates("spec")[["spec", axis, *group_keys]]
@@ -136,6 +138,14 @@ def matched_contrast(
     pairs = here.merge(there, on=group_keys, suffixes=("", "_other")) if group_keys else here.merge(there, how="cross")
     if pairs.empty:
         return Difference(math.nan, math.nan, math.nan, 0, False), 0
+
+    def shared_seeds(pair: pd.Series) -> int:
+        mine, theirs = seed_values(rows, pair["spec"], metric), seed_values(rows, pair["spec_other"], metric)
+        return len(set(mine.index) & set(theirs.index))
+
+    seeded = pairs[pairs.apply(shared_seeds, axis=1) >= MIN_SEEDS]
+    if len(seeded) and len(seeded) < len(pairs):
+        pairs = seeded
     weight = 1.0 / len(pairs)
     terms = [(seed_values(rows, spec, metric), weight) for spec in pairs["spec"]]
     terms += [(seed_values(rows, spec, metric), -weight) for spec in pairs["spec_other"]]

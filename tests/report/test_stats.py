@@ -73,3 +73,24 @@ def test_kendall_tau_b_on_hand_computed_cases() -> None:
     # ties on one side only: x = [1, 1, 2], y = [1, 2, 3]: concordant 2, untied in x 2, in y 3 -> 2 / sqrt(6)
     assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
     assert math.isnan(kendall_tau_b([1.0], [2.0])) and math.isnan(kendall_tau_b([1, 1], [1, 2]))
+
+
+def test_matched_contrast_uses_the_groups_that_have_seeds() -> None:
+    """K=4 − K=1 at two (R, M): one group with 3 seeds each, one with a single seed. The contrast rests on the
+    seeded group alone (so it has an interval), and says it matched one group."""
+    rows = []
+    for seed, noise in zip((0, 1, 2), (0.0, 0.2, -0.2), strict=True):
+        rows += [
+            {"spec": "k4-r56", "K": 4, "M": 7, "R": 56, "seed": seed, "mask_AP": 20.0 + noise},
+            {"spec": "k1-r56", "K": 1, "M": 7, "R": 56, "seed": seed, "mask_AP": 17.0 + noise},
+        ]
+    rows += [
+        {"spec": "k4-r28", "K": 4, "M": 7, "R": 28, "seed": 0, "mask_AP": 10.0},
+        {"spec": "k1-r28", "K": 1, "M": 7, "R": 28, "seed": 0, "mask_AP": 30.0},
+    ]
+    difference, matched = stats.matched_contrast(pd.DataFrame(rows), "K", 4, 1, "mask_AP")
+    assert matched == 1 and difference.seeds == 3 and difference.measured
+    assert difference.estimate == pytest.approx(3.0) and difference.side() == ABOVE
+    only_one = pd.DataFrame([row for row in rows if row["seed"] == 0])  # no group has seeds: all groups, no interval
+    difference, matched = stats.matched_contrast(only_one, "K", 4, 1, "mask_AP")
+    assert matched == 2 and not difference.measured and difference.estimate == pytest.approx((3.0 - 20.0) / 2)
