@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bmbench import results
 from bmbench.bench.checks import CheckRun, peers_table, run_checks
 from bmbench.bench.memory import check_fits, gib
 from bmbench.bench.options import SweepConfig
@@ -67,13 +68,7 @@ def default_out_dir(
 def check_out_dir(out_dir: Path) -> None:
     """Refuse a folder that cannot be created (a regular file on its path) or that already holds a speed run (runs
     are never overwritten); before any work starts."""
-    out_dir = Path(out_dir)
-    for folder in (out_dir, *out_dir.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                where = "it is a file" if folder == out_dir else f"{folder} is a file"
-                raise BmbenchError(f"--out {out_dir}: not a folder ({where})")
-            break
+    out_dir = results.check_out_dir(Path(out_dir))  # the check every command makes, then a speed run's own
     for name in ("speed.csv", "peers.csv", "formulations.csv", "meta.json"):
         if (out_dir / name).exists():
             raise BmbenchError(f"--out {out_dir}: it already holds a run ({name}); choose another folder")

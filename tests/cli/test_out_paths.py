@@ -38,5 +38,5 @@ def test_out_under_a_regular_file_is_refused_first(command: str, tiny_data: Path
     target = blocker / "out" / ("report.md" if command == "report" else "run")
     result = CliRunner().invoke(app, [*args, "--out", str(target)])
     assert result.exit_code == 2, result.output
-    assert result.output.strip().count("\n") == 0 and "a-file is a file" in result.output
+    assert result.output.strip().count("\n") == 0 and "a-file is a file, not a folder" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "s.yaml"]  # nothing written
