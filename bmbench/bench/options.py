@@ -23,10 +23,19 @@ DEFAULT_INSTANCES = "1..100"
 # W x H, as the option is written: COCO-style 800 short side, 1088 long side (the reference size of
 # `bmbench variants`, H=800, W=1088).
 DEFAULT_IMAGE_SIZE = "1088x800"
+# The CPU's defaults where the command gives none: the small trunk at the quick suite's 544x416 and R up to 56, so
+# that the default sweep finishes in minutes on a few cores with its points timed to the precision target. At the
+# paper's setting a 2-core CPU needs ~7 minutes for 6 repeats of the Mask R-CNN head alone (R=112, N=100 runs
+# 14-29 s there: its four 256-channel convs on 100 RoIs of 56x56); on CUDA the paper's setting is the default.
+CPU_IMAGE_SIZE = "544x416"
+CPU_TRUNK = "small"
+CPU_AXIS_DEFAULTS: dict[str, tuple[int, ...]] = {"R": (14, 28, 56)}
+DEFAULT_TRUNK = "r50"
 DEFAULT_BUDGET_S = 0.5  # seconds of timed repeats per stage measurement, at most (the precision target stops sooner)
 DEFAULT_WARMUP = 1
 DEFAULT_MAX_REPEATS = 100  # a cheap noisy stage reaches ±3 % within this many repeats
 DEFAULT_PRECISION = 0.03  # the median's 95 % interval within ±3 %
+DEFAULT_ROUNDS = 3  # passes over the sweep that each point's repeats are spread across (bench/sweep.py)
 MIN_IMAGE_SIDE = 32
 # The fields a suite's speed: section may set; the rest are fixed per cell (variant, its own R, device, seed).
 SUITE_SPEED_FIELDS = ("instances", "image_size", "trunk", "dtype", "budget_s")
@@ -83,10 +92,11 @@ def parse_axis(text: str) -> str:
     return axis
 
 
-def parse_values(text: str | None, axis: str) -> list[int]:
-    """A comma list of positive integers for ``axis``; None gives the axis defaults."""
+def parse_values(text: str | None, axis: str, *, device: torch.device | None = None) -> list[int]:
+    """A comma list of positive integers for ``axis``; None gives the axis defaults (the CPU's on a CPU device)."""
     if text is None:
-        return list(AXIS_DEFAULTS[axis])
+        on_cpu = device is not None and device.type == "cpu"
+        return list((CPU_AXIS_DEFAULTS if on_cpu else {}).get(axis, AXIS_DEFAULTS[axis]))
     values: list[int] = []
     for item in (part.strip() for part in text.split(",")):
         if not item.isdigit() or int(item) < 1:
@@ -135,9 +145,11 @@ class SweepConfig:
     max_repeats: int = DEFAULT_MAX_REPEATS  # cap on timed repeats per stage measurement
     # target relative half-width of the median's 95 % interval (0: repeat until the budget or the cap)
     precision: float = DEFAULT_PRECISION
+    # passes over every point, each with 1/rounds of each measurement's budget and cap; repeats pooled across them
+    rounds: int = field(default=DEFAULT_ROUNDS, metadata={"minimum": 1})
     seed: int = 0  # boxes, features and weights
     # widths of the FPN and box tower: a key of TRUNKS (r50: the paper's)
-    trunk: str = field(default="r50", metadata={"choices": lambda: tuple(TRUNKS)})
+    trunk: str = field(default=DEFAULT_TRUNK, metadata={"choices": lambda: tuple(TRUNKS)})
     compile: bool = False  # torch.compile the head's stages
     profile: bool = False  # write torch.profiler traces after timing
     end_to_end: bool = True  # also time the whole model per variant at the largest N
@@ -159,7 +171,7 @@ def make_config(
     values: str | None = None,
     variants: str | None = None,
     instances: str = DEFAULT_INSTANCES,
-    image_size: str = DEFAULT_IMAGE_SIZE,
+    image_size: str | None = None,
     device: str = "auto",
     dtype: str = "fp32",
     threads: int | None = None,
@@ -167,15 +179,22 @@ def make_config(
     warmup: int = DEFAULT_WARMUP,
     max_repeats: int = DEFAULT_MAX_REPEATS,
     precision: float = DEFAULT_PRECISION,
+    rounds: int = DEFAULT_ROUNDS,
     seed: int = 0,
-    trunk: str = "r50",
+    trunk: str | None = None,
     compile: bool = False,
     profile: bool = False,
     end_to_end: bool = True,
     peers: bool = False,
 ) -> SweepConfig:
-    """Validate user text into a SweepConfig; every error is a BmbenchError naming the bad input."""
+    """Validate user text into a SweepConfig; every error is a BmbenchError naming the bad input. `image_size`,
+    `trunk` and `values` None: the paper's setting (1088x800, r50, the axis defaults) on CUDA, the CPU's sized
+    defaults (CPU_IMAGE_SIZE, CPU_TRUNK, CPU_AXIS_DEFAULTS) on the CPU."""
     axis = parse_axis(vary)
+    resolved = resolve_device(device)
+    on_cpu = resolved.type == "cpu"
+    image_size = image_size if image_size is not None else CPU_IMAGE_SIZE if on_cpu else DEFAULT_IMAGE_SIZE
+    trunk = trunk if trunk is not None else CPU_TRUNK if on_cpu else DEFAULT_TRUNK
     if variants is None:
         chosen = [(name, spec) for name in FAMILY_PRESETS for spec in parse_specs(name)]
     else:
@@ -192,15 +211,16 @@ def make_config(
         raise BmbenchError(f"--max-repeats must be >= 1, got {max_repeats}")
     if not 0 <= precision < 1:
         raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
+    if rounds < 1:
+        raise BmbenchError(f"--rounds must be >= 1, got {rounds}")
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise BmbenchError(f"--threads must be >= 1, got {threads}")
-    resolved = resolve_device(device)
     resolve_dtype(dtype, resolved)
     return SweepConfig(
         variants=tuple(chosen),
         axis=axis,
-        values=tuple(parse_values(values, axis)),
+        values=tuple(parse_values(values, axis, device=resolved)),
         instances=tuple(parse_instances(instances)),
         image_size=parse_image_size(image_size),
         device=resolved,
@@ -210,6 +230,7 @@ def make_config(
         warmup=warmup,
         max_repeats=max_repeats,
         precision=precision,
+        rounds=rounds,
         seed=seed,
         trunk=trunk,
         compile=compile,

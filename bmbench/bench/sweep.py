@@ -5,7 +5,12 @@ Letters: N instances, K bases, M attention side, R mask side. A point is a varia
 instances. Each stage (bottom, top, merge with the parameter gather, paste) is timed on its own, on the inputs the
 previous stage produced, with its own repeats until its median's 95 % interval reaches the precision target (or
 the cap or budget); the whole branch is timed the same way as ``total``. Bottom and top read no per-instance input:
-they are timed once per spec, at its first N, and that measurement is the row at every N.
+they are timed once per spec (per round), at its first N, and that measurement is the row at every N.
+
+Rounds: the sweep passes over every point `rounds` times, each pass with a 1/rounds share of every measurement's
+budget and cap, and each point's repeats are pooled over the passes. A machine's state drifts over minutes (load,
+clocks, caches), more than between back-to-back repeats; spreading a point's repeats over the whole sweep puts that
+drift inside its interval, so that a second run's median falls within it.
 """
 
 from __future__ import annotations
@@ -131,7 +136,7 @@ def plan_points(config: SweepConfig) -> tuple[list[SweepPoint], list[Skipped]]:
 
 def count_steps(config: SweepConfig, points: list[SweepPoint]) -> int:
     """Progress steps: every (point, N), one end-to-end point per variant, one profiled point per point."""
-    steps = len(points) * len(config.instances)
+    steps = len(points) * len(config.instances) * config.rounds
     steps += len(config.variants) if config.end_to_end else 0
     return steps + (len(points) if config.profile else 0)
 
@@ -288,21 +293,29 @@ def build_point_workload(
 
 
 def measure_point(
-    timer: Timer, workload: MaskBranchWorkload, warmup: int, per_image: dict[str, Measurement]
+    timer: Timer,
+    workload: MaskBranchWorkload,
+    warmup: int,
+    per_image: dict[str, Measurement],
+    before: dict[str, Measurement] | None = None,
+    share: float = 1.0,
 ) -> dict[str, Measurement]:
     """Each stage alone on its inputs, then the whole branch as ``total``. ``per_image`` holds the bottom and top
-    measurements of the spec once taken (they do not depend on N) and is filled at the first call."""
+    measurements of the spec once taken in this round (they do not depend on N) and is filled at the first call.
+    `before`: this point's measurements from earlier rounds, pooled with this round's (which gets `share` of the
+    budget and the cap, see Timer.measure)."""
+    before = before or {}
     calls = workload.stage_calls()
     measured: dict[str, Measurement] = {}
     for stage, call in calls.items():
         if stage in PER_IMAGE_STAGES and stage in per_image:
             measured[stage] = per_image[stage]
             continue
-        measured[stage] = timer.measure_fn(call, warmup=warmup)
+        measured[stage] = timer.measure_fn(call, warmup=warmup, before=before.get(stage), share=share)
         if stage in PER_IMAGE_STAGES:
             per_image[stage] = measured[stage]
     del calls
-    measured["total"] = timer.measure_fn(workload.run, warmup=warmup)
+    measured["total"] = timer.measure_fn(workload.run, warmup=warmup, before=before.get("total"), share=share)
     return measured
 
 
@@ -329,46 +342,65 @@ def run_sweep(
     started = time.perf_counter()
     points, skipped = plan_points(config)
     step = progress or (lambda description: None)
-    rows: list[dict[str, Any]] = []
+    counts = sorted(config.instances, reverse=True)  # largest N first: it warms up
+    measured: dict[tuple[int, int], dict[str, Measurement]] = {}  # (point index, N) -> stage -> pooled repeats
+    failed: dict[tuple[int, int], tuple[str, str]] = {}  # (point index, N) -> (error, status)
+
+    def rows_so_far() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for index, point in enumerate(points):
+            for num in sorted(config.instances):
+                key = (index, num)
+                if key in failed:
+                    rows += _rows(config, point, num, TOTAL_STAGES, None, *failed[key])
+                elif key in measured:
+                    rows += _rows(config, point, num, TOTAL_STAGES, measured[key])
+        return rows
+
     with torch_settings(config):
         timer = make_timer(config)
         inputs = random_inputs(
             config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
         )
         everyone = sample_instances(max(config.instances), config.image_size, seed=config.seed, device=config.device)
-        branches: dict[str, MaskBranchWorkload] = {}
-        for point in points:
-            workload = build_point_workload(config, point, inputs, everyone)
-            point_rows: list[dict[str, Any]] = []
-            per_image: dict[str, Measurement] = {}
-            for index, num in enumerate(sorted(config.instances, reverse=True)):  # largest N first: it warms up
-                step(f"{point.spec} N={num}")
-                workload.instances = everyone.head(num)
-                warmup = point_warmup(config, first=index == 0)
-                failure: BaseException | None = None
-                with native_stderr_captured() as native:
-                    try:
-                        measured = measure_point(timer, workload, warmup, per_image)
-                    except Exception as err:  # noqa: BLE001 - a failing point is a result, not a crash
-                        failure = err
-                if failure is None:
-                    point_rows = _rows(config, point, num, TOTAL_STAGES, measured) + point_rows
-                    if native[0].strip():  # not a failure: what native code printed goes where it would have
-                        sys.stderr.write(native[0])
-                else:
-                    error = error_text(failure, native[0])
-                    point_rows = (
-                        _rows(config, point, num, TOTAL_STAGES, None, error, failure_status(failure)) + point_rows
-                    )
-                    _release(config.device)
-            rows += point_rows
-            if point.spec == dict(config.variants)[point.variant]:
-                branches[point.variant] = workload  # the variant's own spec: reused by the end-to-end pass
-            if checkpoint is not None:
-                checkpoint(to_frame(rows))
+        workloads: dict[int, MaskBranchWorkload] = {}
+        share = 1 / config.rounds
+        for round_index in range(config.rounds):  # every point once per round: drift shows in each interval
+            for index, point in enumerate(points):
+                workload = workloads.get(index) or build_point_workload(config, point, inputs, everyone)
+                workloads[index] = workload
+                per_image: dict[str, Measurement] = {}
+                for order, num in enumerate(counts):
+                    key = (index, num)
+                    if key in failed:
+                        continue
+                    step(f"{point.spec} N={num}" + (f" (round {round_index + 1}/{config.rounds})" * (share < 1)))
+                    workload.instances = everyone.head(num)
+                    warmup = point_warmup(config, first=order == 0)
+                    failure: BaseException | None = None
+                    with native_stderr_captured() as native:
+                        try:
+                            measured[key] = measure_point(timer, workload, warmup, per_image, measured.get(key), share)
+                        except Exception as err:  # noqa: BLE001 - a failing point is a result, not a crash
+                            failure = err
+                    if failure is None:
+                        if native[0].strip():  # not a failure: what native code printed goes where it would have
+                            sys.stderr.write(native[0])
+                    else:
+                        measured.pop(key, None)
+                        failed[key] = (error_text(failure, native[0]), failure_status(failure))
+                        _release(config.device)
+                if checkpoint is not None:
+                    checkpoint(to_frame(rows_so_far()))
+        rows = rows_so_far()
+        branches = {
+            point.variant: workloads[index]  # the variant's own spec: reused by the end-to-end pass
+            for index, point in enumerate(points)
+            if point.spec == dict(config.variants)[point.variant]
+        }
         if config.end_to_end:
             rows += end_to_end_rows(config, timer, inputs, everyone, branches, step)
-        del inputs
+        del inputs, workloads, branches
         _release(config.device)
     return SweepResult(to_frame(rows), skipped, time.perf_counter() - started)
 

@@ -226,23 +226,39 @@ class Timer:
         run(laps.section)
         return laps.end()
 
-    def _stop(self, totals: list[float]) -> str:
-        """Why to stop after these repeats (seconds), or '' to go on."""
-        n = len(totals)
-        if n >= self.max_repeats:
+    def _stop(self, totals: list[float], *, before: int = 0, share: float = 1.0) -> str:
+        """Why to stop after these repeats (seconds), or '' to go on. `before`: repeats of earlier rounds, pooled
+        with these ones (`totals` holds the pooled seconds, this round's last); `share`: this round's part of the
+        budget and of the cap. A later round adds at least ceil(MIN_CI_REPEATS * share) repeats of its own before
+        the precision target can stop it, so that every round weighs in the interval."""
+        n, own = len(totals), len(totals) - before
+        if n >= self.max_repeats or own >= max(1, math.ceil(self.max_repeats * share)):
             return "cap"
-        if self.precision > 0 and n >= max(self.min_repeats, MIN_CI_REPEATS):
+        if (
+            self.precision > 0
+            and n >= max(self.min_repeats, MIN_CI_REPEATS)
+            and own >= math.ceil(MIN_CI_REPEATS * share)
+        ):
             low, high = median_interval(totals)
             median = statistics.median(totals)
             if median > 0 and max(median - low, high - median) / median <= self.precision:
                 return "precision"
-        if n >= self.min_repeats and sum(totals) + totals[-1] > self.budget_s:
+        spent = sum(totals[before:])
+        if own >= self.min_repeats * share and spent + totals[-1] > self.budget_s * share:
             return "budget"
         return ""
 
-    def measure(self, run: Run, *, warmup: int | None = None) -> dict[str, Measurement]:
+    def measure(
+        self,
+        run: Run,
+        *,
+        warmup: int | None = None,
+        before: dict[str, Measurement] | None = None,
+        share: float = 1.0,
+    ) -> dict[str, Measurement]:
         """Time ``run(section)``: a Measurement per section and for ``total``; the stopping rule reads ``total``.
-        ``warmup`` overrides the timer's."""
+        ``warmup`` overrides the timer's. With `before` (the same run's Measurements from earlier rounds) the
+        repeats are pooled with those, and this round gets `share` of the budget and of the cap (see `_stop`)."""
         warmup = self.warmup if warmup is None else warmup
         gc.collect()
         cuda = self.device.type == "cuda"
@@ -255,24 +271,34 @@ class Timer:
             spent += seconds
             if spent >= self.budget_s:
                 break
+        earlier = [t / 1e3 for t in before["total"].times_ms] if before else []
         repeats: list[dict[str, float]] = []
         while True:
             repeats.append(self._once(run))
-            stop = self._stop([r["total"] for r in repeats])
+            stop = self._stop(earlier + [r["total"] for r in repeats], before=len(earlier), share=share)
             if stop:
                 break
         peak = float(torch.cuda.max_memory_allocated(self.device)) if cuda else float("nan")
-        return {
-            name: Measurement(
-                tuple(r[name] * 1e3 for r in repeats),
-                first if name == "total" else float("nan"),
+        measured = {}
+        for name in repeats[0]:
+            old = before.get(name) if before else None
+            measured[name] = Measurement(
+                (old.times_ms if old else ()) + tuple(r[name] * 1e3 for r in repeats),
+                old.first_ms if old else (first if name == "total" else float("nan")),
                 precision=self.precision,
                 stop=stop,
-                peak_bytes=peak,
+                peak_bytes=peak if old is None else max(peak, old.peak_bytes),
             )
-            for name in repeats[0]
-        }
+        return measured
 
-    def measure_fn(self, fn: Callable[[], object], *, warmup: int | None = None) -> Measurement:
-        """Time a plain callable as one section."""
-        return self.measure(lambda section: fn(), warmup=warmup)["total"]
+    def measure_fn(
+        self,
+        fn: Callable[[], object],
+        *,
+        warmup: int | None = None,
+        before: Measurement | None = None,
+        share: float = 1.0,
+    ) -> Measurement:
+        """Time a plain callable as one section (`before`, `share`: as in `measure`)."""
+        earlier = None if before is None else {"total": before}
+        return self.measure(lambda section: fn(), warmup=warmup, before=earlier, share=share)["total"]

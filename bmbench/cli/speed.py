@@ -19,11 +19,16 @@ from rich.table import Table
 from bmbench.bench.checks import CheckRun, count_check_steps
 from bmbench.bench.options import (
     AXIS_DEFAULTS,
+    CPU_AXIS_DEFAULTS,
+    CPU_IMAGE_SIZE,
+    CPU_TRUNK,
     DEFAULT_BUDGET_S,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_INSTANCES,
     DEFAULT_MAX_REPEATS,
     DEFAULT_PRECISION,
+    DEFAULT_ROUNDS,
+    DEFAULT_TRUNK,
     DEFAULT_WARMUP,
     SweepConfig,
     make_config,
@@ -43,19 +48,26 @@ from bmbench.device import reuse_freed_memory
 from bmbench.models.backbone import TRUNKS
 
 BUSY_LOAD = 1.0  # a 1-minute load average from other work at which the run warns
+_CPU_R = ",".join(map(str, CPU_AXIS_DEFAULTS["R"]))
 _AXES = ", ".join(f"{axis} {','.join(map(str, values))}" for axis, values in AXIS_DEFAULTS.items())
 
 
 def speed_cli(
     vary: Annotated[str, typer.Option(help="Axis to sweep: R, K or M.")] = "R",
-    values: Annotated[str | None, typer.Option(help=f"Comma list of axis values. Defaults: {_AXES}.")] = None,
+    values: Annotated[
+        str | None,
+        typer.Option(help=f"Comma list of axis values. Defaults: {_AXES}; on the CPU R {_CPU_R} (sized to finish)."),
+    ] = None,
     variants: Annotated[
         str | None, typer.Option(help="Comma list of presets or specs. Default: the four family presets.")
     ] = None,
     instances: Annotated[
         str, typer.Option(help="Instance counts N: 1..100 (1-2-5 series), a..b:step, or a comma list.")
     ] = DEFAULT_INSTANCES,
-    image_size: Annotated[str, typer.Option(help="Image size WxH.")] = DEFAULT_IMAGE_SIZE,
+    image_size: Annotated[
+        str | None,
+        typer.Option(help=f"Image size WxH. Default: {DEFAULT_IMAGE_SIZE} (the paper's); {CPU_IMAGE_SIZE} on the CPU."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, fp16 (CUDA only) or bf16.")] = "fp32",
     threads: Annotated[int | None, typer.Option(help="Torch threads. Default: all cores.")] = None,
@@ -78,7 +90,20 @@ def speed_cli(
     ] = DEFAULT_WARMUP,
     max_repeats: Annotated[int, typer.Option(help="Cap on timed repeats per stage.")] = DEFAULT_MAX_REPEATS,
     seed: Annotated[int, typer.Option(help="Seed of boxes, features and weights.")] = 0,
-    trunk: Annotated[str, typer.Option(help=f"Widths of FPN and box tower: {', '.join(TRUNKS)}.")] = "r50",
+    trunk: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Widths of FPN and box tower: {', '.join(TRUNKS)}. Default: {DEFAULT_TRUNK} (the paper's); "
+            f"{CPU_TRUNK} on the CPU."
+        ),
+    ] = None,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            help="Passes over the sweep; each point's repeats are spread over them (1/rounds of the budget and the "
+            "cap each) and pooled, so that drift over the run shows in every interval."
+        ),
+    ] = DEFAULT_ROUNDS,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the heads' stages.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Write profiler traces and a per-operator table.")] = False,
     end_to_end: Annotated[bool, typer.Option(help="Also time the whole model per variant at the largest N.")] = True,
@@ -116,6 +141,7 @@ def speed_cli(
         warmup=warmup,
         max_repeats=max_repeats,
         precision=precision,
+        rounds=rounds,
         seed=seed,
         trunk=trunk,
         compile=compile,

@@ -66,12 +66,17 @@ def test_axis_values_and_image_size() -> None:
             parse_image_size(bad)
 
 
-def test_config_defaults_are_the_headline_sweep() -> None:
-    config = make_config(device="cpu")
-    assert config.axis == "R" and config.values == (28, 56, 112)
+def test_config_defaults_are_the_headline_sweep_sized_for_the_device() -> None:
+    config = make_config(device="cpu")  # the CPU's sized defaults
+    assert config.axis == "R" and config.values == (14, 28, 56) and config.rounds == 3
     assert config.instances == (1, 2, 5, 10, 20, 50, 100)
     assert [label for label, _ in config.variants] == ["yolact", "centermask", "blendmask", "maskrcnn"]
-    assert config.image_size == (800, 1088) and config.trunk == "r50" and config.threads >= 1
+    assert config.image_size == (416, 544) and config.trunk == "small" and config.threads >= 1
+    # the paper's setting everywhere else, and whatever the command gives on the CPU too
+    assert parse_values(None, "R", device=torch.device("cuda")) == [28, 56, 112] == parse_values(None, "R")
+    assert parse_values(None, "K", device=torch.device("cpu")) == list(AXIS_DEFAULTS["K"])
+    given = make_config(device="cpu", image_size="1088x800", trunk="r50", values="28,56,112")
+    assert given.image_size == (800, 1088) and given.trunk == "r50" and given.values == (28, 56, 112)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +91,7 @@ def test_config_defaults_are_the_headline_sweep() -> None:
         ({"budget_s": 0}, "--budget-s"),
         ({"warmup": -1}, "--warmup"),
         ({"threads": 0}, "--threads"),
+        ({"rounds": 0}, "--rounds must be >= 1"),
         ({"dtype": "fp8"}, "unknown dtype"),
         ({"dtype": "fp16", "device": "cpu"}, "fp16 needs a CUDA device"),
         ({"device": "tpu"}, "unknown device"),

@@ -197,3 +197,37 @@ def test_out_under_a_regular_file_is_refused(tmp_path: Path) -> None:
         check_out_dir(tmp_path / "file" / "run")
     with pytest.raises(BmbenchError, match="not a folder"):
         check_out_dir(tmp_path / "file")
+
+
+def test_rounds_spread_each_points_repeats_over_the_sweep() -> None:
+    config = make_config(
+        variants="blendmask:K=2,M=2,R=8", values="8,16", instances="1,2", end_to_end=False, rounds=2, **TINY
+    )
+    seen: list[str] = []
+    frame = run_sweep(config, progress=seen.append).frame
+    points, _ = sweep_module.plan_points(config)
+    assert len(seen) == sweep_module.count_steps(config, points) == 2 * 2 * 2
+    # every point once per round, in the same order
+    assert seen[:4] == [s.replace("round 2/2", "round 1/2") for s in seen[4:]] and "(round 2/2)" in seen[-1]
+    # each row pools both rounds: at least one repeat of each (the budget is tiny), one row per (spec, N, stage)
+    assert (frame["n"] >= 2).all() and not frame.duplicated(["spec", "instances", "stage"]).any()
+    assert list(frame[frame["stage"] == "total"]["instances"]) == [1, 2, 1, 2]
+
+
+def test_a_failed_point_is_not_retried_in_later_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sweep_module.MaskBranchWorkload.run
+    calls = {"failing": 0}
+
+    def flaky(self, section=None):  # noqa: ANN001
+        if len(self.instances) == 2:
+            calls["failing"] += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, section) if section is not None else real(self)
+
+    monkeypatch.setattr(sweep_module.MaskBranchWorkload, "run", flaky)
+    config = make_config(
+        variants="blendmask:K=2,M=2,R=8", values="8", instances="1,2", end_to_end=False, rounds=3, **TINY
+    )
+    frame = run_sweep(config).frame
+    assert calls["failing"] == 1 and set(frame[frame["instances"] == 2]["status"]) == {"oom"}
+    assert (frame[frame["instances"] == 1]["n"] >= 3).all()

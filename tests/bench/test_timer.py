@@ -145,3 +145,30 @@ def test_median_interval_uses_binomial_order_statistics() -> None:
     assert median_interval(times) == (5.0, 14.0)  # P(B <= 5) = 2.1 % <= 2.5 % < P(B <= 6) for B ~ Bin(20, 1/2)
     assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few for 95 %: min and max
     assert not Measurement((1.0, 1.0, 1.0, 1.0, 1.0), 1.0).precise  # five repeats never count as precise
+
+
+def test_rounds_pool_their_repeats_and_each_round_adds_its_share() -> None:
+    clock = FakeClock()
+    timer = _timer(clock, budget_s=100.0, warmup=0, max_repeats=30)
+    steady = ScheduledWork(clock, [0.100, 0.101, 0.099])
+    first = timer.measure_fn(steady, share=1 / 3)
+    assert first.n == 6 and first.stop == "precision"  # the interval needs 6 repeats, whatever the share
+    second = timer.measure_fn(steady, before=first, share=1 / 3)
+    assert second.n == 8 and second.times_ms[:6] == first.times_ms  # pooled: 2 more of its own (6 / 3), then precise
+    # a later round on a slower machine: its repeats widen the pooled interval, which the round then works to narrow
+    slower = ScheduledWork(clock, [0.110])
+    third = timer.measure_fn(slower, before=second, share=1 / 3)
+    assert third.n == 18 and third.stop == "cap"  # 10 own = ceil(30 / 3), the round's share of the cap
+    assert (
+        third.ci_ms[0] < 102.0 < 110.0 == pytest.approx(third.ci_ms[1]) and not third.precise
+    )  # drift: a wide interval
+
+
+def test_a_round_gets_its_share_of_the_budget() -> None:
+    clock = FakeClock()
+    timer = _timer(clock, budget_s=1.0, warmup=0, max_repeats=200)
+    jumpy = ScheduledWork(clock, [0.100, 0.150])
+    first = timer.measure_fn(jumpy, share=0.5)  # 0.5 s of its own: 0.1 + 0.15 + 0.1 + 0.15 = 0.5, a fifth overruns
+    assert first.n == 4 and first.stop == "budget"
+    pooled = timer.measure_fn(jumpy, before=first, share=0.5)
+    assert pooled.n == 8 and pooled.stop == "budget" and pooled.first_ms != pooled.first_ms  # nan: no warm-up
