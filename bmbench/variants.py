@@ -138,10 +138,15 @@ class VariantSpec:
         family = FAMILIES[self.family]
         return axis in family.defaults and axis not in family.fixed
 
-    def build(self, *, in_channels: int, tower_channels: int, num_classes: int) -> nn.Module:
-        """Build this variant's mask head."""
+    def build(self, *, trunk: str, num_classes: int) -> nn.Module:
+        """Build this variant's mask head at the widths (and basis-module levels) of `trunk`, a key of TRUNKS."""
+        sizes = TRUNKS[trunk]
         return FAMILIES[self.family].build(
-            **self.params, in_channels=in_channels, tower_channels=tower_channels, num_classes=num_classes
+            **self.params,
+            in_channels=sizes.fpn_channels,
+            tower_channels=sizes.tower_channels,
+            num_classes=num_classes,
+            basis_levels=sizes.basis_levels,
         )
 
 
@@ -223,7 +228,5 @@ def build_segmenter(spec: VariantSpec, *, trunk: str = "small", num_classes: int
             tower_channels=sizes.tower_channels,
             num_convs=sizes.tower_convs,
         ),
-        mask_head=spec.build(
-            in_channels=sizes.fpn_channels, tower_channels=sizes.tower_channels, num_classes=num_classes
-        ),
+        mask_head=spec.build(trunk=trunk, num_classes=num_classes),
     )

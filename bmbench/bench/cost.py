@@ -38,11 +38,13 @@ def _conv(cin: int, cout: int, k: int, hw: int) -> int:
     return 2 * cin * cout * k * k * hw
 
 
-def _basis_flops(C: int, K: int, hw: dict[str, int]) -> int:
+def _basis_flops(C: int, K: int, hw: dict[str, int], levels: tuple[str, ...]) -> int:
+    """The basis module's convs: a refine conv per level, the tower at the finest level, then (upsampled to stride
+    4 when that is P3) one conv and the 1x1 predictor."""
     ch = BASIS_CHANNELS
-    refine = sum(_conv(C, ch, 3, hw[level]) for level in ("p3", "p4", "p5"))
-    tower = 3 * _conv(ch, ch, 3, hw["p3"])
-    stride4 = 4 * hw["p3"]  # the tower output upsampled x2
+    refine = sum(_conv(C, ch, 3, hw[level]) for level in levels)
+    tower = 3 * _conv(ch, ch, 3, hw[levels[0]])
+    stride4 = 4 * hw["p3"]
     return refine + tower + _conv(ch, ch, 3, stride4) + _conv(ch, K, 1, stride4)
 
 
@@ -64,19 +66,19 @@ def stage_costs(
     paste = StageCost(0, N * H * W * (7 + 1))
     if spec.family == "blendmask":
         K, M, R = spec.K, spec.M, spec.R
-        bottom = StageCost(_basis_flops(C, K, hw), 0)
+        bottom = StageCost(_basis_flops(C, K, hw, sizes.basis_levels), 0)
         top = StageCost(_conv(T, K * M * M, 3, tower_hw), 0)
         # Upsampling as two matmuls per (instance, basis): (R×M)(M×M) then (R×M)(M×R); then roi_align's bilinear
         # sample (7 per element), softmax over K (3) and the weighted sum (2).
         merge = StageCost(N * K * 2 * R * M * (M + R), N * K * R * R * (7 + 3 + 2))
     elif spec.family == "yolact":
         K = spec.K
-        bottom = StageCost(_basis_flops(C, K, hw), 0)
+        bottom = StageCost(_basis_flops(C, K, hw, sizes.basis_levels), 0)
         top = StageCost(_conv(T, K, 3, tower_hw), 0)
         merge = StageCost(2 * N * K * stride4, N * stride4)  # matmul, then the crop
     elif spec.family == "centermask":
         S, R = spec.S, spec.R
-        bottom = StageCost(_basis_flops(C, 1, hw), 0)
+        bottom = StageCost(_basis_flops(C, 1, hw, sizes.basis_levels), 0)
         top = StageCost(_conv(T, S * S, 3, tower_hw), 0)
         merge = StageCost(0, N * R * R * (7 + 7 + 5))
     elif spec.family == "maskrcnn":
@@ -132,10 +134,9 @@ def describe(
     num_classes: int = REFERENCE_CLASSES,
 ) -> list[dict[str, object]]:
     """One row per spec: K, M, R, S, mask-branch parameters and each stage's GFLOPs at the given size."""
-    sizes = TRUNKS[trunk]
     rows = []
     for spec in specs:
-        head = spec.build(in_channels=sizes.fpn_channels, tower_channels=sizes.tower_channels, num_classes=num_classes)
+        head = spec.build(trunk=trunk, num_classes=num_classes)
         costs = stage_costs(
             spec, image_size=image_size, num_instances=num_instances, trunk=trunk, num_classes=num_classes
         )

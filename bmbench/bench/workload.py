@@ -147,10 +147,9 @@ def random_inputs(
 
 def build_mask_head(spec: VariantSpec, *, trunk: str, seed: int, device: torch.device, dtype: torch.dtype) -> MaskHead:
     """The variant's mask head at the trunk's widths, seeded (without touching the global RNG), in eval mode."""
-    sizes = TRUNKS[trunk]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = spec.build(in_channels=sizes.fpn_channels, tower_channels=sizes.tower_channels, num_classes=NUM_CLASSES)
+        head = spec.build(trunk=trunk, num_classes=NUM_CLASSES)
     return head.eval().to(device, dtype)
 
 

@@ -90,42 +90,60 @@ def detections_to_coco(
 
 
 def _check_detections(detections: list, gt: COCO, source: str) -> list[str]:
-    """Validate every entry against the ground truth; return the iou types that the entries carry."""
+    """Validate every entry against the ground truth; return the iou types that the entries carry.
+
+    One pass with the per-image sizes looked up once (this runs on every scored entry, before either evaluator):
+    the message of the first bad entry is built only when there is one."""
     if detections and not isinstance(detections[0], dict):
         raise BmbenchError(f"{source}: entry 0 is not an object")
     present = [iou for iou, field in FIELDS.items() if detections and field in detections[0]]
     if detections and not present:
         raise BmbenchError(f"{source}: entry 0 has neither a bbox nor a segmentation")
+    sizes = {image_id: [image["height"], image["width"]] for image_id, image in gt.imgs.items()}
+    cats, has_bbox, has_segm = gt.cats, "bbox" in present, "segm" in present
     for index, det in enumerate(detections):
-        where = f"{source}: entry {index}"
         if not isinstance(det, dict):
-            raise BmbenchError(f"{where} is not an object")
-        image = gt.imgs.get(det.get("image_id"))
-        if image is None:
-            raise BmbenchError(f"{where} refers to unknown image_id {det.get('image_id')!r}")
-        if det.get("category_id") not in gt.cats:
-            raise BmbenchError(f"{where} refers to unknown category_id {det.get('category_id')!r}")
+            raise BmbenchError(f"{source}: entry {index} is not an object")
+        size = sizes.get(det.get("image_id"))
         score = det.get("score")
-        if not isinstance(score, int | float) or not math.isfinite(score):
-            raise BmbenchError(f"{where} has no finite score: {score!r}")
-        for iou in present:
-            if FIELDS[iou] not in det:
-                raise BmbenchError(f"{where} lacks {FIELDS[iou]!r}, which entry 0 has")
         bbox = det.get("bbox")
-        if "bbox" in present and not (
-            isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)
-        ):
-            raise BmbenchError(f"{where} has a malformed bbox (want [x, y, w, h]): {bbox!r}")
         segm = det.get("segmentation")
-        if "segm" in present:
-            size = [image["height"], image["width"]]
-            if not (isinstance(segm, dict) and isinstance(segm.get("counts"), str | bytes)):
-                raise BmbenchError(f"{where} segmentation is not an RLE with compressed counts")
-            if list(segm.get("size", [])) != size:
-                raise BmbenchError(
-                    f"{where} segmentation size {segm.get('size')} differs from image {image['id']}'s {size}"
-                )
+        if (
+            size is None
+            or det.get("category_id") not in cats
+            or not (isinstance(score, int | float) and math.isfinite(score))
+            or (has_bbox and not _is_bbox(bbox))
+            or (has_segm and not (isinstance(segm, dict) and isinstance(segm.get("counts"), str | bytes)))
+            or (has_segm and list(segm.get("size", ())) != size)
+        ):
+            _bad_detection(det, f"{source}: entry {index}", gt, present)
     return present
+
+
+def _is_bbox(bbox: Any) -> bool:
+    return isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)
+
+
+def _bad_detection(det: dict, where: str, gt: COCO, present: list[str]) -> None:
+    """Raise the one-line error that says what is wrong with `det` (which `_check_detections` found bad)."""
+    image = gt.imgs.get(det.get("image_id"))
+    if image is None:
+        raise BmbenchError(f"{where} refers to unknown image_id {det.get('image_id')!r}")
+    if det.get("category_id") not in gt.cats:
+        raise BmbenchError(f"{where} refers to unknown category_id {det.get('category_id')!r}")
+    score = det.get("score")
+    if not isinstance(score, int | float) or not math.isfinite(score):
+        raise BmbenchError(f"{where} has no finite score: {score!r}")
+    for iou in present:
+        if FIELDS[iou] not in det:
+            raise BmbenchError(f"{where} lacks {FIELDS[iou]!r}, which entry 0 has")
+    bbox = det.get("bbox")
+    if "bbox" in present and not _is_bbox(bbox):
+        raise BmbenchError(f"{where} has a malformed bbox (want [x, y, w, h]): {bbox!r}")
+    segm, size = det["segmentation"], [image["height"], image["width"]]
+    if not (isinstance(segm, dict) and isinstance(segm.get("counts"), str | bytes)):
+        raise BmbenchError(f"{where} segmentation is not an RLE with compressed counts")
+    raise BmbenchError(f"{where} segmentation size {segm.get('size')} differs from image {image['id']}'s {size}")
 
 
 def _gt_counts_over(gt: COCO, image_ids: Sequence[int] | None, max_dets: int) -> None:

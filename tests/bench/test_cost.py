@@ -26,7 +26,7 @@ def _counted(fn) -> int:
 def test_conv_flops_match_flop_counter(text: str, trunk: str) -> None:
     spec = parse_spec(text)
     widths = TRUNKS[trunk]
-    head = spec.build(in_channels=widths.fpn_channels, tower_channels=widths.tower_channels, num_classes=7).eval()
+    head = spec.build(trunk=trunk, num_classes=7).eval()
     features = {k: torch.randn(s) for k, s in feature_shapes(IMAGE, widths.fpn_channels).items()}
     tower = [torch.randn(1, widths.tower_channels, *features[k].shape[-2:]) for k in DETECTOR_LEVELS]
     boxes = torch.tensor([[0, 3.0, 5.0, 40.0, 60.0]]).repeat(N, 1)

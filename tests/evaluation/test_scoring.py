@@ -135,6 +135,10 @@ def test_image_ids_restrict_scoring(gt_json: Path, tmp_path: Path) -> None:
         ("unknown_category", r"dets\.json: entry 1 refers to unknown category_id 77"),
         ("wrong_size", r"dets\.json: entry 1 segmentation size \[10, 10\] differs from image"),
         ("no_score", r"dets\.json: entry 1 has no finite score"),
+        ("not_object", r"dets\.json: entry 1 is not an object"),
+        ("no_bbox", r"dets\.json: entry 1 lacks 'bbox', which entry 0 has"),
+        ("bad_bbox", r"dets\.json: entry 1 has a malformed bbox \(want \[x, y, w, h\]\): \[1, 2\]"),
+        ("bad_rle", r"dets\.json: entry 1 segmentation is not an RLE with compressed counts"),
     ],
 )
 def test_bad_detection_files_name_the_file_and_entry(gt_json: Path, tmp_path: Path, content: str, message: str) -> None:
@@ -147,6 +151,14 @@ def test_bad_detection_files_name_the_file_and_entry(gt_json: Path, tmp_path: Pa
         detections[1]["segmentation"] = encode_masks(torch.ones(1, 10, 10, dtype=torch.bool))[0]
     elif content == "no_score":
         del detections[1]["score"]
+    elif content == "not_object":
+        detections[1] = [1, 2]
+    elif content == "no_bbox":
+        del detections[1]["bbox"]
+    elif content == "bad_bbox":
+        detections[1]["bbox"] = [1, 2]
+    elif content == "bad_rle":
+        detections[1]["segmentation"] = [[0, 0, 4, 0, 4, 4]]
     path = tmp_path / "dets.json"
     path.write_text(content if content.startswith(("[", "{")) else json.dumps(detections))
     with pytest.raises(BmbenchError, match=message):

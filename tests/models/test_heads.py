@@ -11,11 +11,12 @@ from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from bmbench.models.backbone import feature_shapes
+from bmbench.models.backbone import TRUNKS, feature_shapes
 from bmbench.models.heads import BasisModule, blend
 from bmbench.models.heads.base import GN_GROUPS
 from bmbench.models.heads.blendmask import interpolation_matrix
 from bmbench.models.heads.centermask import product_logits
+from bmbench.models.heads.maskrcnn import build_maskrcnn_head
 from bmbench.variants import PRESETS, VariantSpec, build_segmenter, parse_spec
 
 IMAGE = (64, 96)  # H, W: multiples of 32
@@ -89,8 +90,7 @@ def test_blendmask_with_m1_is_a_weighted_sum_of_roi_aligned_bases() -> None:
 
 
 def test_maskrcnn_head_equals_torchvision_given_the_same_weights() -> None:
-    spec = parse_spec("maskrcnn:R=28")
-    head = spec.build(in_channels=32, tower_channels=32, num_classes=NUM_CLASSES).eval()
+    head = build_maskrcnn_head(R=28, in_channels=32, tower_channels=32, num_classes=NUM_CLASSES).eval()
     heads = MaskRCNNHeads(32, [256] * 4, 1)
     predictor = MaskRCNNPredictor(256, 256, NUM_CLASSES)
     convs = [m for m in head.convs if isinstance(m, torch.nn.Conv2d)]
@@ -152,3 +152,26 @@ def test_basis_module_groupnorm_blocks_are_adelaidets() -> None:
     assert normed(features).shape == (2, 4, 64, 64)
     with pytest.raises(ValueError, match="unknown basis norm 'BN'"):
         BasisModule(in_channels=16, num_bases=4, norm="BN")
+
+
+def test_basis_module_from_p2_sums_and_runs_its_tower_at_stride_4() -> None:
+    torch.manual_seed(0)
+    module = BasisModule(in_channels=16, num_bases=4, channels=32, levels=("p2", "p3", "p4", "p5"))
+    assert len(module.refine) == 4 and module.upsample == 1
+    features = {f"p{i}": torch.randn(2, 16, 64 // 2 ** (i - 2), 48 // 2 ** (i - 2)) for i in (2, 3, 4, 5)}
+    bases = module(features)
+    assert bases.shape == (2, 4, 64, 48)  # P2's own grid: nothing upsampled
+    # the output at a stride-4 pixel depends on P2 there: P3-P5 alone (P2 zeroed) give other bases
+    changed = module({**features, "p2": torch.zeros_like(features["p2"])})
+    assert not torch.allclose(bases, changed)
+    with pytest.raises(ValueError, match="must start at p2 or p3"):
+        BasisModule(in_channels=16, num_bases=4, levels=("p4", "p5"))
+
+
+@pytest.mark.parametrize("trunk", sorted(TRUNKS))
+def test_heads_read_the_basis_levels_of_their_trunk(trunk: str) -> None:
+    for name in ("blendmask", "yolact", "centermask"):
+        head = parse_spec(name).build(trunk=trunk, num_classes=NUM_CLASSES)
+        module = next(m for m in head.modules() if isinstance(m, BasisModule))
+        assert module.levels == TRUNKS[trunk].basis_levels
+    assert TRUNKS["r50"].basis_levels == ("p3", "p4", "p5")  # the paper's

@@ -84,8 +84,14 @@ def conv_block(in_channels: int, out_channels: int, *, norm: str | None) -> nn.S
     return nn.Sequential(conv, nn.GroupNorm(GN_GROUPS, out_channels), nn.ReLU(inplace=True))
 
 
+BASIS_LEVELS = ("p3", "p4", "p5")  # AdelaiDet's (and the paper's) basis-module input levels, finest first
+
+
 class BasisModule(nn.Module):
     """K maps at stride 4 from P3–P5: refine each level, sum at P3, a conv tower, upsample x2, 1x1 to K.
+
+    With `levels` starting at P2 (the small trunk's, see bmbench.models.backbone.TrunkSpec) the sum and the tower
+    are at stride 4 and nothing is upsampled.
 
     The BlendMask bottom module (and the YOLACT protonet / CenterMask saliency branch, with K=32 / K=1).
     Lightly adapted from AdelaiDet's basis module: ``features[p3..p5]: Tensor[B, C, H/8.., W/8..]`` ->
@@ -96,10 +102,21 @@ class BasisModule(nn.Module):
     """
 
     def __init__(
-        self, *, in_channels: int, num_bases: int, channels: int = 128, num_convs: int = 3, norm: str | None = "GN"
+        self,
+        *,
+        in_channels: int,
+        num_bases: int,
+        channels: int = 128,
+        num_convs: int = 3,
+        norm: str | None = "GN",
+        levels: tuple[str, ...] = BASIS_LEVELS,
     ) -> None:
         super().__init__()
-        self.refine = nn.ModuleList(conv_block(in_channels, channels, norm=norm) for _ in range(3))
+        if levels[0] not in ("p2", "p3") or list(levels) != sorted(levels):
+            raise ValueError(f"basis levels must start at p2 or p3, finest first, got {levels}")
+        self.levels = tuple(levels)
+        self.upsample = 2 if levels[0] == "p3" else 1  # the finest level's stride over the bases' (4)
+        self.refine = nn.ModuleList(conv_block(in_channels, channels, norm=norm) for _ in levels)
         # One flat Sequential, so that without a norm the parameter names are those of earlier checkpoints.
         self.tower = nn.Sequential(
             *(layer for _ in range(num_convs) for layer in conv_block(channels, channels, norm=norm))
@@ -108,11 +125,12 @@ class BasisModule(nn.Module):
         self.predictor = nn.Conv2d(channels, num_bases, 1)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        levels = [features["p3"], features["p4"], features["p5"]]
+        levels = [features[name] for name in self.levels]
         size = levels[0].shape[-2:]
         x = self.refine[0](levels[0])
         for refine, level in zip(self.refine[1:], levels[1:], strict=True):
             x = x + nn.functional.interpolate(refine(level), size=size, mode="bilinear", align_corners=False)
         x = self.tower(x)
-        x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        if self.upsample > 1:
+            x = nn.functional.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
         return self.predictor(self.upsampled(x))  # (B, K, H/4, W/4)

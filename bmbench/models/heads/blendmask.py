@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bmbench.models.heads.base import BasisModule, MaskHead, roi_align_stride4
+from bmbench.models.heads.base import BASIS_LEVELS, BasisModule, MaskHead, roi_align_stride4
 
 
 def interpolation_matrix(size_in: int, size_out: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -42,11 +42,20 @@ class BlendMaskHead(MaskHead):
 
     mask_form = "roi"
 
-    def __init__(self, *, K: int, M: int, R: int, in_channels: int, tower_channels: int) -> None:
+    def __init__(
+        self,
+        *,
+        K: int,
+        M: int,
+        R: int,
+        in_channels: int,
+        tower_channels: int,
+        basis_levels: tuple[str, ...] = BASIS_LEVELS,
+    ) -> None:
         super().__init__()
         self.K, self.M, self.R = K, M, R
         self.num_params = K * M * M
-        self.basis = BasisModule(in_channels=in_channels, num_bases=K)
+        self.basis = BasisModule(in_channels=in_channels, num_bases=K, levels=basis_levels)
         self.attention = nn.Conv2d(tower_channels, self.num_params, 3, padding=1)
         nn.init.normal_(self.attention.weight, std=0.01)
         nn.init.zeros_(self.attention.bias)
@@ -62,7 +71,16 @@ class BlendMaskHead(MaskHead):
 
 
 def build_blendmask_head(
-    *, K: int, M: int, R: int, in_channels: int, tower_channels: int, num_classes: int
+    *,
+    K: int,
+    M: int,
+    R: int,
+    in_channels: int,
+    tower_channels: int,
+    num_classes: int,
+    basis_levels: tuple[str, ...] = BASIS_LEVELS,
 ) -> BlendMaskHead:
     """BlendMask head (class-agnostic masks, so ``num_classes`` is unused)."""
-    return BlendMaskHead(K=K, M=M, R=R, in_channels=in_channels, tower_channels=tower_channels)
+    return BlendMaskHead(
+        K=K, M=M, R=R, in_channels=in_channels, tower_channels=tower_channels, basis_levels=basis_levels
+    )

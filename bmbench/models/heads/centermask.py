@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bmbench.models.heads.base import BasisModule, MaskHead, roi_align_stride4
+from bmbench.models.heads.base import BASIS_LEVELS, BasisModule, MaskHead, roi_align_stride4
 
 
 def product_logits(shape_logits: Tensor, saliency_logits: Tensor) -> Tensor:
@@ -34,11 +34,13 @@ class CenterMaskHead(MaskHead):
 
     mask_form = "roi"
 
-    def __init__(self, *, S: int, R: int, in_channels: int, tower_channels: int) -> None:
+    def __init__(
+        self, *, S: int, R: int, in_channels: int, tower_channels: int, basis_levels: tuple[str, ...] = BASIS_LEVELS
+    ) -> None:
         super().__init__()
         self.S, self.R = S, R
         self.num_params = S * S
-        self.saliency = BasisModule(in_channels=in_channels, num_bases=1)
+        self.saliency = BasisModule(in_channels=in_channels, num_bases=1, levels=basis_levels)
         self.shape = nn.Conv2d(tower_channels, self.num_params, 3, padding=1)
 
     def bottom(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Tensor:
@@ -52,7 +54,14 @@ class CenterMaskHead(MaskHead):
 
 
 def build_centermask_head(
-    *, K: int, S: int, R: int, in_channels: int, tower_channels: int, num_classes: int
+    *,
+    K: int,
+    S: int,
+    R: int,
+    in_channels: int,
+    tower_channels: int,
+    num_classes: int,
+    basis_levels: tuple[str, ...] = BASIS_LEVELS,
 ) -> CenterMaskHead:
     """CenterMask head (K is always 1; class-agnostic masks)."""
-    return CenterMaskHead(S=S, R=R, in_channels=in_channels, tower_channels=tower_channels)
+    return CenterMaskHead(S=S, R=R, in_channels=in_channels, tower_channels=tower_channels, basis_levels=basis_levels)

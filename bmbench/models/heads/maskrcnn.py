@@ -67,6 +67,9 @@ class MaskRCNNConvUpsampleHead(MaskHead):
         return logits[torch.argsort(order)]
 
 
-def build_maskrcnn_head(*, R: int, in_channels: int, tower_channels: int, num_classes: int) -> MaskRCNNConvUpsampleHead:
-    """Mask R-CNN head; it ignores the detector tower."""
+def build_maskrcnn_head(
+    *, R: int, in_channels: int, tower_channels: int, num_classes: int, basis_levels: tuple[str, ...] = ()
+) -> MaskRCNNConvUpsampleHead:
+    """Mask R-CNN head; it ignores the detector tower and `basis_levels` (it has no basis module: its RoIAlign
+    reads P2-P5)."""
     return MaskRCNNConvUpsampleHead(R=R, in_channels=in_channels, num_classes=num_classes)

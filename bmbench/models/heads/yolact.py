@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bmbench.models.heads.base import BasisModule, MaskHead
+from bmbench.models.heads.base import BASIS_LEVELS, BasisModule, MaskHead
 from bmbench.models.paste import crop_full_logits
 
 
@@ -34,11 +34,13 @@ class YolactHead(MaskHead):
 
     mask_form = "full"
 
-    def __init__(self, *, K: int, in_channels: int, tower_channels: int) -> None:
+    def __init__(
+        self, *, K: int, in_channels: int, tower_channels: int, basis_levels: tuple[str, ...] = BASIS_LEVELS
+    ) -> None:
         super().__init__()
         self.K = K
         self.num_params = K
-        self.protonet = BasisModule(in_channels=in_channels, num_bases=K)
+        self.protonet = BasisModule(in_channels=in_channels, num_bases=K, levels=basis_levels)
         self.coefficients = nn.Conv2d(tower_channels, K, 3, padding=1)
 
     def bottom(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Tensor:
@@ -51,6 +53,14 @@ class YolactHead(MaskHead):
         return assemble(bottom, params, rois)
 
 
-def build_yolact_head(*, K: int, M: int, in_channels: int, tower_channels: int, num_classes: int) -> YolactHead:
+def build_yolact_head(
+    *,
+    K: int,
+    M: int,
+    in_channels: int,
+    tower_channels: int,
+    num_classes: int,
+    basis_levels: tuple[str, ...] = BASIS_LEVELS,
+) -> YolactHead:
     """YOLACT head (M is always 1; class-agnostic masks)."""
-    return YolactHead(K=K, in_channels=in_channels, tower_channels=tower_channels)
+    return YolactHead(K=K, in_channels=in_channels, tower_channels=tower_channels, basis_levels=basis_levels)
