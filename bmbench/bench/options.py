@@ -34,6 +34,9 @@ DEFAULT_TRUNK = "r50"
 DEFAULT_BUDGET_S = 0.5  # seconds of timed repeats per stage measurement, at most (the precision target stops sooner)
 DEFAULT_WARMUP = 1
 DEFAULT_MAX_REPEATS = 100  # a cheap noisy stage reaches ±3 % within this many repeats
+# repeats per measurement whatever the budget: the fewest with a distribution-free 95 % interval of the median
+# (bench.timer.MIN_CI_REPEATS), so that every point can reach the precision target; spread over the rounds
+DEFAULT_MIN_REPEATS = 6
 DEFAULT_PRECISION = 0.03  # the median's 95 % interval within ±3 %
 DEFAULT_ROUNDS = 3  # passes over the sweep that each point's repeats are spread across (bench/sweep.py)
 MIN_IMAGE_SIDE = 32
@@ -142,6 +145,7 @@ class SweepConfig:
     # budget of one stage measurement's timed repeats, seconds
     budget_s: float = field(default=DEFAULT_BUDGET_S, metadata={"positive": True})
     warmup: int = DEFAULT_WARMUP  # warm-up runs per stage measurement (fewer when one run exceeds the budget)
+    min_repeats: int = DEFAULT_MIN_REPEATS  # timed repeats per stage measurement that the budget cannot cut
     max_repeats: int = DEFAULT_MAX_REPEATS  # cap on timed repeats per stage measurement
     # target relative half-width of the median's 95 % interval (0: repeat until the budget or the cap)
     precision: float = DEFAULT_PRECISION
@@ -177,6 +181,7 @@ def make_config(
     threads: int | None = None,
     budget_s: float = DEFAULT_BUDGET_S,
     warmup: int = DEFAULT_WARMUP,
+    min_repeats: int = DEFAULT_MIN_REPEATS,
     max_repeats: int = DEFAULT_MAX_REPEATS,
     precision: float = DEFAULT_PRECISION,
     rounds: int = DEFAULT_ROUNDS,
@@ -209,6 +214,8 @@ def make_config(
         raise BmbenchError(f"--warmup must be >= 0, got {warmup}")
     if max_repeats < 1:
         raise BmbenchError(f"--max-repeats must be >= 1, got {max_repeats}")
+    if not 1 <= min_repeats <= max_repeats:
+        raise BmbenchError(f"--min-repeats must be in 1..--max-repeats ({max_repeats}), got {min_repeats}")
     if not 0 <= precision < 1:
         raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
     if rounds < 1:
@@ -228,6 +235,7 @@ def make_config(
         threads=threads,
         budget_s=budget_s,
         warmup=warmup,
+        min_repeats=min_repeats,
         max_repeats=max_repeats,
         precision=precision,
         rounds=rounds,

@@ -205,15 +205,18 @@ def error_text(failure: BaseException, native: str = "") -> str:
     return f"{text} [native stderr: {native[:NATIVE_ERROR_CHARS]}]" if native else text
 
 
-def point_warmup(config: SweepConfig, *, first: bool) -> int:
+def point_warmup(config: SweepConfig, *, first: bool, round_index: int = 0) -> int:
     """Warm-up runs before timing a point.
 
     On CUDA, and with compiled stages, every point warms up: a new N brings new shapes, hence cudnn autotuning,
     caching-allocator growth or a recompilation. On the CPU, eager, only a head's first (largest) N does: what a
     first run pays there (lazy initialisation, oneDNN primitive creation) is milliseconds, within the noise of a
     later N's first run, and large tensors are allocated afresh on every run anyway; warming each N would double
-    the time of every point slower than the budget."""
-    return config.warmup if first or config.compile or config.device.type == "cuda" else 0
+    the time of every point slower than the budget. For the same reason a later round does not warm up again on the
+    CPU (the head ran in the first)."""
+    if config.compile or config.device.type == "cuda":
+        return config.warmup
+    return config.warmup if first and round_index == 0 else 0
 
 
 def _release(device: torch.device) -> None:
@@ -320,11 +323,12 @@ def measure_point(
 
 
 def make_timer(config: SweepConfig) -> Timer:
-    """The sweep's timer: budget, warm-up, cap and precision from the config."""
+    """The sweep's timer: budget, warm-up, repeat floor and cap, and precision from the config."""
     return Timer(
         device=config.device,
         budget_s=config.budget_s,
         warmup=config.warmup,
+        min_repeats=config.min_repeats,
         max_repeats=config.max_repeats,
         precision=config.precision,
     )
@@ -376,7 +380,7 @@ def run_sweep(
                         continue
                     step(f"{point.spec} N={num}" + (f" (round {round_index + 1}/{config.rounds})" * (share < 1)))
                     workload.instances = everyone.head(num)
-                    warmup = point_warmup(config, first=order == 0)
+                    warmup = point_warmup(config, first=order == 0, round_index=round_index)
                     failure: BaseException | None = None
                     with native_stderr_captured() as native:
                         try:

@@ -26,6 +26,7 @@ from bmbench.bench.options import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_INSTANCES,
     DEFAULT_MAX_REPEATS,
+    DEFAULT_MIN_REPEATS,
     DEFAULT_PRECISION,
     DEFAULT_ROUNDS,
     DEFAULT_TRUNK,
@@ -88,6 +89,13 @@ def speed_cli(
             "exceeds the budget."
         ),
     ] = DEFAULT_WARMUP,
+    min_repeats: Annotated[
+        int,
+        typer.Option(
+            help="Timed repeats per stage that the budget cannot cut (6: the fewest with a 95 %% interval of the "
+            "median)."
+        ),
+    ] = DEFAULT_MIN_REPEATS,
     max_repeats: Annotated[int, typer.Option(help="Cap on timed repeats per stage.")] = DEFAULT_MAX_REPEATS,
     seed: Annotated[int, typer.Option(help="Seed of boxes, features and weights.")] = 0,
     trunk: Annotated[
@@ -139,6 +147,7 @@ def speed_cli(
         threads=threads,
         budget_s=budget_s,
         warmup=warmup,
+        min_repeats=min_repeats,
         max_repeats=max_repeats,
         precision=precision,
         rounds=rounds,

@@ -172,3 +172,18 @@ def test_a_round_gets_its_share_of_the_budget() -> None:
     assert first.n == 4 and first.stop == "budget"
     pooled = timer.measure_fn(jumpy, before=first, share=0.5)
     assert pooled.n == 8 and pooled.stop == "budget" and pooled.first_ms != pooled.first_ms  # nan: no warm-up
+
+
+def test_the_collector_is_paused_inside_a_measurement_and_restored_after() -> None:
+    import gc
+
+    clock = FakeClock()
+    seen: list[bool] = []
+
+    def work() -> None:
+        seen.append(gc.isenabled())
+        clock.work(0.1)
+
+    assert gc.isenabled()
+    _timer(clock, budget_s=0.5).measure_fn(work)
+    assert seen and not any(seen) and gc.isenabled()
