@@ -23,13 +23,12 @@ DEFAULT_INSTANCES = "1..100"
 # W x H, as the option is written: COCO-style 800 short side, 1088 long side (the reference size of
 # `bmbench variants`, H=800, W=1088).
 DEFAULT_IMAGE_SIZE = "1088x800"
-# The CPU's defaults where the command gives none: the small trunk at 320x256, R up to 56 and one core left to the
-# rest of the machine, so that the default sweep finishes in minutes on a few cores with its points timed to the
-# precision target. Measured on a 2-core VM: with both cores timing, any other process stalls a thread at the
-# next barrier (the default sweep at 544x416 and 2 threads: 32 % of rows precise); at the paper's setting the
-# Mask R-CNN head alone needs ~7 minutes for 6 repeats (R=112, N=100 runs 14-29 s there: four 256-channel convs
-# on 100 RoIs of 56x56). On CUDA the paper's setting is the default.
-CPU_IMAGE_SIZE = "320x256"
+# The CPU's defaults where the command gives none: the small trunk at the quick suite's 544x416 and R up to 56, so
+# that the default sweep finishes in minutes on a few cores (measured on a 2-core VM: 218 s and 222 s; with one
+# thread at 320x256 it took 277 s and reached the precision target on fewer rows, 24 % against 32 %). At the
+# paper's setting a 2-core CPU needs ~7 minutes for 6 repeats of the Mask R-CNN head alone (R=112, N=100 runs
+# 14-29 s there: its four 256-channel convs on 100 RoIs of 56x56); on CUDA the paper's setting is the default.
+CPU_IMAGE_SIZE = "544x416"
 CPU_TRUNK = "small"
 CPU_AXIS_DEFAULTS: dict[str, tuple[int, ...]] = {"R": (14, 28, 56)}
 DEFAULT_TRUNK = "r50"
@@ -120,11 +119,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if min(W, H) < MIN_IMAGE_SIDE:
         raise BmbenchError(f"--image-size: {text!r} has a side below {MIN_IMAGE_SIDE} pixels")
     return H, W
-
-
-def cpu_sweep_threads() -> int:
-    """The CPU sweep's default threads: every core this process may run on but one (at least one)."""
-    return max(1, default_threads() - 1)
 
 
 def default_threads() -> int:
@@ -227,8 +221,7 @@ def make_config(
         raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
     if rounds < 1:
         raise BmbenchError(f"--rounds must be >= 1, got {rounds}")
-    if threads is None:
-        threads = cpu_sweep_threads() if on_cpu else default_threads()
+    threads = default_threads() if threads is None else threads
     if threads < 1:
         raise BmbenchError(f"--threads must be >= 1, got {threads}")
     resolve_dtype(dtype, resolved)

@@ -71,9 +71,7 @@ def speed_cli(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, fp16 (CUDA only) or bf16.")] = "fp32",
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads. Default: all cores; on the CPU all but one (at least one).")
-    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads. Default: all cores.")] = None,
     budget_s: Annotated[
         float, typer.Option(help="Seconds of timed repeats per stage, at most (the precision target stops sooner).")
     ] = DEFAULT_BUDGET_S,
