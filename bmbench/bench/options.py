@@ -39,7 +39,9 @@ DEFAULT_MAX_REPEATS = 100  # a cheap noisy stage reaches ±3 % within this many 
 # (bench.timer.MIN_CI_REPEATS), so that every point can reach the precision target; spread over the rounds
 DEFAULT_MIN_REPEATS = 6
 DEFAULT_PRECISION = 0.03  # the median's 95 % interval within ±3 %
-DEFAULT_ROUNDS = 3  # passes over the sweep that each point's repeats are spread across (bench/sweep.py)
+DEFAULT_ROUNDS = 1  # passes over the sweep that each point's repeats are spread across (bench/sweep.py); 3 was
+# measured on the demo sweep: 208 s with 143 of 212 rows short of the precision target (findings 5, 6 then not
+# significant) against 88 s and 10 rows with 1 round
 MIN_IMAGE_SIDE = 32
 # The fields a suite's speed: section may set; the rest are fixed per cell (variant, its own R, device, seed).
 SUITE_SPEED_FIELDS = ("instances", "image_size", "trunk", "dtype", "budget_s")
