@@ -28,10 +28,10 @@ class TrunkSpec:
     fpn_channels: int  # C, channels of every FPN level
     tower_channels: int  # channels of the FCOS towers
     tower_convs: int  # convs per FCOS tower
-    # the FPN levels the basis module (bottom) reads, finest first; its tower runs at the finest. The paper's P3-P5
-    # (stride 8, upsampled x2 to the stride-4 bases); the small trunk adds P2 (stride 4), because at the CPU's
-    # 128-px images P3 is a 16x16 map: measured (issue 12, 300 joint steps, 128 px, K=4 M=7 R=56, one seed) 24.2
-    # oracle mask AP against 16.4 with P3-P5, Boundary AP 16.0 against 9.1, for ~25 % more training time
+    # the FPN levels the basis module (bottom) reads, finest first (bmbench.models.heads.base.BasisModule). The
+    # paper's P3-P5 (summed at stride 8, upsampled x2 to the stride-4 bases); the small trunk adds P2 (stride 4),
+    # added after the upsample, because at the CPU's 128-px images P3 is a 16x16 map: measured (issue 12, 300
+    # joint steps, 128 px, K=4 M=7 R=56, one seed) 24.2 oracle mask AP with P2 against 16.4 with P3-P5 alone
     basis_levels: tuple[str, ...] = ("p3", "p4", "p5")
 
 

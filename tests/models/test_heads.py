@@ -154,18 +154,29 @@ def test_basis_module_groupnorm_blocks_are_adelaidets() -> None:
         BasisModule(in_channels=16, num_bases=4, norm="BN")
 
 
-def test_basis_module_from_p2_sums_and_runs_its_tower_at_stride_4() -> None:
+def test_basis_module_from_p2_keeps_its_tower_at_p3_and_adds_p2_after_the_upsample() -> None:
     torch.manual_seed(0)
     module = BasisModule(in_channels=16, num_bases=4, channels=32, levels=("p2", "p3", "p4", "p5"))
-    assert len(module.refine) == 4 and module.upsample == 1
+    assert len(module.refine) == 3 and module.lateral is not None
     features = {f"p{i}": torch.randn(2, 16, 64 // 2 ** (i - 2), 48 // 2 ** (i - 2)) for i in (2, 3, 4, 5)}
     bases = module(features)
-    assert bases.shape == (2, 4, 64, 48)  # P2's own grid: nothing upsampled
-    # the output at a stride-4 pixel depends on P2 there: P3-P5 alone (P2 zeroed) give other bases
+    assert bases.shape == (2, 4, 64, 48)  # P2's own grid
+    # what the module computes: the P3-P5 path upsampled to P2's grid, plus P2's lateral conv, then the stride-4 conv
+    x = module.refine[0](features["p3"])
+    for refine, name in zip(module.refine[1:], ("p4", "p5"), strict=True):
+        x = x + F.interpolate(refine(features[name]), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    x = F.interpolate(module.tower(x), size=(64, 48), mode="bilinear", align_corners=False)
+    expected = module.predictor(module.upsampled(x + module.lateral(features["p2"])))
+    torch.testing.assert_close(bases, expected)
     changed = module({**features, "p2": torch.zeros_like(features["p2"])})
-    assert not torch.allclose(bases, changed)
-    with pytest.raises(ValueError, match="must start at p2 or p3"):
-        BasisModule(in_channels=16, num_bases=4, levels=("p4", "p5"))
+    assert not torch.allclose(bases, changed)  # P2 reaches the bases
+    # a checkpoint of 0.3.0's design (P2 summed before the tower as a fourth refine conv) does not load silently
+    old = {f"refine.3.{k}": v for k, v in module.refine[0].state_dict().items()} | module.state_dict()
+    with pytest.raises(RuntimeError, match="refine.3"):
+        module.load_state_dict({k: v for k, v in old.items() if not k.startswith("lateral")})
+    for bad in (("p4", "p5"), ("p2",)):
+        with pytest.raises(ValueError, match="must start at p2 or p3"):
+            BasisModule(in_channels=16, num_bases=4, levels=bad)
 
 
 @pytest.mark.parametrize("trunk", sorted(TRUNKS))

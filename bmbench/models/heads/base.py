@@ -88,17 +88,20 @@ BASIS_LEVELS = ("p3", "p4", "p5")  # AdelaiDet's (and the paper's) basis-module 
 
 
 class BasisModule(nn.Module):
-    """K maps at stride 4 from P3–P5: refine each level, sum at P3, a conv tower, upsample x2, 1x1 to K.
+    """K maps at stride 4 from P3–P5: refine each level, sum at P3, a conv tower, upsample x2, a conv, 1x1 to K.
 
-    With `levels` starting at P2 (the small trunk's, see bmbench.models.backbone.TrunkSpec) the sum and the tower
-    are at stride 4 and nothing is upsampled.
+    With `levels` starting at P2 (the small trunk's, see bmbench.models.backbone.TrunkSpec), P2 is refined by a
+    conv of its own (``lateral``) and added after the upsample, before the stride-4 conv: the tower stays at
+    stride 8, and the bases see stride-4 detail for two stride-4 convs instead of five (issue 12's probe, the quick
+    suite's finetune cell K=4 M=7 R=56, one seed: 24.4 oracle mask AP in 106 s of training, against 23.1 in 121 s
+    with all four levels summed at P2 and the tower there, bmbench 0.3.0).
 
     The BlendMask bottom module (and the YOLACT protonet / CenterMask saliency branch, with K=32 / K=1).
-    Lightly adapted from AdelaiDet's basis module: ``features[p3..p5]: Tensor[B, C, H/8.., W/8..]`` ->
-    ``Tensor[B, K, H/4, W/4]``. `norm` picks the conv blocks (see `conv_block`): "GN" by default, AdelaiDet's
-    recipe (issue 12's probe, 300 joint steps at 128 px: 17.9 oracle mask AP against 15.5 without), None for the
-    plain conv + ReLU of checkpoints written before. The 1x1 predictor keeps PyTorch's default initialisation, as
-    in AdelaiDet.
+    Lightly adapted from AdelaiDet's basis module: ``features[p3..p5]: Tensor[B, C, H/8.., W/8..]`` (and
+    ``features["p2"]: Tensor[B, C, H/4, W/4]``) -> ``Tensor[B, K, H/4, W/4]``. `norm` picks the conv blocks (see
+    `conv_block`): "GN" by default, AdelaiDet's recipe (issue 12's probe, 300 joint steps at 128 px: 17.9 oracle
+    mask AP against 15.5 without), None for the plain conv + ReLU of checkpoints written before. The 1x1
+    predictor keeps PyTorch's default initialisation, as in AdelaiDet.
     """
 
     def __init__(
@@ -112,25 +115,30 @@ class BasisModule(nn.Module):
         levels: tuple[str, ...] = BASIS_LEVELS,
     ) -> None:
         super().__init__()
-        if levels[0] not in ("p2", "p3") or list(levels) != sorted(levels):
-            raise ValueError(f"basis levels must start at p2 or p3, finest first, got {levels}")
+        if levels[0] not in ("p2", "p3") or list(levels) != sorted(levels) or levels[-1] == "p2":
+            raise ValueError(f"basis levels must start at p2 or p3 and reach p3, finest first, got {levels}")
         self.levels = tuple(levels)
-        self.upsample = 2 if levels[0] == "p3" else 1  # the finest level's stride over the bases' (4)
-        self.refine = nn.ModuleList(conv_block(in_channels, channels, norm=norm) for _ in levels)
+        self.summed = self.levels[1:] if levels[0] == "p2" else self.levels  # summed at P3 before the tower
+        self.refine = nn.ModuleList(conv_block(in_channels, channels, norm=norm) for _ in self.summed)
         # One flat Sequential, so that without a norm the parameter names are those of earlier checkpoints.
         self.tower = nn.Sequential(
             *(layer for _ in range(num_convs) for layer in conv_block(channels, channels, norm=norm))
         )
+        # A name of its own: a checkpoint whose P2 was summed before the tower (bmbench 0.3.0) does not load.
+        self.lateral = conv_block(in_channels, channels, norm=norm) if levels[0] == "p2" else None
         self.upsampled = conv_block(channels, channels, norm=norm)
         self.predictor = nn.Conv2d(channels, num_bases, 1)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        levels = [features[name] for name in self.levels]
-        size = levels[0].shape[-2:]
+        levels = [features[name] for name in self.summed]
         x = self.refine[0](levels[0])
         for refine, level in zip(self.refine[1:], levels[1:], strict=True):
-            x = x + nn.functional.interpolate(refine(level), size=size, mode="bilinear", align_corners=False)
+            x = x + nn.functional.interpolate(refine(level), size=x.shape[-2:], mode="bilinear", align_corners=False)
         x = self.tower(x)
-        if self.upsample > 1:
-            x = nn.functional.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        if self.lateral is None:
+            x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        else:  # to P2's own grid, then its lateral
+            p2 = features["p2"]
+            x = nn.functional.interpolate(x, size=p2.shape[-2:], mode="bilinear", align_corners=False)
+            x = x + self.lateral(p2)
         return self.predictor(self.upsampled(x))  # (B, K, H/4, W/4)
