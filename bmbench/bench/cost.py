@@ -39,13 +39,14 @@ def _conv(cin: int, cout: int, k: int, hw: int) -> int:
 
 
 def _basis_flops(C: int, K: int, hw: dict[str, int], levels: tuple[str, ...]) -> int:
-    """The basis module's convs: a refine conv per level, the tower at the finest level, then (upsampled to stride
-    4 when that is P3) one conv and the 1x1 predictor."""
+    """The basis module's convs: a refine conv per level from P3 on, the tower at P3, (P2's lateral conv,) the
+    stride-4 conv and the 1x1 predictor."""
     ch = BASIS_CHANNELS
-    refine = sum(_conv(C, ch, 3, hw[level]) for level in levels)
-    tower = 3 * _conv(ch, ch, 3, hw[levels[0]])
     stride4 = 4 * hw["p3"]
-    return refine + tower + _conv(ch, ch, 3, stride4) + _conv(ch, K, 1, stride4)
+    refine = sum(_conv(C, ch, 3, hw[level]) for level in levels if level != "p2")
+    lateral = _conv(C, ch, 3, stride4) if levels[0] == "p2" else 0
+    tower = 3 * _conv(ch, ch, 3, hw["p3"])
+    return refine + tower + lateral + _conv(ch, ch, 3, stride4) + _conv(ch, K, 1, stride4)
 
 
 def stage_costs(
@@ -54,9 +55,9 @@ def stage_costs(
     image_size: tuple[int, int] = REFERENCE_IMAGE,
     num_instances: int = REFERENCE_INSTANCES,
     trunk: str = "r50",
-    num_classes: int = REFERENCE_CLASSES,
 ) -> dict[str, StageCost]:
-    """Cost of ``bottom``, ``top``, ``merge`` and ``paste`` for one image of ``image_size`` (H, W) and N instances."""
+    """Cost of ``bottom``, ``top``, ``merge`` and ``paste`` for one image of ``image_size`` (H, W) and N instances
+    (no stage's cost depends on the number of classes: the Mask R-CNN head predicts each instance's class only)."""
     sizes = TRUNKS[trunk]
     C, T, N = sizes.fpn_channels, sizes.tower_channels, num_instances
     hw = {name: shape[-2] * shape[-1] for name, shape in feature_shapes(image_size, C).items()}
@@ -88,7 +89,8 @@ def stage_costs(
         deconv = 2 * ch * ch * 4 * half  # 2x2 stride-2: every input pixel feeds a 2x2 output patch
         bottom, top = StageCost(0, 0), StageCost(0, 0)
         # RoIAlign with sampling_ratio=2: 4 bilinear samples and their mean per output element.
-        merge = StageCost(N * (convs + deconv + _conv(ch, num_classes, 1, R * R)), N * C * half * (4 * 7 + 4))
+        # the 1x1 predictor runs for each instance's own class only (one dot product per pixel)
+        merge = StageCost(N * (convs + deconv + _conv(ch, 1, 1, R * R)), N * C * half * (4 * 7 + 4))
     else:  # pragma: no cover - FAMILIES and this function move together
         raise KeyError(spec.family)
     return {"bottom": bottom, "top": top, "merge": merge, "paste": paste}
@@ -137,9 +139,7 @@ def describe(
     rows = []
     for spec in specs:
         head = spec.build(trunk=trunk, num_classes=num_classes)
-        costs = stage_costs(
-            spec, image_size=image_size, num_instances=num_instances, trunk=trunk, num_classes=num_classes
-        )
+        costs = stage_costs(spec, image_size=image_size, num_instances=num_instances, trunk=trunk)
         row: dict[str, object] = {"variant": spec.name, "spec": str(spec), "family": spec.family}
         row |= {key: getattr(spec, key) for key in ("K", "M", "R", "S")}
         row["mask_params"] = sum(p.numel() for p in head.parameters())

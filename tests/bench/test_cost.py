@@ -30,7 +30,7 @@ def test_conv_flops_match_flop_counter(text: str, trunk: str) -> None:
     features = {k: torch.randn(s) for k, s in feature_shapes(IMAGE, widths.fpn_channels).items()}
     tower = [torch.randn(1, widths.tower_channels, *features[k].shape[-2:]) for k in DETECTOR_LEVELS]
     boxes = torch.tensor([[0, 3.0, 5.0, 40.0, 60.0]]).repeat(N, 1)
-    costs = stage_costs(spec, image_size=IMAGE, num_instances=N, trunk=trunk, num_classes=7)
+    costs = stage_costs(spec, image_size=IMAGE, num_instances=N, trunk=trunk)
     with torch.no_grad():
         bottom = head.bottom(features, IMAGE)
         assert _counted(lambda: head.bottom(features, IMAGE)) == costs["bottom"].conv

@@ -1,7 +1,7 @@
 """The Mask R-CNN mask head (He et al., ICCV 2017) as the baseline: all of its work is per RoI.
 
 Multi-level RoIAlign (R/2 × R/2) from P2–P5, four 3x3 convs of 256 with ReLU, a 2x2 stride-2 deconv with ReLU and
-per-class 1x1 logits; the logits of each instance's own class are kept. Letters: N instances, R mask side, C FPN
+per-class 1x1 logits, computed for each instance's own class only. Letters: N instances, R mask side, C FPN
 channels.
 """
 
@@ -48,9 +48,15 @@ class MaskRCNNConvUpsampleHead(MaskHead):
     def top(self, box_tower: list[Tensor]) -> list[Tensor]:
         return [level.new_empty((level.shape[0], 0, *level.shape[-2:])) for level in box_tower]
 
-    def mask_logits(self, pooled: Tensor) -> Tensor:
-        """``pooled: Tensor[N, C, R/2, R/2]`` -> all classes' logits ``Tensor[N, num_classes, R, R]``."""
-        return self.logits(torch.relu_(self.deconv(self.convs(pooled))))
+    def mask_logits(self, pooled: Tensor, labels: Tensor) -> Tensor:
+        """``pooled: Tensor[N, C, R/2, R/2]``, ``labels: Tensor[N]`` -> each instance's own class's logits
+        ``Tensor[N, R, R]``: the 1x1 predictor's rows of those classes only (a batched dot product), where
+        torchvision's MaskRCNNPredictor computes every class and Mask R-CNN then keeps one. Equal to
+        ``self.logits(x)[arange(N), labels]``; it saves (num_classes - 1) / num_classes of that conv's work."""
+        x = torch.relu_(self.deconv(self.convs(pooled)))  # (N, ch, R, R)
+        weight = self.logits.weight[labels, :, 0, 0]  # (N, ch)
+        flat = torch.bmm(weight.unsqueeze(1), x.flatten(2)).squeeze(1)  # (N, R*R)
+        return (flat + self.logits.bias[labels, None]).view(x.shape[0], *x.shape[-2:])
 
     def merge(self, bottom: tuple[dict[str, Tensor], tuple], params: Tensor, rois: Tensor, labels: Tensor) -> Tensor:
         levels, image_size = bottom
@@ -62,8 +68,7 @@ class MaskRCNNConvUpsampleHead(MaskHead):
         if needs_fp32_roi_align(next(iter(levels.values()))):
             levels, boxes = {k: v.float() for k, v in levels.items()}, [b.float() for b in boxes]
         pooled = self.pooler(levels, boxes, [tuple(image_size)] * num_images).to(dtype)  # (N, C, R/2, R/2)
-        logits = self.mask_logits(pooled)  # (N, num_classes, R, R)
-        logits = logits[torch.arange(len(order), device=logits.device), labels[order]]  # (N, R, R)
+        logits = self.mask_logits(pooled, labels[order])  # (N, R, R)
         return logits[torch.argsort(order)]
 
 
