@@ -71,10 +71,15 @@ def trunk_key(data_id: str, config: TrainConfig, num_classes: int) -> str:
         fields["stream"] = True
     if config.init is not None:
         fields["init"] = config.init
-    if config.max_mask_positives != 64:
-        fields["positives"] = config.max_mask_positives
-    if config.semantic_loss != "ce":
-        fields["semantic_loss"] = config.semantic_loss
+    defaults = TrainConfig()
+    # settings added to the key after trunks were first cached: named only when they differ from their default,
+    # so that the keys of trunks cached before stay valid
+    for name, short in (("max_mask_positives", "positives"), ("semantic_loss", "semantic_loss")):
+        if getattr(config, name) != getattr(defaults, name):
+            fields[short] = getattr(config, name)
+    for name in ("warmup_iters", "weight_decay", "clip_norm"):  # the optimiser's: they change the trunk too
+        if getattr(config, name) != getattr(defaults, name):
+            fields[name] = getattr(config, name)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from bmbench.data.synth import write_synthetic_dataset
 from bmbench.results import Event
 from bmbench.training.config import TrainConfig
 from bmbench.training.train import train
-from bmbench.training.trunk import data_identity
+from bmbench.training.trunk import data_identity, trunk_key
 from bmbench.variants import build_segmenter, parse_spec
 
 SPEC = "blendmask:K=2,M=2,R=8"
@@ -99,6 +100,16 @@ def test_the_data_identity_changes_when_an_image_changes(tiny_data: Path, tmp_pa
     pixels = np.asarray(Image.open(image)).copy()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, pixels.shape, dtype=np.uint8)).save(image)
     assert data_identity(copy) != before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"warmup_iters": 10}, {"weight_decay": 0.0}, {"clip_norm": 1.0}, {"max_mask_positives": None}, {"trunk_iters": 3}],
+)
+def test_the_cache_key_changes_with_every_setting_that_changes_the_pretraining(change: dict) -> None:
+    base = TrainConfig(protocol="finetune", image_size=64, trunk_lr=2e-3)
+    assert trunk_key("data", replace(base, **change), 3) != trunk_key("data", base, 3)
+    assert trunk_key("data", replace(base, seed=5, iters=7, lr=1.0), 3) == trunk_key("data", base, 3)  # the cell's
 
 
 def test_finetune_can_pretrain_without_any_mask_head(tiny_data: Path, tmp_path: Path) -> None:
