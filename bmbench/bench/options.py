@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bmbench.bench.timer import DEFAULT_MIN_BLOCK_S
 from bmbench.device import DTYPES, resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
@@ -38,6 +39,7 @@ DEFAULT_MAX_REPEATS = 100  # a cheap noisy stage reaches ±3 % within this many 
 # repeats per measurement whatever the budget: the fewest with a distribution-free 95 % interval of the median
 # (bench.timer.MIN_CI_REPEATS), so that every point can reach the precision target; spread over the rounds
 DEFAULT_MIN_REPEATS = 6
+DEFAULT_MIN_BLOCK_MS = DEFAULT_MIN_BLOCK_S * 1e3  # >0: a stage shorter than this is timed in blocks of calls
 DEFAULT_PRECISION = 0.03  # the median's 95 % interval within ±3 %
 DEFAULT_ROUNDS = 1  # passes over the sweep that each point's repeats are spread across (bench/sweep.py); 3 was
 # measured on the demo sweep: 208 s with 143 of 212 rows short of the precision target (findings 5, 6 then not
@@ -150,6 +152,8 @@ class SweepConfig:
     warmup: int = DEFAULT_WARMUP  # warm-up runs per stage measurement (fewer when one run exceeds the budget)
     min_repeats: int = DEFAULT_MIN_REPEATS  # timed repeats per stage measurement that the budget cannot cut
     max_repeats: int = DEFAULT_MAX_REPEATS  # cap on timed repeats per stage measurement
+    # a stage faster than this is timed in blocks of back-to-back calls lasting about this long (0: one call each)
+    min_block_ms: float = DEFAULT_MIN_BLOCK_MS
     # target relative half-width of the median's 95 % interval (0: repeat until the budget or the cap)
     precision: float = DEFAULT_PRECISION
     # passes over every point, each with 1/rounds of each measurement's budget and cap; repeats pooled across them
@@ -186,6 +190,7 @@ def make_config(
     warmup: int = DEFAULT_WARMUP,
     min_repeats: int = DEFAULT_MIN_REPEATS,
     max_repeats: int = DEFAULT_MAX_REPEATS,
+    min_block_ms: float = DEFAULT_MIN_BLOCK_MS,
     precision: float = DEFAULT_PRECISION,
     rounds: int = DEFAULT_ROUNDS,
     seed: int = 0,
@@ -219,6 +224,8 @@ def make_config(
         raise BmbenchError(f"--max-repeats must be >= 1, got {max_repeats}")
     if not 1 <= min_repeats <= max_repeats:
         raise BmbenchError(f"--min-repeats must be in 1..--max-repeats ({max_repeats}), got {min_repeats}")
+    if not 0 <= min_block_ms <= 1000:
+        raise BmbenchError(f"--min-block-ms must be in [0, 1000] (0: one call per repeat), got {min_block_ms}")
     if not 0 <= precision < 1:
         raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
     if rounds < 1:
@@ -240,6 +247,7 @@ def make_config(
         warmup=warmup,
         min_repeats=min_repeats,
         max_repeats=max_repeats,
+        min_block_ms=min_block_ms,
         precision=precision,
         rounds=rounds,
         seed=seed,

@@ -20,7 +20,7 @@ from torch import Tensor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from bmbench.bench.formulations import blend_plain
-from bmbench.bench.timer import Timer
+from bmbench.bench.timer import Measurement, Timer
 from bmbench.bench.workload import MaskBranchWorkload
 from bmbench.models.heads.base import roi_align_stride4
 from bmbench.models.heads.blendmask import blend
@@ -74,82 +74,107 @@ def _row(check: str, row: str, reference: str, num: int) -> dict[str, Any]:
     return {"check": check, "row": row, "reference": reference, "instances": num, "equivalent": None}
 
 
-def _timed(
-    timer: Timer, check: str, row: str, reference: str, num: int, fn: Callable[[], Tensor], expected: Tensor | None
-) -> tuple[dict[str, Any], Tensor | None]:
-    record = _row(check, row, reference, num)
+PEER_ROUNDS = 3  # alternating passes over the rows, repeats pooled: a drift of the machine lands on every row alike
+
+
+def _measure(
+    timer: Timer, fn: Callable[[], Tensor], before: Measurement | None, share: float
+) -> tuple[Measurement | None, Tensor | None, str]:
+    """One round of a row: its first call's output (and, for torch.compile, its compilation) and its Measurement,
+    pooled with `before`; or the error that stopped it."""
     try:
         with torch.inference_mode():
             out = fn()  # also the first (compiling) call of torch.compile
-            measured = timer.measure_fn(fn)
+            return timer.measure_fn(fn, before=before, share=share), out, ""
     except Exception as err:  # noqa: BLE001 - e.g. torch.compile without a working compiler
-        message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        return record | {"status": "error", "error": message}, None
-    low, high = measured.ci_ms
-    record |= {"median_ms": measured.median_ms, "ci_low_ms": low, "ci_high_ms": high, "n": measured.n}
-    record |= {"precise": measured.precise, "status": "ok", "error": ""}
-    if expected is not None:
-        record["equivalent"] = _same(out, expected)
-    return record, out
+        return None, None, f"{type(err).__name__}: {err}".splitlines()[0][:300]
+
+
+def _timed_rows(
+    timer: Timer, jobs: list[tuple[dict[str, Any], Callable[[], Tensor] | None, Tensor | None]], rounds: int
+) -> list[dict[str, Any]]:
+    """Time every job (its row record, its callable or None when skipped, the output it must equal or None) in
+    `rounds` alternating passes, each with 1/rounds of the budget and cap, repeats pooled across passes."""
+    measured: list[Measurement | None] = [None] * len(jobs)
+    errors = [""] * len(jobs)
+    outputs: list[Tensor | None] = [None] * len(jobs)
+    for round_index in range(rounds):
+        for index, (_, fn, _) in enumerate(jobs):
+            if fn is None or errors[index]:
+                continue
+            measurement, out, errors[index] = _measure(timer, fn, measured[index], 1 / rounds)
+            measured[index] = measurement
+            outputs[index] = out if round_index == 0 else outputs[index]
+    rows = []
+    for (record, fn, expected), measurement, error, out in zip(jobs, measured, errors, outputs, strict=True):
+        if fn is None:
+            rows.append(record)
+            continue
+        if measurement is None:
+            rows.append(record | {"status": "error", "error": error})
+            continue
+        low, high = measurement.ci_ms
+        record = record | {"median_ms": measurement.median_ms, "ci_low_ms": low, "ci_high_ms": high}
+        record |= {"n": measurement.n, "precise": measurement.precise, "status": "ok", "error": ""}
+        if expected is not None and out is not None:
+            record["equivalent"] = _same(out, expected)
+        rows.append(record)
+    return rows
 
 
 def peer_rows(
-    blender: MaskBranchWorkload, rcnn: MaskBranchWorkload, timer: Timer, *, compile: bool = True
+    blender: MaskBranchWorkload,
+    rcnn: MaskBranchWorkload,
+    timer: Timer,
+    *,
+    compile: bool = True,
+    rounds: int = PEER_ROUNDS,
 ) -> list[dict[str, Any]]:
-    """Every row of the ratio table (ROWS), on the blender workload (K=4, M=7, R=56) and the Mask R-CNN one."""
+    """Every row of the ratio table (ROWS), on the blender workload (K=4, M=7, R=56) and the Mask R-CNN one, timed
+    in `rounds` alternating passes (see `_timed_rows`)."""
     head, instances = blender.head, blender.instances
     num, M, R = len(instances), head.M, head.R
     bases, params = blender.merge_inputs()
     rois = instances.rois
-    rows: list[dict[str, Any]] = []
-    floor, _ = _timed(timer, "merge floor", ROI_ALIGN, ROI_ALIGN, num, lambda: roi_align_stride4(bases, rois, R), None)
-    rows.append(floor)
-    with torch.inference_mode():
-        ours = blend(bases, params, rois, M=M, R=R)
-    for name, fn in ((PLAIN, blend_plain), (BLENDER, blend), (COMPILED, torch.compile(blend) if compile else None)):
-        if fn is None:
-            rows.append(_row("merge floor", name, ROI_ALIGN, num) | {"status": "skipped", "error": "--compile off"})
-            continue
-        record, _ = _timed(
-            timer, "merge floor", name, ROI_ALIGN, num, lambda fn=fn: fn(bases, params, rois, M=M, R=R), ours
-        )
-        rows.append(record)
     # Mask R-CNN: both heads on the same pooled RoIs (the pooler is the same torchvision MultiScaleRoIAlign).
     rcnn_head: MaskRCNNConvUpsampleHead = rcnn.head  # type: ignore[assignment]
     levels, image_size = rcnn_head.bottom(rcnn.features, rcnn.image_size)
-    boxes = [rcnn.instances.rois[:, 1:]]
-    with torch.inference_mode():
-        pooled = rcnn_head.pooler(levels, boxes, [tuple(image_size)])  # (N, C, R/2, R/2)
     labels = rcnn.instances.labels
     picked = torch.arange(len(labels), device=labels.device)
     heads, predictor = torchvision_mask_head(rcnn_head)
-    theirs, theirs_out = _timed(
-        timer,
-        "Mask R-CNN head",
-        TORCHVISION_RCNN,
-        TORCHVISION_RCNN,
-        len(labels),
-        lambda: predictor(heads(pooled))[picked, labels],
-        None,
-    )
-    mine, _ = _timed(
-        timer,
-        "Mask R-CNN head",
-        OURS_RCNN,
-        TORCHVISION_RCNN,
-        len(labels),
-        lambda: rcnn_head.mask_logits(pooled)[picked, labels],
-        theirs_out,
-    )
-    rows += [mine, theirs]
-    # Paste: the blender's logits into the image, both ways.
     with torch.inference_mode():
-        expected = paste_roi_masks(ours, rois[:, 1:], blender.image_size)
-    for name, fn in ((OLD_PASTE, paste_roi_masks_whole_image), (NEW_PASTE, paste_roi_masks)):
-        record, _ = _timed(
-            timer, "paste", name, NEW_PASTE, num, lambda fn=fn: fn(ours, rois[:, 1:], blender.image_size), expected
+        ours = blend(bases, params, rois, M=M, R=R)
+        pooled = rcnn_head.pooler(levels, [rcnn.instances.rois[:, 1:]], [tuple(image_size)])  # (N, C, R/2, R/2)
+        theirs = predictor(heads(pooled))[picked, labels]
+        pasted = paste_roi_masks(ours, rois[:, 1:], blender.image_size)
+    floor = "merge floor"
+    jobs: list[tuple[dict[str, Any], Callable[[], Tensor] | None, Tensor | None]] = [
+        (_row(floor, ROI_ALIGN, ROI_ALIGN, num), lambda: roi_align_stride4(bases, rois, R), None)
+    ]
+    for name, fn in ((PLAIN, blend_plain), (BLENDER, blend), (COMPILED, torch.compile(blend) if compile else None)):
+        if fn is None:
+            jobs.append(
+                (_row(floor, name, ROI_ALIGN, num) | {"status": "skipped", "error": "--compile off"}, None, None)
+            )
+            continue
+        jobs.append((_row(floor, name, ROI_ALIGN, num), lambda fn=fn: fn(bases, params, rois, M=M, R=R), ours))
+    rcnn_check, count = "Mask R-CNN head", len(labels)
+    jobs.append(
+        (_row(rcnn_check, OURS_RCNN, TORCHVISION_RCNN, count), lambda: rcnn_head.mask_logits(pooled, labels), theirs)
+    )
+    jobs.append(
+        (
+            _row(rcnn_check, TORCHVISION_RCNN, TORCHVISION_RCNN, count),
+            lambda: predictor(heads(pooled))[picked, labels],
+            None,
         )
-        rows.append(record)
+    )
+    # Paste: the blender's logits into the image, both ways.
+    for name, fn in ((OLD_PASTE, paste_roi_masks_whole_image), (NEW_PASTE, paste_roi_masks)):
+        jobs.append(
+            (_row("paste", name, NEW_PASTE, num), lambda fn=fn: fn(ours, rois[:, 1:], blender.image_size), pasted)
+        )
+    rows = _timed_rows(timer, jobs, rounds)
     medians = {row["row"]: row.get("median_ms", float("nan")) for row in rows}
     for row in rows:
         row["ratio"] = row.get("median_ms", float("nan")) / medians[row["reference"]]

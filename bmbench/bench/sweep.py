@@ -68,6 +68,7 @@ SPEED_COLUMNS = (
     "mean_ms",
     "min_ms",
     "n",  # timed repeats
+    "block",  # back-to-back calls per timed repeat (a stage shorter than the timer's min_block_s); times per call
     "noisy",  # IQR / median > 10 %
     "first_ms",  # the first warm-up run of the measurement; nan without warm-up
     "ci_low_ms",  # the 95 % interval of the median (order statistics)
@@ -264,7 +265,8 @@ def _rows(
             stats: dict[str, Any] = one.stats() | one.interval_stats() | {"status": "ok", "error": ""}
             stats["peak_alloc_mb"] = one.peak_bytes / 2**20
         else:
-            stats = {"median_ms": nan, "iqr_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0, "noisy": False}
+            stats = {"median_ms": nan, "iqr_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0, "block": 0}
+            stats["noisy"] = False
             stats |= {"first_ms": nan, "ci_low_ms": nan, "ci_high_ms": nan, "rel_ci": nan, "precise": False}
             stats |= {"stop": "", "peak_alloc_mb": nan, "status": status, "error": error}
         rows.append(base | {"stage": stage} | stats)
@@ -323,7 +325,7 @@ def measure_point(
 
 
 def make_timer(config: SweepConfig) -> Timer:
-    """The sweep's timer: budget, warm-up, repeat floor and cap, and precision from the config."""
+    """The sweep's timer: budget, warm-up, repeat floor and cap, precision and block length from the config."""
     return Timer(
         device=config.device,
         budget_s=config.budget_s,
@@ -331,6 +333,7 @@ def make_timer(config: SweepConfig) -> Timer:
         min_repeats=config.min_repeats,
         max_repeats=config.max_repeats,
         precision=config.precision,
+        min_block_s=config.min_block_ms / 1e3,
     )
 
 

@@ -26,6 +26,7 @@ from bmbench.bench.options import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_INSTANCES,
     DEFAULT_MAX_REPEATS,
+    DEFAULT_MIN_BLOCK_MS,
     DEFAULT_MIN_REPEATS,
     DEFAULT_PRECISION,
     DEFAULT_ROUNDS,
@@ -97,6 +98,13 @@ def speed_cli(
         ),
     ] = DEFAULT_MIN_REPEATS,
     max_repeats: Annotated[int, typer.Option(help="Cap on timed repeats per stage.")] = DEFAULT_MAX_REPEATS,
+    min_block_ms: Annotated[
+        float,
+        typer.Option(
+            help="A stage faster than this is timed in blocks of back-to-back calls lasting about this long, each "
+            "repeat their mean (as timeit does); 0 (the default): one call per repeat."
+        ),
+    ] = DEFAULT_MIN_BLOCK_MS,
     seed: Annotated[int, typer.Option(help="Seed of boxes, features and weights.")] = 0,
     trunk: Annotated[
         str | None,
@@ -149,6 +157,7 @@ def speed_cli(
         warmup=warmup,
         min_repeats=min_repeats,
         max_repeats=max_repeats,
+        min_block_ms=min_block_ms,
         precision=precision,
         rounds=rounds,
         seed=seed,

@@ -92,6 +92,7 @@ def test_config_defaults_are_the_headline_sweep_sized_for_the_device() -> None:
         ({"warmup": -1}, "--warmup"),
         ({"threads": 0}, "--threads"),
         ({"rounds": 0}, "--rounds must be >= 1"),
+        ({"min_block_ms": -1}, r"--min-block-ms must be in \[0, 1000\]"),
         ({"dtype": "fp8"}, "unknown dtype"),
         ({"dtype": "fp16", "device": "cpu"}, "fp16 needs a CUDA device"),
         ({"device": "tpu"}, "unknown device"),

@@ -26,7 +26,32 @@ class FakeClock:
 
 
 def _timer(clock: FakeClock, **options: float) -> Timer:
-    return Timer(device=torch.device("cpu"), clock=clock, **({"budget_s": 1.0, "warmup": 1} | options))
+    """One call per repeat unless a test asks for blocks (min_block_s)."""
+    return Timer(
+        device=torch.device("cpu"), clock=clock, **({"budget_s": 1.0, "warmup": 1, "min_block_s": 0} | options)
+    )
+
+
+def test_a_short_run_is_timed_in_blocks_and_each_repeat_is_the_mean_per_call() -> None:
+    clock = FakeClock()
+    durations = iter([0.002] + [0.001, 0.003] * 1000)  # warm-up 2 ms, then calls alternating 1 and 3 ms
+    measured = _timer(clock, min_block_s=0.01, budget_s=100.0, max_repeats=8).measure_fn(
+        lambda: clock.work(next(durations))
+    )
+    assert measured.block == 5  # 10 ms / the 2 ms warm-up
+    assert clock.calls == 1 + 8 * 5 and measured.n == 8
+    # blocks of 5 alternate 1,3,1,3,1 (9 ms) and 3,1,3,1,3 (11 ms): per call 1.8 and 2.2 ms
+    assert sorted(set(round(t, 6) for t in measured.times_ms)) == [1.8, 2.2]
+    assert measured.interval_stats()["block"] == 5
+
+
+def test_blocks_count_against_the_budget_and_long_runs_are_not_blocked() -> None:
+    clock = FakeClock()
+    measured = _timer(clock, min_block_s=0.01, budget_s=0.105, precision=0.0).measure_fn(lambda: clock.work(0.001))
+    assert measured.block == 10 and measured.n == 10  # ten 10-ms blocks fill the 0.105 s budget, not 100 repeats
+    clock = FakeClock()
+    long = _timer(clock, min_block_s=0.01, warmup=0).measure_fn(lambda: clock.work(0.3))
+    assert long.block == 1 and clock.calls == 1 + long.n  # one untimed call sized the block
 
 
 def test_repeats_fill_the_budget_without_overrunning_it() -> None:
@@ -114,7 +139,9 @@ def test_repeats_stop_once_the_median_interval_reaches_the_precision_target() ->
     assert measured.n == 6 and measured.stop == "precision" and measured.precise
     assert measured.ci_ms == (pytest.approx(99.0), pytest.approx(101.0)) and measured.rel_ci == pytest.approx(0.01)
     columns = measured.interval_stats()
-    assert set(columns) == {"ci_low_ms", "ci_high_ms", "rel_ci", "precise", "stop"} and columns["precise"] is True
+    assert (
+        set(columns) == {"ci_low_ms", "ci_high_ms", "rel_ci", "precise", "stop", "block"} and columns["precise"] is True
+    )
 
 
 def test_repeats_stop_at_the_cap_when_the_target_is_out_of_reach() -> None:
