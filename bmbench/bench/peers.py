@@ -80,12 +80,15 @@ PEER_ROUNDS = 3  # alternating passes over the rows, repeats pooled: a drift of 
 def _measure(
     timer: Timer, fn: Callable[[], Tensor], before: Measurement | None, share: float
 ) -> tuple[Measurement | None, Tensor | None, str]:
-    """One round of a row: its first call's output (and, for torch.compile, its compilation) and its Measurement,
-    pooled with `before`; or the error that stopped it."""
+    """One round of a row, pooled with `before`: the first round makes its first call (the output to compare; for
+    torch.compile, its compilation) and warms up as the timer says; later rounds time at once, as the sweep's do.
+    Returns the Measurement and that output, or the error that stopped it."""
     try:
         with torch.inference_mode():
-            out = fn()  # also the first (compiling) call of torch.compile
-            return timer.measure_fn(fn, before=before, share=share), out, ""
+            if before is None:
+                out = fn()  # also the first (compiling) call of torch.compile
+                return timer.measure_fn(fn, share=share), out, ""
+            return timer.measure_fn(fn, warmup=0, before=before, share=share), None, ""
     except Exception as err:  # noqa: BLE001 - e.g. torch.compile without a working compiler
         return None, None, f"{type(err).__name__}: {err}".splitlines()[0][:300]
 

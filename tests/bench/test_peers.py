@@ -31,12 +31,19 @@ def test_rows_are_timed_in_alternating_passes_and_pooled() -> None:
     def broken() -> torch.Tensor:
         raise RuntimeError("no compiler")
 
-    timer = Timer(device=torch.device("cpu"), budget_s=0.75, warmup=0, min_repeats=2, precision=0.0, clock=clock)
-    jobs = [job("a", 0.1), job("b", 0.11), ({"row": "c"}, broken, None), ({"row": "d", "status": "skipped"}, None, None)]
+    timer = Timer(device=torch.device("cpu"), budget_s=0.75, warmup=1, min_repeats=2, precision=0.0, clock=clock)
+    jobs = [
+        job("a", 0.1),
+        job("b", 0.11),
+        ({"row": "c"}, broken, None),
+        ({"row": "d", "status": "skipped"}, None, None),
+    ]
     rows = _timed_rows(timer, jobs, rounds=3)
     # each pass times a, then b: the rows alternate over the run instead of one row's repeats all at once
     order = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
     assert order == ["a", "b"] * 3
+    # the first pass: the output call, one warm-up, two timed; later passes: two timed, no warm-up
+    assert calls.count("a") == 1 + 1 + 2 * 3
     a, b, c, d = rows
     assert a["median_ms"] == pytest.approx(100.0) and b["median_ms"] == pytest.approx(110.0)
     assert a["n"] == 6 and b["n"] == 6  # two repeats a pass (a third of the budget, 0.25 s), pooled
