@@ -101,13 +101,13 @@ def _timed_rows(
     measured: list[Measurement | None] = [None] * len(jobs)
     errors = [""] * len(jobs)
     outputs: list[Tensor | None] = [None] * len(jobs)
-    for round_index in range(rounds):
+    for _ in range(rounds):
         for index, (_, fn, _) in enumerate(jobs):
             if fn is None or errors[index]:
                 continue
-            measurement, out, errors[index] = _measure(timer, fn, measured[index], 1 / rounds)
-            measured[index] = measurement
-            outputs[index] = out if round_index == 0 else outputs[index]
+            measured[index], out, errors[index] = _measure(timer, fn, measured[index], 1 / rounds)
+            if out is not None:  # the first round's
+                outputs[index] = out
     rows = []
     for (record, fn, expected), measurement, error, out in zip(jobs, measured, errors, outputs, strict=True):
         if fn is None:

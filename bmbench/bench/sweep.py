@@ -266,8 +266,14 @@ def _rows(
             stats["peak_alloc_mb"] = one.peak_bytes / 2**20
         else:
             stats = {"median_ms": nan, "iqr_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0, "block": 0}
-            stats["noisy"] = False
-            stats |= {"first_ms": nan, "ci_low_ms": nan, "ci_high_ms": nan, "rel_ci": nan, "precise": False}
+            stats |= {
+                "noisy": False,
+                "first_ms": nan,
+                "ci_low_ms": nan,
+                "ci_high_ms": nan,
+                "rel_ci": nan,
+                "precise": False,
+            }
             stats |= {"stop": "", "peak_alloc_mb": nan, "status": status, "error": error}
         rows.append(base | {"stage": stage} | stats)
     return rows
