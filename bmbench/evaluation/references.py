@@ -7,11 +7,18 @@ with score 1, each reference predicts the best mask that a head with one kind of
 - ``foreground``: every instance's pixels inside the box, i.e. a perfect class-agnostic foreground map cut by the
   box (what identical bases, or one global saliency map without a local shape, give at best);
 - ``class-foreground``: the pixels of the instance's class inside the box, i.e. a perfect per-class semantic map
-  cut by the box (what class-specialised bases give at best, before any separation of same-class neighbours).
+  cut by the box (what class-specialised bases give at best, before any separation of same-class neighbours);
+- ``roi-28`` / ``roi-56``: the instance's mask as an R×R RoI of its box holds it (RoIAlign, aligned=True, as the
+  heads sample), pasted back bilinearly and thresholded at 0.5: the best a head with R×R output can do (the
+  resolution that finding 4 varies);
+- ``stride-4``: the instance's mask as a stride-4 map holds it (averaged over 4×4 cells: the resolution of the
+  bases and of P2, which every head reads), sampled at R=56 in its box and pasted like ``roi-56``: the best a head
+  can do whose masks are smooth at the stride of its features (thin parts narrower than a cell vanish).
 
 The ground truth itself scores mask AP 1. The gap between a reference and 1 is what instance separation inside
 the box is worth on the dataset; a model scored with oracle boxes (``bmbench evaluate --boxes oracle``) is compared
-with these. Everything is computed on run-length encodings by pycocotools (box RLEs, unions and intersections).
+with these. The first three are computed on run-length encodings by pycocotools (box RLEs, unions and
+intersections); the resolution references resample decoded masks with torchvision's roi_align and bmbench's paste.
 
 Letters: G instances of an image, H×W the image.
 """
@@ -21,14 +28,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from torchvision.ops import roi_align
 
 from bmbench.data.coco import load_coco
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.scoring import score_detections
+from bmbench.evaluation.scoring import encode_masks, score_detections
+from bmbench.models.paste import paste_roi_masks
 
-REFERENCES = ("box", "foreground", "class-foreground")
+# kind -> (R, stride) for the references that resample the ground truth; the others are set operations on RLEs
+RESAMPLED = {"roi-28": (28, 1), "roi-56": (56, 1), "stride-4": (56, 4)}
+REFERENCES = ("box", "foreground", "class-foreground", *RESAMPLED)
 
 
 def check_reference(kind: str) -> None:
@@ -54,6 +67,13 @@ def reference_detections(gt: COCO, kind: str, ann_ids: set[int] | None = None) -
             continue
         rles = [gt.annToRLE(ann) for ann in anns]  # (G,) whatever the annotation's form: polygons or RLE
         xywh = np.array([ann["bbox"] for ann in anns], dtype=np.float64).reshape(-1, 4)  # (G, 4)
+        if kind in RESAMPLED:
+            masks = resampled_masks(mask_utils.decode(rles), xywh, *RESAMPLED[kind])
+            for ann, rle in zip(anns, encode_masks(masks), strict=True):
+                results.append(
+                    {"image_id": image_id, "category_id": ann["category_id"], "score": 1.0, "segmentation": rle}
+                )
+            continue
         boxes = mask_utils.frPyObjects(xywh, height, width)  # (G,) filled boxes
         everyone = mask_utils.merge(rles, intersect=False)  # union of the image's instances
         for ann, box in zip(anns, boxes, strict=True):
@@ -76,6 +96,20 @@ def reference_detections(gt: COCO, kind: str, ann_ids: set[int] | None = None) -
                 }
             )
     return results
+
+
+def resampled_masks(masks: np.ndarray, xywh: np.ndarray, R: int, stride: int) -> torch.Tensor:
+    """``masks: ndarray[H, W, G]`` (0/1) averaged over stride×stride cells, sampled as an R×R RoI of each box
+    ``xywh: ndarray[G, 4]`` (RoIAlign, aligned=True, 2 samples a bin), then pasted into the image and thresholded
+    at 0.5 -> ``Tensor[G, H, W]`` bool."""
+    maps = torch.from_numpy(np.ascontiguousarray(masks.transpose(2, 0, 1))).float()[:, None]  # (G, 1, H, W)
+    if stride > 1:
+        maps = F.avg_pool2d(maps, stride, ceil_mode=True)  # (G, 1, H/s, W/s)
+    boxes = torch.from_numpy(xywh).float()
+    boxes[:, 2:] += boxes[:, :2]  # (G, 4) x0, y0, x1, y1
+    rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes], dim=1)
+    inside = roi_align(maps, rois, (R, R), spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)[:, 0]
+    return paste_roi_masks(inside - 0.5, boxes, tuple(masks.shape[:2]))  # (G, H, W)
 
 
 def score_reference(gt_json: Path, kind: str) -> dict[str, float]:

@@ -70,6 +70,43 @@ def test_exact_ap_on_a_constructed_case(constructed: Path, kind: str, expected: 
     assert not [key for key in metrics if key.startswith("box_")]  # segm only: box AP would be 1
 
 
+@pytest.fixture
+def resolution_case(tmp_path: Path) -> Path:
+    """One 64×64 image. A (class 1): a 20×20 square on the 4-pixel grid, filling its box. B (class 2): a line one
+    pixel wide and 40 tall, filling its 1×40 box."""
+    square = np.zeros((SIZE, SIZE), dtype=bool)
+    square[8:28, 8:28] = True
+    line = np.zeros_like(square)
+    line[10:50, 45] = True
+    data = {
+        "images": [{"id": 1, "file_name": "1.png", "height": SIZE, "width": SIZE}],
+        "annotations": [_annotation(1, 1, square), _annotation(2, 2, line)],
+        "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "line"}],
+    }
+    path = tmp_path / "instances_val.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+# An R×R RoI of a mask that fills its box is all ones, so both come back whole at either R: AP 1. At stride 4 the
+# square's cells are whole, so it comes back whole (IoU 1), but the line fills a quarter of each 4×4 cell it
+# crosses: averaged to 0.25 everywhere, below 0.5, so its mask is empty (IoU 0): mask AP (1 + 0) / 2.
+@pytest.mark.parametrize(("kind", "expected"), [("roi-28", 1.0), ("roi-56", 1.0), ("stride-4", 0.5)])
+def test_resolution_references_exact_ap(resolution_case: Path, kind: str, expected: float) -> None:
+    metrics = score_reference(resolution_case, kind)
+    assert metrics["mask_AP"] == pytest.approx(expected, abs=1e-9)
+    assert metrics["mask_AP_square"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_resolution_references_lose_what_their_resolution_cannot_hold(tmp_path: Path) -> None:
+    """On synthetic scenes (thin parts, holes): a 56×56 RoI holds at least as much of a mask as a 28×28 one, the
+    stride-4 map least (at 128 px a 28×28 RoI may already hold every mask to IoU 0.95)."""
+    root = write_synthetic_dataset(tmp_path / "ds", num_images=12, size=128, seed=3)
+    ann_file = root / "annotations" / "instances_train.json"
+    ap = {kind: score_reference(ann_file, kind)["mask_AP"] for kind in ("stride-4", "roi-28", "roi-56")}
+    assert ap["stride-4"] < ap["roi-28"] <= ap["roi-56"] <= 1.0, ap
+
+
 def test_crowds_get_no_reference_and_stay_out_of_the_foreground(constructed: Path) -> None:
     from bmbench.data.coco import load_coco
 
