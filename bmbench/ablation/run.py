@@ -5,6 +5,7 @@ Store layout, under ``<out>/<suite-name>/``::
     meta.json                  run metadata and the resolved suite (rewritten at each run)
     summary.csv, .parquet      one row per finished cell of the suite, rebuilt after each cell
     curves.csv, .parquet       one row per finished cell and evaluated step (the learning curves)
+    references.csv, .parquet   reference masks (built from the ground truth) scored on the val split, before the cells
     <cell-id>/result.json      written last and atomically: its presence means the cell is done (ok or failed)
     <cell-id>/...              whatever the cell runner writes (checkpoint, metrics, speed table)
 
@@ -33,7 +34,7 @@ from bmbench.ablation.cell import (
     write_summary,
 )
 from bmbench.ablation.executors import EXECUTORS
-from bmbench.ablation.runner import prepare_data, run_cell
+from bmbench.ablation.runner import prepare_data, run_cell, write_references
 from bmbench.ablation.suite import SuiteSpec
 from bmbench.device import resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError
@@ -124,6 +125,8 @@ def run_suite(
         meta |= {"requested_device": device, "workers": workers}
         meta["cells"] = {p.cell.cell_id: str(p.cell.spec) for p in plan}
         write_json(suite_dir / "meta.json", meta)
+        if data_dir is not None:  # rescored whenever cells run (None: nothing to run, or a test's fake preparer)
+            write_references(suite, suite_dir, data_dir)
         emit(events, "suite", "start", total=len(plan), completed=outcome.reused, data={"plan": plan})
 
         def starting(cell: Cell) -> None:

@@ -1,8 +1,10 @@
 """One ablation cell for real: train (reusing the suite's shared trunk), evaluate AP, time the mask branch.
 
-A cell's folder ends up holding ``train/`` (checkpoint, log), ``eval/`` (detections, metrics), ``speed.csv`` and
-``.parquet`` (one row per N and stage), then ``result.json``, which the caller writes. The shared trunks of a suite
-are cached in ``<out>/<suite>/trunks/``, keyed by everything that changes them.
+Before the cells, ``write_references`` scores the reference masks (bmbench.evaluation.references: masks built from
+the ground truth) on the suite's val split, so that the report can say how much of a mask AP the data leaves to a
+head at each resolution. A cell's folder ends up holding ``train/`` (checkpoint, log), ``eval/`` (detections,
+metrics), ``speed.csv`` and ``.parquet`` (one row per N and stage), then ``result.json``, which the caller writes.
+The shared trunks of a suite are cached in ``<out>/<suite>/trunks/``, keyed by everything that changes them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from bmbench.ablation.cell import Cell
-from bmbench.ablation.suite import SuiteSpec
+from bmbench.ablation.suite import DatasetSpec, SuiteSpec
 from bmbench.bench.cost import describe
 from bmbench.bench.sweep import run_sweep
 from bmbench.bench.workload import MASK_STAGES, NUM_CLASSES
@@ -23,7 +26,8 @@ from bmbench.data.coco import find_split
 from bmbench.data.synth import ensure_default_dataset
 from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.evaluate import evaluate
+from bmbench.evaluation.evaluate import evaluate, evaluate_reference
+from bmbench.evaluation.references import REFERENCES
 from bmbench.evaluation.scoring import SCORE_PREFIXES
 from bmbench.results import device_name, git_commit, write_table
 from bmbench.training.checkpoint import snapshot_path
@@ -32,6 +36,7 @@ from bmbench.training.train import train
 CURVE_PREFIXES = ("mask_AP", "box_AP", "boundary_AP")  # the metrics a learning curve keeps at each step
 SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload
 TRUNKS_DIR = "trunks"
+REFERENCES_STEM = "references"  # <suite>/references.csv: one row per reference kind, COCOeval's 0..1
 
 
 def prepare_data(suite: SuiteSpec, device: str) -> Path:
@@ -98,6 +103,22 @@ def curve_steps(iters: int, percents: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(steps))
 
 
+def val_split(dataset: DatasetSpec) -> str:
+    """The split a suite's cells are scored on."""
+    return "val" if dataset.kind == "synthetic" else dataset.val
+
+
+def write_references(suite: SuiteSpec, suite_dir: Path, data_dir: Path) -> None:
+    """Score every reference mask kind on the suite's val split and write ``references.csv``/``.parquet`` in
+    `suite_dir` (one row per kind: ``reference`` and its metrics, as the summary stores them). Malformed ground
+    truth raises BmbenchError here, before any cell trains."""
+    split = val_split(suite.dataset)
+    rows = [
+        {"reference": kind, "split": split, **evaluate_reference(kind, data_dir, split=split)} for kind in REFERENCES
+    ]
+    write_table(pd.DataFrame(rows), suite_dir / REFERENCES_STEM)
+
+
 def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) -> dict[str, Any]:
     """Train → evaluate → time one cell; returns its flat measurements and an ``env`` block. Raises on failure
     (the caller records it)."""
@@ -112,7 +133,7 @@ def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) 
         trunk_cache=cell_dir.parent / TRUNKS_DIR,
         snapshots=steps,
     )
-    split = "val" if cell.dataset.kind == "synthetic" else cell.dataset.val
+    split = val_split(cell.dataset)
     scoring = {
         "boxes": cell.eval.boxes,
         "split": split,

@@ -58,6 +58,8 @@ AP_LIKE_RE = re.compile(r"^(mask|box|boundary)_AP")  # every AP column (subsets,
 SEED_COLUMN = "seed"  # absent in older summaries: each row then stands alone (seed 0)
 CURVES_STEM = "curves"  # results/ablate/<suite>/curves.csv: AP at a few points of each cell's schedule
 CURVES_REQUIRED = ("spec", "family", "step", "mask_AP")
+REFERENCES_STEM = "references"  # results/ablate/<suite>/references.csv: reference masks scored on the val split
+REFERENCES_REQUIRED = ("reference", "mask_AP")
 ENV_META_KEYS = ("device", "device_name", "cpu_model", "dtype", "threads", "torch", "torchvision", "git_commit")
 UNKNOWN_DEVICE = "unknown device"
 DEFAULT_DTYPE = "fp32"  # run_metadata's default
@@ -95,6 +97,7 @@ class AblationSuite:
     frame: pd.DataFrame  # the summary, one row per cell (a variant with one seed); AP columns in points
     meta: dict[str, Any]
     curves: pd.DataFrame | None = None  # curves.csv: one row per cell and evaluation step, AP in points; None: absent
+    references: pd.DataFrame | None = None  # references.csv: one row per reference mask kind, AP in points
 
     def per_n(self, part: str = "mask", unit: str = "ms") -> dict[int, str]:
         """N -> the ``{part}_{unit}_n{N}`` column, by N (``mask``/``ms``: the whole mask branch's median ms)."""
@@ -261,13 +264,24 @@ def load_ablation(folder: Path) -> AblationSuite:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     meta = read_meta(folder)
     name = str(frame["suite"].iloc[0]) if "suite" in frame.columns and len(frame) else folder.name
-    return AblationSuite(name, folder, frame, meta, load_curves(folder))
+    return AblationSuite(name, folder, frame, meta, load_curves(folder), load_references(folder))
 
 
 def _ap_in_points(frame: pd.DataFrame) -> None:
     for column in frame.columns:
         if AP_LIKE_RE.match(str(column)):
             frame[column] = pd.to_numeric(frame[column], errors="coerce") * AP_SCALE
+
+
+def load_references(folder: Path) -> pd.DataFrame | None:
+    """``references.csv`` (or .parquet) of a suite, AP in points; None when the suite has none."""
+    frame = read_table(folder, REFERENCES_STEM)
+    if frame is None:
+        return None
+    _missing(frame, REFERENCES_REQUIRED, folder / REFERENCES_STEM)
+    frame = frame.copy()
+    _ap_in_points(frame)
+    return frame
 
 
 def load_curves(folder: Path) -> pd.DataFrame | None:
@@ -337,7 +351,9 @@ def _split_suite(suite: AblationSuite) -> dict[tuple[str, str], AblationSuite]:
         if curves is not None:  # a cell's curve goes with its summary row: by cell id where both have one
             key = "cell_id" if "cell_id" in curves and "cell_id" in rows else "spec"
             curves = curves[curves[key].isin(rows[key])].reset_index(drop=True)
-        parts[(str(device), str(dtype))] = AblationSuite(suite.name, suite.path, rows, suite.meta, curves)
+        parts[(str(device), str(dtype))] = AblationSuite(
+            suite.name, suite.path, rows, suite.meta, curves, suite.references
+        )
     return parts
 
 

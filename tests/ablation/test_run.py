@@ -26,6 +26,7 @@ from bmbench.ablation.suite import load_suite
 from bmbench.bench.options import default_threads
 from bmbench.cli.ablate import ablate_cli
 from bmbench.errors import BmbenchError
+from bmbench.evaluation.references import REFERENCES, score_reference
 
 FAKE_SUITE = """
 name: fake
@@ -336,6 +337,11 @@ def test_micro_suite_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: pyt
     curves = pd.read_csv(suite_dir / "curves.csv")  # each cell evaluated at 50 % and 100 % of its 4 steps
     assert curves.groupby("cell_id")["step"].apply(list).tolist() == [[2, 4], [2, 4]]
     assert curves["mask_AP"].between(0, 1).all() and set(curves["fraction"]) == {0.5, 1.0}
+    references = pd.read_csv(suite_dir / "references.csv").set_index("reference")  # scored before the cells
+    assert list(references.index) == list(REFERENCES) and set(references["split"]) == {"val"}
+    val = next((tmp_path / "data").rglob("instances_val.json"))
+    assert references.loc["stride-4", "mask_AP"] == pytest.approx(score_reference(val, "stride-4")["mask_AP"])
+    assert references.loc["box", "mask_AP"] < references.loc["class-foreground", "mask_AP"] <= 1
     assert no_temporaries(out)
 
     start = time.perf_counter()
