@@ -103,13 +103,22 @@ def test_the_data_identity_changes_when_an_image_changes(tiny_data: Path, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "change",
-    [{"warmup_iters": 10}, {"weight_decay": 0.0}, {"clip_norm": 1.0}, {"max_mask_positives": None}, {"trunk_iters": 3}],
-)
-def test_the_cache_key_changes_with_every_setting_that_changes_the_pretraining(change: dict) -> None:
-    base = TrainConfig(protocol="finetune", image_size=64, trunk_lr=2e-3)
+    ("change", "head"),
+    [({"warmup_iters": 10}, "none"), ({"weight_decay": 0.0}, "none"), ({"clip_norm": 1.0}, "none"),
+     ({"trunk_iters": 3}, "none"), ({"semantic_loss": "bce"}, "none"), ({"max_mask_positives": None}, "maskrcnn")],
+)  # fmt: skip
+def test_the_cache_key_changes_with_every_setting_that_changes_the_pretraining(change: dict, head: str) -> None:
+    base = TrainConfig(protocol="finetune", image_size=64, trunk_lr=2e-3, pretrain_head=head)
     assert trunk_key("data", replace(base, **change), 3) != trunk_key("data", base, 3)
     assert trunk_key("data", replace(base, seed=5, iters=7, lr=1.0), 3) == trunk_key("data", base, 3)  # the cell's
+
+
+@pytest.mark.parametrize("protocol", ["finetune", "shared-trunk"])
+def test_the_mask_loss_positives_leave_a_maskless_pretraining_key_alone(protocol: str) -> None:
+    """Without a mask head (finetune's default) or for shared-trunk (boxes only) the one-time training has no mask
+    loss, so how many positives it would take cannot change it: a suite that changes them reuses the trunk."""
+    base = TrainConfig(protocol=protocol, image_size=64, trunk_lr=2e-3)
+    assert trunk_key("data", replace(base, max_mask_positives=None), 3) == trunk_key("data", base, 3)
 
 
 def test_finetune_can_pretrain_without_any_mask_head(tiny_data: Path, tmp_path: Path) -> None:
