@@ -34,10 +34,11 @@ from bmbench.ablation.cell import (
     write_summary,
 )
 from bmbench.ablation.executors import EXECUTORS
-from bmbench.ablation.runner import prepare_data, run_cell, write_references
+from bmbench.ablation.runner import prepare_data, run_cell, val_split, write_references
 from bmbench.ablation.suite import SuiteSpec
 from bmbench.device import resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError
+from bmbench.evaluation.references import REFERENCES
 from bmbench.results import EventHook, check_out_dir, emit, file_lock, run_metadata, write_json
 
 
@@ -126,6 +127,8 @@ def run_suite(
         meta["cells"] = {p.cell.cell_id: str(p.cell.spec) for p in plan}
         write_json(suite_dir / "meta.json", meta)
         if data_dir is not None:  # rescored whenever cells run (None: nothing to run, or a test's fake preparer)
+            kinds, split = ", ".join(REFERENCES), val_split(suite.dataset)
+            emit(events, "references", "note", message=f"scoring the reference masks ({kinds}) on the {split} split")
             write_references(suite, suite_dir, data_dir)
         emit(events, "suite", "start", total=len(plan), completed=outcome.reused, data={"plan": plan})
 

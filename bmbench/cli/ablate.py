@@ -48,7 +48,9 @@ class RichSuiteProgress:
         self.progress.stop()
 
     def __call__(self, event: Event) -> None:
-        if event.stage == "suite" and event.kind == "start":
+        if event.kind == "note":
+            self.progress.console.print(f"[cyan]{escape(event.message)}[/]")
+        elif event.stage == "suite" and event.kind == "start":
             self.begin(event.data["plan"])
         elif event.stage == "cell" and event.kind == "start":
             self.cell_started(event.data["cell"])

@@ -89,8 +89,8 @@ def bases_note(check: Check, runs: pd.DataFrame) -> Check:
     if not len(corr) or corr.median() < COLLAPSED_BASES_R:
         return check
     note = (
-        f" Note: the K>1 bases are nearly one map (median bases r {corr.median():.2f}, up to a scale and an offset "
-        "each): K and M act through a per-position gain and offset of that map."
+        f"; note: the K>1 bases are nearly one map (median bases r {corr.median():.2f}, up to a scale and an offset "
+        "each), so K and M act through a per-position gain and offset of that map"
     )
     return Check(check.verdict, check.evidence + note)
 

@@ -338,6 +338,7 @@ def test_micro_suite_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: pyt
     assert curves.groupby("cell_id")["step"].apply(list).tolist() == [[2, 4], [2, 4]]
     assert curves["mask_AP"].between(0, 1).all() and set(curves["fraction"]) == {0.5, 1.0}
     references = pd.read_csv(suite_dir / "references.csv").set_index("reference")  # scored before the cells
+    assert "scoring the reference masks (box, foreground" in result.output
     assert list(references.index) == list(REFERENCES) and set(references["split"]) == {"val"}
     val = next((tmp_path / "data").rglob("instances_val.json"))
     assert references.loc["stride-4", "mask_AP"] == pytest.approx(score_reference(val, "stride-4")["mask_AP"])
