@@ -9,11 +9,13 @@ with score 1, each reference predicts the best mask that a head with one kind of
 - ``class-foreground``: the pixels of the instance's class inside the box, i.e. a perfect per-class semantic map
   cut by the box (what class-specialised bases give at best, before any separation of same-class neighbours);
 - ``roi-28`` / ``roi-56``: the instance's mask as an R×R RoI of its box holds it (RoIAlign, aligned=True, as the
-  heads sample), pasted back bilinearly and thresholded at 0.5: the best a head with R×R output can do (the
-  resolution that finding 4 varies);
+  heads sample), pasted back bilinearly and thresholded at 0.5: about the best a head with R×R output can do (the
+  resolution that the grid's R varies);
 - ``stride-4``: the instance's mask as a stride-4 map holds it (averaged over 4×4 cells: the resolution of the
-  bases and of P2, which every head reads), sampled at R=56 in its box and pasted like ``roi-56``: the best a head
-  can do whose masks are smooth at the stride of its features (thin parts narrower than a cell vanish).
+  bases and of P2, which every head reads), sampled at R=56 in its box and pasted like ``roi-56``: about the best a
+  head can do whose masks are smooth at the stride of its features (thin parts narrower than a cell vanish).
+  "About": other values at the same cells could place a boundary a little better; these are bounds to read a model
+  against, not proofs.
 
 The ground truth itself scores mask AP 1. The gap between a reference and 1 is what instance separation inside
 the box is worth on the dataset; a model scored with oracle boxes (``bmbench evaluate --boxes oracle``) is compared

@@ -22,8 +22,8 @@ KNOWS = {  # reference kind -> what its masks know (bmbench.evaluation.reference
 }
 NOTE = (
     "Masks built from the ground truth on each ground-truth box, scored like the cells (`bmbench evaluate "
-    "--reference KIND`). A cell scored on oracle boxes is read against them: `stride-4` is the best a head can do "
-    "whose masks come from stride-4 maps, and `roi-56` − `roi-28` is the most that R=28 can lose on this data."
+    "--reference KIND`). A cell scored on oracle boxes is read against them: `stride-4` is about the best a head "
+    "can do whose masks come from stride-4 maps, and `roi-56` − `roi-28` about the most that R=28 can lose here."
 )
 
 
