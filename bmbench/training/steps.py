@@ -28,24 +28,28 @@ from bmbench.models.segmenter import InstanceSegmenter
 from bmbench.training.config import TrainConfig
 from bmbench.training.loop import StepLoss
 
-SEMANTIC_LEVEL, SEMANTIC_STRIDE = "p3", 8  # where the auxiliary semantic head reads: the finest level the bases use
+SEMANTIC_STRIDES = {"p3": 8, "p2": 4}  # the FPN levels the auxiliary semantic head may read (TrainConfig)
 
 
 class SemanticHead(nn.Sequential):
-    """Training-only auxiliary head on P3 (3x3 conv, ReLU, 1x1 to logits), discarded after training: per-class
-    foreground logits for the BCE loss, or C + 1 class logits (background first) for AdelaiDet's cross-entropy."""
+    """Training-only auxiliary head on one FPN level, P3 by default (3x3 conv, ReLU, 1x1 to logits), discarded after
+    training: per-class foreground logits for the BCE loss, or C + 1 class logits (background first) for AdelaiDet's
+    cross-entropy."""
 
-    def __init__(self, *, in_channels: int, num_classes: int, cross_entropy: bool = False) -> None:
+    def __init__(self, *, in_channels: int, num_classes: int, cross_entropy: bool = False, level: str = "p3") -> None:
         out_channels = num_classes + 1 if cross_entropy else num_classes
         super().__init__(
             nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(), nn.Conv2d(in_channels, out_channels, 1)
         )
         self.cross_entropy = cross_entropy  # which loss its logits are for
+        self.level, self.stride = level, SEMANTIC_STRIDES[level]  # where it reads
 
 
-def build_semantic_head(*, in_channels: int, num_classes: int, cross_entropy: bool = False) -> SemanticHead:
+def build_semantic_head(
+    *, in_channels: int, num_classes: int, cross_entropy: bool = False, level: str = "p3"
+) -> SemanticHead:
     """The auxiliary semantic head (see SemanticHead)."""
-    return SemanticHead(in_channels=in_channels, num_classes=num_classes, cross_entropy=cross_entropy)
+    return SemanticHead(in_channels=in_channels, num_classes=num_classes, cross_entropy=cross_entropy, level=level)
 
 
 def semantic_head_parts(
@@ -58,20 +62,20 @@ def semantic_head_parts(
         in_channels=TRUNKS[config.trunk].fpn_channels,
         num_classes=num_classes,
         cross_entropy=config.semantic_loss == "ce",
+        level=config.semantic_level,
     ).to(device)
     return head, list(head.parameters())
 
 
 def _semantic_term(
-    head: nn.Module, features: dict[str, Tensor], targets: list[dict[str, Any]], size: tuple[int, int]
+    head: SemanticHead, features: dict[str, Tensor], targets: list[dict[str, Any]], size: tuple[int, int]
 ) -> Tensor:
-    logits = head(features[SEMANTIC_LEVEL])  # (B, C, H/8, W/8), or (B, C + 1, H/8, W/8) for cross-entropy
-    if getattr(head, "cross_entropy", False):
-        goal = semantic_class_targets(targets, num_classes=logits.shape[1] - 1, size=size, stride=SEMANTIC_STRIDE)
+    stride = head.stride
+    logits = head(features[head.level])  # (B, C, H/s, W/s), or (B, C + 1, H/s, W/s) for cross-entropy
+    if head.cross_entropy:
+        goal = semantic_class_targets(targets, num_classes=logits.shape[1] - 1, size=size, stride=stride)
         return semantic_ce_loss(logits, goal)
-    return semantic_loss(
-        logits, semantic_targets(targets, num_classes=logits.shape[1], size=size, stride=SEMANTIC_STRIDE)
-    )
+    return semantic_loss(logits, semantic_targets(targets, num_classes=logits.shape[1], size=size, stride=stride))
 
 
 def detector_step(model: InstanceSegmenter, image_size: int, semantic_head: nn.Module | None = None) -> StepLoss:

@@ -75,7 +75,11 @@ def trunk_key(data_id: str, config: TrainConfig, num_classes: int) -> str:
     # settings added to the key after trunks were first cached: named only when they differ from their default,
     # so that the keys of trunks cached before stay valid
     masked = config.protocol == "finetune" and config.pretrain_head != "none"  # only then has it a mask loss
-    for name, short in (("max_mask_positives", "positives"), ("semantic_loss", "semantic_loss")):
+    for name, short in (
+        ("max_mask_positives", "positives"),
+        ("semantic_loss", "semantic_loss"),
+        ("semantic_level", "semantic_level"),
+    ):
         if getattr(config, name) != getattr(defaults, name) and (masked or name != "max_mask_positives"):
             fields[short] = getattr(config, name)
     for name in ("warmup_iters", "weight_decay", "clip_norm"):  # the optimiser's: they change the trunk too

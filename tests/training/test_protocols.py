@@ -105,7 +105,8 @@ def test_the_data_identity_changes_when_an_image_changes(tiny_data: Path, tmp_pa
 @pytest.mark.parametrize(
     ("change", "head"),
     [({"warmup_iters": 10}, "none"), ({"weight_decay": 0.0}, "none"), ({"clip_norm": 1.0}, "none"),
-     ({"trunk_iters": 3}, "none"), ({"semantic_loss": "bce"}, "none"), ({"max_mask_positives": None}, "maskrcnn")],
+     ({"trunk_iters": 3}, "none"), ({"semantic_loss": "bce"}, "none"), ({"semantic_level": "p2"}, "none"),
+     ({"max_mask_positives": None}, "maskrcnn")],
 )  # fmt: skip
 def test_the_cache_key_changes_with_every_setting_that_changes_the_pretraining(change: dict, head: str) -> None:
     base = TrainConfig(protocol="finetune", image_size=64, trunk_lr=2e-3, pretrain_head=head)
@@ -142,3 +143,17 @@ def test_adelaidet_recipe_options_train(tiny_data: Path, tmp_path: Path) -> None
 
     head = build_semantic_head(in_channels=128, num_classes=4, cross_entropy=True)
     assert head[-1].out_channels == 5 and head.cross_entropy
+
+
+@pytest.mark.parametrize("level", ["p3", "p2"])
+def test_the_semantic_loss_trains_on_the_level_it_names(tiny_data: Path, tmp_path: Path, level: str) -> None:
+    """The auxiliary head reads its level and is scored against targets at that level's stride (a mismatch of map
+    and targets would raise in the loss)."""
+    from bmbench.training.steps import SEMANTIC_STRIDES, build_semantic_head
+
+    config = TrainConfig(protocol="joint", iters=2, batch_size=2, semantic_level=level)
+    result = train(SPEC, config, data_dir=tiny_data, out=tmp_path / "r", device="cpu")
+    assert result.metrics["final_loss_semantic"] > 0
+    head = build_semantic_head(in_channels=8, num_classes=3, level=level)
+    assert (head.level, head.stride) == (level, SEMANTIC_STRIDES[level])
+    assert head(torch.zeros(1, 8, 64 // head.stride, 64 // head.stride)).shape[-2:] == (64 // head.stride,) * 2
