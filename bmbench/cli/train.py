@@ -66,8 +66,11 @@ def train_cli(
         ),
     ] = TrainConfig.init,
     semantic_aux: Annotated[
-        bool, typer.Option("--semantic-aux/--no-semantic-aux", help="Auxiliary semantic loss on the trunk's P3.")
+        bool, typer.Option("--semantic-aux/--no-semantic-aux", help="Auxiliary semantic loss on the trunk's FPN.")
     ] = TrainConfig.semantic_aux,
+    semantic_level: Annotated[
+        str, typer.Option("--semantic-level", help="p3 | p2: the FPN level the auxiliary semantic loss reads.")
+    ] = TrainConfig.semantic_level,
 ) -> None:
     """Train a variant and write checkpoint.pt, train_log.csv and meta.json."""
     spec = parse_spec(variant)
@@ -82,6 +85,7 @@ def train_cli(
         trunk_iters=trunk_iters,
         trunk_lr=trunk_lr,
         semantic_aux=semantic_aux,
+        semantic_level=semantic_level,  # type: ignore[arg-type] - check_config names a bad one
         init=init,
     )
     out = out or default_train_dir(spec.name, protocol, seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
@@ -99,10 +99,14 @@ def check_config(config: TrainConfig) -> None:
         raise BmbenchError(f"unknown protocol {config.protocol!r} (use {' or '.join(PROTOCOLS)})")
     if config.trunk not in TRUNKS:
         raise BmbenchError(f"unknown trunk {config.trunk!r} (known: {', '.join(TRUNKS)})")
+    hints = get_type_hints(TrainConfig)
     for item in fields(TrainConfig):
         value, meta = getattr(config, item.name), item.metadata
         if value is None:
             continue
+        if get_origin(hints[item.name]) is Literal and value not in get_args(hints[item.name]):
+            allowed = " or ".join(get_args(hints[item.name]))
+            raise BmbenchError(f"{item.name} must be {allowed}, got {value!r}")
         if "minimum" in meta and item.name != "image_size" and (not isinstance(value, int) or value < meta["minimum"]):
             raise BmbenchError(f"{item.name} must be a positive integer, got {value!r}")
         if meta.get("positive") and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):

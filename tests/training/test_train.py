@@ -128,6 +128,8 @@ def test_shared_trunk_is_trained_once_and_frozen(tiny_data: Path, tmp_path: Path
         ({"lr": -1.0}, "lr must be a positive number"),
         ({"trunk": "r18"}, "unknown trunk"),
         ({"image_size": 100}, "multiple of 32"),
+        ({"semantic_level": "p4"}, "semantic_level must be p3 or p2, got 'p4'"),
+        ({"semantic_loss": "dice"}, "semantic_loss must be bce or ce"),
     ],
 )
 def test_bad_options_fail_before_writing(kwargs: dict, message: str, tiny_data: Path, tmp_path: Path) -> None:
@@ -142,12 +144,13 @@ def test_train_cli_errors_exit_2(tiny_data: Path, tmp_path: Path) -> None:
         ["train", "blendmask", "--data", str(tiny_data), "--protocol", "sideways", "--out", str(tmp_path / "a")],
         ["train", "nosuchhead", "--data", str(tiny_data), "--out", str(tmp_path / "b")],
         ["train", "blendmask", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "c")],
+        ["train", "blendmask", "--data", str(tiny_data), "--semantic-level", "p4", "--out", str(tmp_path / "d")],
     ]
     for args in cases:
         result = runner.invoke(_app(), args)
         assert result.exit_code == 2, result.output
         assert "error:" in result.output and "Traceback" not in result.output
-    assert not any((tmp_path / name).exists() for name in "abc")
+    assert not any((tmp_path / name).exists() for name in "abcd")
 
 
 def test_train_cli_writes_a_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
