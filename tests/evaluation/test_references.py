@@ -39,6 +39,17 @@ def _annotation(ann_id: int, category_id: int, mask: np.ndarray, *, iscrowd: int
     }
 
 
+def _one_image_set(path: Path, annotations: list[dict], names: list[str]) -> Path:
+    """A ground-truth file of one SIZE×SIZE image with `annotations` and categories 1.. named `names`."""
+    data = {
+        "images": [{"id": 1, "file_name": "1.png", "height": SIZE, "width": SIZE}],
+        "annotations": annotations,
+        "categories": [{"id": index, "name": name} for index, name in enumerate(names, start=1)],
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
 @pytest.fixture
 def constructed(tmp_path: Path) -> Path:
     """One 64×64 image. A (class 1): an L of 700 px in a 40×40 box. B (class 2): a 20×20 square inside A's box,
@@ -50,14 +61,8 @@ def constructed(tmp_path: Path) -> Path:
     b[0:20, 20:40] = True
     crowd = np.zeros_like(a)
     crowd[50:60, 50:60] = True
-    data = {
-        "images": [{"id": 1, "file_name": "1.png", "height": SIZE, "width": SIZE}],
-        "annotations": [_annotation(1, 1, a), _annotation(2, 2, b), _annotation(3, 1, crowd, iscrowd=1)],
-        "categories": [{"id": 1, "name": "ell"}, {"id": 2, "name": "square"}],
-    }
-    path = tmp_path / "instances_val.json"
-    path.write_text(json.dumps(data))
-    return path
+    annotations = [_annotation(1, 1, a), _annotation(2, 2, b), _annotation(3, 1, crowd, iscrowd=1)]
+    return _one_image_set(tmp_path / "instances_val.json", annotations, ["ell", "square"])
 
 
 # Per class, AP@[.5:.95] with one instance is the share of the ten IoU thresholds its IoU reaches.
@@ -78,14 +83,8 @@ def resolution_case(tmp_path: Path) -> Path:
     square[8:28, 8:28] = True
     line = np.zeros_like(square)
     line[10:50, 45] = True
-    data = {
-        "images": [{"id": 1, "file_name": "1.png", "height": SIZE, "width": SIZE}],
-        "annotations": [_annotation(1, 1, square), _annotation(2, 2, line)],
-        "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "line"}],
-    }
-    path = tmp_path / "instances_val.json"
-    path.write_text(json.dumps(data))
-    return path
+    annotations = [_annotation(1, 1, square), _annotation(2, 2, line)]
+    return _one_image_set(tmp_path / "instances_val.json", annotations, ["square", "line"])
 
 
 # An R×R RoI of a mask that fills its box is all ones, so both come back whole at either R: AP 1. At stride 4 the
