@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bmbench.schema import SCALING_COLUMNS
+
 AXIS_STAGES = ("bottom", "top", "merge", "paste", "total")  # fitted against the swept axis
 N_STAGES = ("merge", "paste", "total")  # against N: bottom and top take no per-instance input
 N_FIT_RANGE = (10, 100)  # the N range of the log-log slope, when it holds at least two counts
@@ -31,27 +33,6 @@ MARGINAL_UNITS = {
     "K": ("ms per K", 1.0),
     "M": ("ms per M²", 2.0),
 }
-SCALING_COLUMNS = (
-    "variant",
-    "stage",
-    "x",  # R, K, M or N
-    "at",  # where the other variable was held: N=<largest> for axis fits, <axis>=<value> (or own) for N fits
-    "slope",  # least-squares slope of log(time) on log(x), over x_min..x_max
-    "r2",  # of that log-log fit
-    "points",
-    "x_min",
-    "x_max",
-    "a_ms",  # cost model t = a + b·x^p: the fixed cost
-    "b",  # its coefficient (ms per x^p)
-    "p",  # its exponent; nan where the marginal part is zero (no growth to fit)
-    "p_low",  # bootstrap 95 % interval of p
-    "p_high",
-    "marginal_ms",  # (t(x_max) - a) / x_max^u: the average marginal cost in marginal_unit
-    "marginal_unit",  # ms per instance (N), ms per R² (R), …
-    "fit_r2",  # R² of the cost model on the times themselves
-    "fit_rmse_rel",  # root-mean-square relative residual of the cost model
-    "fit_points",  # the points the cost model was fitted to (every measured x: a absorbs the fixed cost)
-)
 
 
 @dataclass(frozen=True)

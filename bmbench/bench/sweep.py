@@ -42,45 +42,9 @@ from bmbench.bench.workload import (
     sample_instances,
 )
 from bmbench.errors import BmbenchError
+from bmbench.schema import SPEED_COLUMNS
 from bmbench.variants import VariantSpec
 
-SPEED_COLUMNS = (
-    "variant",  # the variant as given (preset name or spec)
-    "spec",  # the spec measured at this axis value
-    "family",
-    "K",
-    "M",
-    "R",
-    "S",
-    "axis",  # the swept axis (R, K or M)
-    "axis_value",  # its value at this point (the variant's own when the axis does not apply; empty if it has none)
-    "axis_applies",  # False: the axis does not change this variant, measured once at its own value
-    "instances",  # N
-    "stage",  # bottom, top, merge, paste, total; detector, end_to_end for the whole model
-    "device",
-    "dtype",
-    "trunk",
-    "image_size",  # WxH
-    "threads",
-    "compiled",
-    "median_ms",
-    "iqr_ms",
-    "mean_ms",
-    "min_ms",
-    "n",  # timed repeats
-    "block",  # back-to-back calls per timed repeat (a stage shorter than the timer's min_block_s); times per call
-    "noisy",  # IQR / median > 10 %
-    "first_ms",  # the first warm-up run of the measurement; nan without warm-up
-    "ci_low_ms",  # the 95 % interval of the median (order statistics)
-    "ci_high_ms",
-    "rel_ci",  # its larger half-width / median
-    "precise",  # the interval reached the precision target (False: flagged, stopped by the cap or budget)
-    "stop",  # what ended the repeats: precision, cap or budget
-    "peak_alloc_mb",  # CUDA: peak allocated memory during the measurement (torch.cuda.max_memory_allocated)
-    "merge_ws_mb",  # the merge's working set at this point, from tensor sizes (bench.memory; CPU and CUDA)
-    "status",  # ok, oom or error
-    "error",  # the error's message when status is not ok
-)
 TOTAL_STAGES = (*MASK_STAGES, "total")
 END_TO_END_STAGES = ("detector", "end_to_end")
 PER_IMAGE_STAGES = ("bottom", "top")  # no per-instance input: timed once per spec

@@ -26,10 +26,10 @@ from bmbench.models.backbone import LEVEL_STRIDES, TRUNKS, feature_shapes
 from bmbench.models.fcos import DETECTOR_LEVELS
 from bmbench.models.heads.base import MaskHead
 from bmbench.models.segmenter import InstanceSegmenter
+from bmbench.schema import MASK_STAGES  # noqa: F401 - re-exported: the stages a workload runs
 from bmbench.variants import VariantSpec, build_segmenter
 
 Section = Callable[[str], AbstractContextManager[Any]]
-MASK_STAGES = ("bottom", "top", "merge", "paste")
 NUM_CLASSES = 80  # COCO: the Mask R-CNN head's per-class logits
 # COCO's size categories (area < 32², < 96², larger) and their shares of instances (41 %, 34 %, 25 %), in pixels of
 # a COCO image (short side ~480): scaled to the workload's image by (short side / 480)².
