@@ -45,6 +45,10 @@ SPEED_COLUMNS = (
     "ci_high_ms",
     "rel_ci",  # its larger half-width / median
     "precise",  # the interval reached the precision target (False: flagged, stopped by the cap or budget)
+    "ratio_to_ref",  # median over cycles of (this time / the drift probe's time in the same cycle)
+    "ratio_ci_low",  # its 95 % interval (order statistics)
+    "ratio_ci_high",
+    "schedule",  # interleaved or sequential (bench/schedule.py)
     "stop",  # what ended the repeats: precision, cap or budget
     "peak_alloc_mb",  # CUDA: peak allocated memory during the measurement (torch.cuda.max_memory_allocated)
     "merge_ws_mb",  # the merge's working set at this point, from tensor sizes (bench.memory; CPU and CUDA)
@@ -73,4 +77,37 @@ SCALING_COLUMNS = (
     "fit_r2",  # R² of the cost model on the times themselves
     "fit_rmse_rel",  # root-mean-square relative residual of the cost model
     "fit_points",  # the points the cost model was fitted to (every measured x: a absorbs the fixed cost)
+    "p_paired",  # the cost model fitted within each cycle on that cycle's points: the median p over cycles
+    "p_paired_low",  # bootstrap 95 % interval of that median (cycles resampled)
+    "p_paired_high",
+    "cycles_paired",  # cycles holding every point of the fit
+)
+
+# --- bmbench speed: samples.csv, every timed repeat of the sweep (what the paired fits and ratios are computed from)
+SAMPLE_COLUMNS = (
+    "variant",
+    "spec",
+    "axis_value",
+    "axis_applies",
+    "instances",  # N (bottom and top: the largest N, their row at every N)
+    "stage",  # bottom, top, merge, paste, total; "probe" for the drift probe
+    "cycle",  # the cycle it was timed in (sequential: the repeat's index)
+    "ms",  # per call
+    "ref_ms",  # the drift probe's time in the same cycle
+    "at_s",  # seconds since the timed part started
+)
+
+# --- bmbench speed --runs 2: stability.csv, what a second run of the same sweep repeated ----------------------------
+STABILITY_COLUMNS = (
+    "kind",  # points-ms, points-ratio: the share of points whose intervals overlap; exponent: one fit in both runs
+    "name",  # what is compared (a fit: variant stage vs x at ...)
+    "first",  # the first run's value (a share, or an exponent)
+    "second",  # the second run's
+    "first_low",  # intervals (exponents)
+    "first_high",
+    "second_low",
+    "second_high",
+    "agree",  # the intervals overlap (exponent); the share of points agreeing (points-*)
+    "median_abs_diff_pct",  # points-*: median |difference| between the runs' medians, % of the first
+    "points",  # points compared
 )

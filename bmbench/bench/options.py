@@ -37,13 +37,13 @@ DEFAULT_BUDGET_S = 0.5  # seconds of timed repeats per stage measurement, at mos
 DEFAULT_WARMUP = 1
 DEFAULT_MAX_REPEATS = 100  # a cheap noisy stage reaches ±3 % within this many repeats
 # repeats per measurement whatever the budget: the fewest with a distribution-free 95 % interval of the median
-# (bench.timer.MIN_CI_REPEATS), so that every point can reach the precision target; spread over the rounds
+# (bench.timer.MIN_CI_REPEATS), so that every point can reach the precision target; spread over the cycles
 DEFAULT_MIN_REPEATS = 6
 DEFAULT_MIN_BLOCK_MS = DEFAULT_MIN_BLOCK_S * 1e3  # >0: a stage shorter than this is timed in blocks of calls
 DEFAULT_PRECISION = 0.03  # the median's 95 % interval within ±3 %
-DEFAULT_ROUNDS = 1  # passes over the sweep that each point's repeats are spread across (bench/sweep.py); 3 was
-# measured on the demo sweep: 208 s with 143 of 212 rows short of the precision target (findings 5, 6 then not
-# significant) against 88 s and 10 rows with 1 round
+SCHEDULES = ("interleaved", "sequential")  # bench/schedule.py
+DEFAULT_SCHEDULE = "interleaved"
+DEFAULT_PRIME = False  # an untimed call before every timed one in a cycle (see the measurement in docs/speed.md)
 MIN_IMAGE_SIDE = 32
 # The fields a suite's speed: section may set; the rest are fixed per cell (variant, its own R, device, seed).
 SUITE_SPEED_FIELDS = ("instances", "image_size", "trunk", "dtype", "budget_s")
@@ -156,8 +156,10 @@ class SweepConfig:
     min_block_ms: float = DEFAULT_MIN_BLOCK_MS
     # target relative half-width of the median's 95 % interval (0: repeat until the budget or the cap)
     precision: float = DEFAULT_PRECISION
-    # passes over every point, each with 1/rounds of each measurement's budget and cap; repeats pooled across them
-    rounds: int = field(default=DEFAULT_ROUNDS, metadata={"minimum": 1})
+    # interleaved: shuffled cycles of every measurement and the drift probe; sequential: one measurement after another
+    schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"choices": SCHEDULES})
+    prime: bool = DEFAULT_PRIME  # an untimed call before each timed repeat
+    runs: int = field(default=1, metadata={"minimum": 1})  # the whole sweep this many times (stability.csv compares)
     seed: int = 0  # boxes, features and weights
     # widths of the FPN and box tower: a key of TRUNKS (r50: the paper's)
     trunk: str = field(default=DEFAULT_TRUNK, metadata={"choices": lambda: tuple(TRUNKS)})
@@ -192,7 +194,9 @@ def make_config(
     max_repeats: int = DEFAULT_MAX_REPEATS,
     min_block_ms: float = DEFAULT_MIN_BLOCK_MS,
     precision: float = DEFAULT_PRECISION,
-    rounds: int = DEFAULT_ROUNDS,
+    schedule: str = DEFAULT_SCHEDULE,
+    prime: bool = DEFAULT_PRIME,
+    runs: int = 1,
     seed: int = 0,
     trunk: str | None = None,
     compile: bool = False,
@@ -228,11 +232,20 @@ def make_config(
         raise BmbenchError(f"--min-block-ms must be in [0, 1000] (0: one call per repeat), got {min_block_ms}")
     if not 0 <= precision < 1:
         raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
-    if rounds < 1:
-        raise BmbenchError(f"--rounds must be >= 1, got {rounds}")
+    if runs < 1:
+        raise BmbenchError(f"--runs must be >= 1, got {runs}")
+    if schedule not in SCHEDULES:
+        raise BmbenchError(f"--schedule: unknown schedule {schedule!r} (use {' or '.join(SCHEDULES)})")
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise BmbenchError(f"--threads must be >= 1, got {threads}")
+    if threads > default_threads():
+        # oversubscribed threads stall each other at every parallel region: the times would measure contention
+        # (85x slower with 1000 threads on 2 cores), not the head
+        raise BmbenchError(
+            f"--threads {threads}: this process may use {default_threads()} cores; more threads than cores time "
+            f"contention, not the head (use at most {default_threads()})"
+        )
     resolve_dtype(dtype, resolved)
     return SweepConfig(
         variants=tuple(chosen),
@@ -249,7 +262,9 @@ def make_config(
         max_repeats=max_repeats,
         min_block_ms=min_block_ms,
         precision=precision,
-        rounds=rounds,
+        schedule=schedule,
+        prime=prime,
+        runs=runs,
         seed=seed,
         trunk=trunk,
         compile=compile,

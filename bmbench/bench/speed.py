@@ -1,8 +1,11 @@
 """A speed run on disk: the sweep, the end-to-end points, profiler traces and scaling fits under one folder.
 
-``<out>/speed.csv`` + ``.parquet`` (SPEED_COLUMNS), ``<out>/scaling.csv`` + ``.parquet`` (SCALING_COLUMNS),
-``<out>/meta.json``, and with profiling ``<out>/traces/`` and ``<out>/profile_ops.csv``. The table is
-checkpointed after every point, so an interrupted run keeps what it measured.
+``<out>/speed.csv`` + ``.parquet`` (schema.SPEED_COLUMNS), ``<out>/scaling.csv`` + ``.parquet``
+(schema.SCALING_COLUMNS: pooled and paired fits), ``<out>/samples.csv`` + ``.parquet`` (every timed repeat and the
+drift probe's), ``<out>/meta.json`` (with the probe's drift), and with profiling ``<out>/traces/`` and
+``<out>/profile_ops.csv``. With ``runs`` > 1 the sweep runs again into ``<out>/run2/`` (and on), and
+``<out>/stability.csv`` compares each later run with the first. The table is checkpointed as the sweep goes, so an
+interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -21,18 +24,13 @@ from bmbench import results
 from bmbench.bench.checks import CheckRun, peers_table, run_checks
 from bmbench.bench.memory import check_fits, gib
 from bmbench.bench.options import SweepConfig
+from bmbench.bench.paired import with_paired
+from bmbench.bench.plan import Skipped, SweepPoint, plan_points
 from bmbench.bench.profile import OPERATOR_COLUMNS, profile_run
 from bmbench.bench.scaling import scaling_table
-from bmbench.bench.sweep import (
-    Progress,
-    Skipped,
-    SweepPoint,
-    build_point_workload,
-    make_timer,
-    plan_points,
-    run_sweep,
-    torch_settings,
-)
+from bmbench.bench.schedule import Progress
+from bmbench.bench.stability import stability_table
+from bmbench.bench.sweep import SweepResult, build_point_workload, make_timer, run_sweep, torch_settings
 from bmbench.bench.workload import random_inputs, sample_instances
 from bmbench.device import allocator_mode
 from bmbench.errors import BmbenchError
@@ -50,6 +48,19 @@ class SpeedRun:
     operators: pd.DataFrame | None = None  # the profiler's per-operator table, when profiled
     wall_s: float = 0.0
     peers: pd.DataFrame | None = None  # the floors-and-peers ratio table (bench.peers), with --peers
+    drift: dict[str, Any] = field(default_factory=dict)  # the drift probe over the first run (bench.drift)
+    repeats: list[SpeedRepeat] = field(default_factory=list)  # the later runs of `runs`
+    stability: pd.DataFrame | None = None  # each later run against the first (schema.STABILITY_COLUMNS)
+
+
+@dataclass
+class SpeedRepeat:
+    """A later run of the same sweep (``runs`` > 1), written to ``<out>/run<k>/``."""
+
+    out_dir: Path
+    frame: pd.DataFrame
+    scaling: pd.DataFrame
+    drift: dict[str, Any]
 
 
 def default_out_dir(
@@ -119,6 +130,9 @@ def speed_metadata(config: SweepConfig, **extra: Any) -> dict[str, Any]:
         profile=config.profile,
         end_to_end=config.end_to_end,
         peers=config.peers,
+        schedule=config.schedule,
+        prime=config.prime,
+        runs=config.runs,
         timer="cuda-events" if config.device.type == "cuda" else "perf_counter",
         cudnn_benchmark=config.device.type == "cuda",
         cpu_count=os.cpu_count(),
@@ -161,27 +175,51 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = speed_metadata(config, status="running", skipped=[vars(s) for s in skipped], memory_estimate=gib(estimate))
     write_json(out_dir / "meta.json", meta)
-    result = run_sweep(config, progress=progress, checkpoint=lambda frame: write_table(frame, out_dir / "speed"))
-    write_table(result.frame, out_dir / "speed")
+    result, scaling = _run_once(config, out_dir, progress)
     operators = None
     if config.profile:
         operators = profile_points(config, points, out_dir / "traces", progress)
         with atomic_path(out_dir / "profile_ops.csv") as tmp:
             operators.to_csv(tmp, index=False)
-    scaling = scaling_table(result.frame)
-    write_table(scaling, out_dir / "scaling")
     peers = None
     if config.peers:
         if progress is not None:
             progress(f"floors and peers N={max(config.instances)}")
         peers = sweep_peers(config)
         write_table(peers, out_dir / "peers")
+    repeats: list[SpeedRepeat] = []
+    for index in range(2, config.runs + 1):
+        if progress is not None:
+            progress(f"run {index} of {config.runs}", 0)
+        again, again_scaling = _run_once(config, out_dir / f"run{index}", progress)
+        repeats.append(SpeedRepeat(out_dir / f"run{index}", again.frame, again_scaling, again.drift))
+    stability = None
+    if repeats:
+        tables = [
+            stability_table(result.frame, repeat.frame, scaling, repeat.scaling).assign(run=index)
+            for index, repeat in enumerate(repeats, start=2)
+        ]
+        stability = pd.concat(tables, ignore_index=True)
+        write_table(stability, out_dir / "stability")
     wall_s = time.perf_counter() - started
     statuses = result.frame.drop_duplicates(["spec", "instances", "stage"])["status"].value_counts().to_dict()
     done = {"status": "done", "wall_s": round(wall_s, 2), "statuses": statuses, "load_average_end": machine_load()}
-    done["precise_fraction"] = precise_fraction(result.frame)
+    done |= {"precise_fraction": precise_fraction(result.frame), "drift": result.drift, "cycles": result.cycles}
+    done["run_drifts"] = [repeat.drift for repeat in repeats]
     write_json(out_dir / "meta.json", meta | done)
-    return SpeedRun(out_dir, result.frame, scaling, skipped, operators, wall_s, peers)
+    return SpeedRun(out_dir, result.frame, scaling, skipped, operators, wall_s, peers, result.drift, repeats, stability)
+
+
+def _run_once(config: SweepConfig, out_dir: Path, progress: Progress | None) -> tuple[SweepResult, pd.DataFrame]:
+    """One pass of the sweep into `out_dir`: speed, samples and scaling tables (paired fits included)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = run_sweep(config, progress=progress, checkpoint=lambda frame: write_table(frame, out_dir / "speed"))
+    write_table(result.frame, out_dir / "speed")
+    if result.samples is not None:
+        write_table(result.samples, out_dir / "samples")
+    scaling = with_paired(scaling_table(result.frame), result.samples, config.axis)
+    write_table(scaling, out_dir / "scaling")
+    return result, scaling
 
 
 def sweep_peers(config: SweepConfig) -> pd.DataFrame:

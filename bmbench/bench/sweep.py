@@ -1,23 +1,19 @@
-"""The speed sweep: variants × axis values × instance counts, declared as data and expanded as a product; one tidy
-row per (variant, axis value, N, stage).
+"""The speed sweep: variants × axis values × instance counts, declared as data (bench/plan.py), timed in cycles or
+one measurement after another (bench/schedule.py), one tidy row per (variant, axis value, N, stage) (bench/rows.py).
 
-Letters: N instances, K bases, M attention side, R mask side. A point is a variant at one axis value with N
-instances. Each stage (bottom, top, merge with the parameter gather, paste) is timed on its own, on the inputs the
-previous stage produced, with its own repeats until its median's 95 % interval reaches the precision target (or
-the cap or budget); the whole branch is timed the same way as ``total``. Bottom and top read no per-instance input:
-they are timed once per spec (per round), at its first N, and that measurement is the row at every N.
-
-Rounds: the sweep passes over every point `rounds` times, each pass with a 1/rounds share of every measurement's
-budget and cap, and each point's repeats are pooled over the passes. A machine's state drifts over minutes (load,
-clocks, caches), more than between back-to-back repeats; spreading a point's repeats over the whole sweep puts that
-drift inside its interval, so that a second run's median falls within it.
+Letters: N instances, K bases, M attention side, R mask side. Each stage (bottom, top, merge with the parameter
+gather, paste) is timed on its own, on the inputs the previous stage produced, and the whole branch as ``total``.
+Every point at every N holds its own inputs, so that a cycle can visit them in any order. A drift probe
+(bench/drift.py), sized to the sweep's median measurement, is timed in every cycle.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,11 +24,29 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bmbench.bench.memory import merge_working_set_bytes
+from bmbench.bench.drift import build_probe, drift_summary
 from bmbench.bench.options import SweepConfig
-from bmbench.bench.timer import Measurement, Timer
+from bmbench.bench.plan import (
+    PER_IMAGE_STAGES,
+    MeasurementKey,
+    Skipped,
+    SweepPoint,
+    plan_measurements,
+    plan_points,
+)
+from bmbench.bench.rows import (
+    error_text,
+    failed_stats,
+    failure_status,
+    measured_stats,
+    point_base,
+    sample_rows,
+    sweep_rows,
+    to_frame,
+)
+from bmbench.bench.schedule import Progress, Slot, StopRule, run_interleaved, run_sequential, warm_up
+from bmbench.bench.timer import Timer
 from bmbench.bench.workload import (
-    MASK_STAGES,
     Instances,
     MaskBranchWorkload,
     build_end_to_end,
@@ -41,35 +55,9 @@ from bmbench.bench.workload import (
     random_inputs,
     sample_instances,
 )
-from bmbench.errors import BmbenchError
-from bmbench.schema import SPEED_COLUMNS
-from bmbench.variants import VariantSpec
 
-TOTAL_STAGES = (*MASK_STAGES, "total")
 END_TO_END_STAGES = ("detector", "end_to_end")
-PER_IMAGE_STAGES = ("bottom", "top")  # no per-instance input: timed once per spec
-NATIVE_ERROR_CHARS = 2000  # of a failure's native stderr (a C++ stack dump) kept in the row's error
-
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One variant at one axis value."""
-
-    variant: str  # label as given
-    spec: VariantSpec
-    axis_value: int | None  # None when the variant has no such field (YOLACT and R)
-    axis_applies: bool
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A requested point that is not a valid spec (e.g. M > R)."""
-
-    variant: str
-    axis_value: int
-    reason: str
+CHECKPOINT_EVERY_S = 30.0  # an interleaved sweep writes its rows so far at most this often
 
 
 @dataclass
@@ -77,33 +65,9 @@ class SweepResult:
     frame: pd.DataFrame  # SPEED_COLUMNS, one row per (variant, axis value, N, stage)
     skipped: list[Skipped] = field(default_factory=list)
     wall_s: float = 0.0
-
-
-def plan_points(config: SweepConfig) -> tuple[list[SweepPoint], list[Skipped]]:
-    """Expand variants × axis values. A variant the axis does not apply to gives one point at its own value; an
-    invalid combination is skipped and listed. Raises BmbenchError when nothing is left to measure."""
-    points: list[SweepPoint] = []
-    skipped: list[Skipped] = []
-    for label, spec in config.variants:
-        if not spec.applies(config.axis):
-            points.append(SweepPoint(label, spec, getattr(spec, config.axis), False))
-            continue
-        for value in config.values:
-            try:
-                points.append(SweepPoint(label, spec.with_params(**{config.axis: value}), value, True))
-            except BmbenchError as err:
-                skipped.append(Skipped(label, value, str(err)))
-    if not points:
-        reasons = "; ".join(f"{s.variant} {config.axis}={s.axis_value}: {s.reason}" for s in skipped)
-        raise BmbenchError(f"nothing to measure: every point is invalid ({reasons})")
-    return points, skipped
-
-
-def count_steps(config: SweepConfig, points: list[SweepPoint]) -> int:
-    """Progress steps: every (point, N), one end-to-end point per variant, one profiled point per point."""
-    steps = len(points) * len(config.instances) * config.rounds
-    steps += len(config.variants) if config.end_to_end else 0
-    return steps + (len(points) if config.profile else 0)
+    samples: pd.DataFrame | None = None  # SAMPLE_COLUMNS: every timed repeat, the probe's included
+    drift: dict[str, Any] = field(default_factory=dict)  # bench.drift.drift_summary of the probe
+    cycles: int = 0  # timed cycles (sequential: the most repeats of one measurement)
 
 
 @contextlib.contextmanager
@@ -117,14 +81,6 @@ def torch_settings(config: SweepConfig) -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark = benchmark
-
-
-def failure_status(err: BaseException) -> str:
-    """``oom`` for out-of-memory (CUDA's error, or the CPU allocator's message), else ``error``."""
-    if isinstance(err, torch.cuda.OutOfMemoryError):
-        return "oom"
-    text = str(err).lower()
-    return "oom" if "out of memory" in text or "can't allocate memory" in text else "error"
 
 
 @contextlib.contextmanager
@@ -163,93 +119,10 @@ def native_stderr_captured() -> Iterator[list[str]]:
             captured.append(sink.read().decode(errors="replace"))
 
 
-def error_text(failure: BaseException, native: str = "") -> str:
-    """A failure as one line for the row's ``error``: its type and first line, then what native code printed."""
-    text = f"{type(failure).__name__}: {failure}".splitlines()[0][:300]
-    native = " ".join(native.split())
-    return f"{text} [native stderr: {native[:NATIVE_ERROR_CHARS]}]" if native else text
-
-
-def point_warmup(config: SweepConfig, *, first: bool, round_index: int = 0) -> int:
-    """Warm-up runs before timing a point.
-
-    On CUDA, and with compiled stages, every point warms up: a new N brings new shapes, hence cudnn autotuning,
-    caching-allocator growth or a recompilation. On the CPU, eager, only a head's first (largest) N does: what a
-    first run pays there (lazy initialisation, oneDNN primitive creation) is milliseconds, within the noise of a
-    later N's first run, and large tensors are allocated afresh on every run anyway; warming each N would double
-    the time of every point slower than the budget. For the same reason a later round does not warm up again on the
-    CPU (the head ran in the first)."""
-    if config.compile or config.device.type == "cuda":
-        return config.warmup
-    return config.warmup if first and round_index == 0 else 0
-
-
 def _release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _rows(
-    config: SweepConfig,
-    point: SweepPoint,
-    num: int,
-    stages: tuple[str, ...],
-    measured: dict[str, Measurement] | None,
-    error: str = "",
-    status: str = "ok",
-) -> list[dict[str, Any]]:
-    spec = point.spec
-    element = torch.empty((), dtype=config.torch_dtype).element_size()
-    working_set = merge_working_set_bytes(
-        spec, num_instances=num, image_size=config.image_size, trunk=config.trunk, dtype_bytes=element
-    )
-    base: dict[str, Any] = {
-        "variant": point.variant,
-        "spec": str(spec),
-        "family": spec.family,
-        **{key: getattr(spec, key) for key in ("K", "M", "R", "S")},
-        "axis": config.axis,
-        "axis_value": point.axis_value,
-        "axis_applies": point.axis_applies,
-        "instances": num,
-        "device": str(config.device),
-        "dtype": config.dtype,
-        "trunk": config.trunk,
-        "image_size": config.image_text,
-        "threads": config.threads,
-        "compiled": config.compile,
-        "merge_ws_mb": working_set / 2**20,
-    }
-    nan = float("nan")
-    rows = []
-    for stage in stages:
-        if measured is not None and stage in measured:
-            one = measured[stage]
-            stats: dict[str, Any] = one.stats() | one.interval_stats() | {"status": "ok", "error": ""}
-            stats["peak_alloc_mb"] = one.peak_bytes / 2**20
-        else:
-            stats = {"median_ms": nan, "iqr_ms": nan, "mean_ms": nan, "min_ms": nan, "n": 0, "block": 0}
-            stats |= {
-                "noisy": False,
-                "first_ms": nan,
-                "ci_low_ms": nan,
-                "ci_high_ms": nan,
-                "rel_ci": nan,
-                "precise": False,
-            }
-            stats |= {"stop": "", "peak_alloc_mb": nan, "status": status, "error": error}
-        rows.append(base | {"stage": stage} | stats)
-    return rows
-
-
-def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows -> a DataFrame with SPEED_COLUMNS in order and nullable integer columns."""
-    frame = pd.DataFrame(rows, columns=list(SPEED_COLUMNS))
-    for column in ("K", "M", "R", "S", "axis_value"):
-        frame[column] = frame[column].astype("Int64")
-    frame["precise"] = frame["precise"].astype(bool)
-    return frame
 
 
 def build_point_workload(
@@ -267,33 +140,6 @@ def build_point_workload(
     return MaskBranchWorkload(head, features, box_tower, instances, config.image_size, stages)
 
 
-def measure_point(
-    timer: Timer,
-    workload: MaskBranchWorkload,
-    warmup: int,
-    per_image: dict[str, Measurement],
-    before: dict[str, Measurement] | None = None,
-    share: float = 1.0,
-) -> dict[str, Measurement]:
-    """Each stage alone on its inputs, then the whole branch as ``total``. ``per_image`` holds the bottom and top
-    measurements of the spec once taken in this round (they do not depend on N) and is filled at the first call.
-    `before`: this point's measurements from earlier rounds, pooled with this round's (which gets `share` of the
-    budget and the cap, see Timer.measure)."""
-    before = before or {}
-    calls = workload.stage_calls()
-    measured: dict[str, Measurement] = {}
-    for stage, call in calls.items():
-        if stage in PER_IMAGE_STAGES and stage in per_image:
-            measured[stage] = per_image[stage]
-            continue
-        measured[stage] = timer.measure_fn(call, warmup=warmup, before=before.get(stage), share=share)
-        if stage in PER_IMAGE_STAGES:
-            per_image[stage] = measured[stage]
-    del calls
-    measured["total"] = timer.measure_fn(workload.run, warmup=warmup, before=before.get("total"), share=share)
-    return measured
-
-
 def make_timer(config: SweepConfig) -> Timer:
     """The sweep's timer: budget, warm-up, repeat floor and cap, precision and block length from the config."""
     return Timer(
@@ -307,79 +153,129 @@ def make_timer(config: SweepConfig) -> Timer:
     )
 
 
+def _failing(err: BaseException) -> Callable[[], object]:
+    def call() -> object:
+        raise err
+
+    return call
+
+
+def build_slots(
+    config: SweepConfig,
+    points: list[SweepPoint],
+    keys: list[MeasurementKey],
+    inputs: tuple[dict[str, torch.Tensor], list[torch.Tensor]],
+    everyone: Instances,
+) -> tuple[list[Slot], dict[int, MaskBranchWorkload]]:
+    """A slot per measurement key, each on inputs of its own point and N (the stages run once to produce them);
+    a point whose head or inputs cannot be built gives slots that fail at their first call. Also the largest-N
+    workload of every point (the end-to-end pass reuses it)."""
+    calls: dict[tuple[int, int], dict[str, Callable[[], object]]] = {}
+    workloads: dict[int, MaskBranchWorkload] = {}
+    largest = max(config.instances)
+    for index, point in enumerate(points):
+        try:
+            workloads[index] = build_point_workload(config, point, inputs, everyone.head(largest))
+        except Exception as err:  # noqa: BLE001 - a point that cannot be built is a failed result
+            for num in config.instances:
+                calls[(index, num)] = dict.fromkeys((*PER_IMAGE_STAGES, "merge", "paste", "total"), _failing(err))
+            continue
+        for num in config.instances:
+            workload = dataclasses.replace(workloads[index], instances=everyone.head(num))
+            try:
+                calls[(index, num)] = workload.stage_calls() | {"total": workload.run}
+            except Exception as err:  # noqa: BLE001 - recorded on the point's slots
+                calls[(index, num)] = dict.fromkeys((*PER_IMAGE_STAGES, "merge", "paste", "total"), _failing(err))
+    slots = [Slot(call=calls[(key.point, key.instances)][key.stage], group=key.point) for key in keys]
+    return slots, workloads
+
+
+def stop_rule(config: SweepConfig) -> StopRule:
+    return StopRule(
+        precision=config.precision,
+        min_repeats=config.min_repeats,
+        max_repeats=config.max_repeats,
+        budget_s=config.budget_s,
+    )
+
+
 def run_sweep(
     config: SweepConfig,
     *,
     progress: Progress | None = None,
     checkpoint: Callable[[pd.DataFrame], None] | None = None,
 ) -> SweepResult:
-    """Measure every point; ``progress(description)`` is called before each step, ``checkpoint(frame)`` after each
-    point with the rows so far. Out-of-memory and other failures of a point are recorded as rows and the sweep
-    goes on."""
+    """Measure every point on the config's schedule; ``progress(description, steps)`` reports the way,
+    ``checkpoint(frame)`` receives the rows so far now and then. Out-of-memory and other failures of a point are
+    recorded as rows and the sweep goes on."""
     started = time.perf_counter()
     points, skipped = plan_points(config)
-    step = progress or (lambda description: None)
-    counts = sorted(config.instances, reverse=True)  # largest N first: it warms up
-    measured: dict[tuple[int, int], dict[str, Measurement]] = {}  # (point index, N) -> stage -> pooled repeats
-    failed: dict[tuple[int, int], tuple[str, str]] = {}  # (point index, N) -> (error, status)
-
-    def rows_so_far() -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        for index, point in enumerate(points):
-            for num in sorted(config.instances):
-                key = (index, num)
-                if key in failed:
-                    rows += _rows(config, point, num, TOTAL_STAGES, None, *failed[key])
-                elif key in measured:
-                    rows += _rows(config, point, num, TOTAL_STAGES, measured[key])
-        return rows
-
+    keys = plan_measurements(points, config.instances)
+    step = progress or (lambda description, steps=1: None)
+    natives: list[str] = []
     with torch_settings(config):
         timer = make_timer(config)
         inputs = random_inputs(
             config.image_size, trunk=config.trunk, seed=config.seed, device=config.device, dtype=config.torch_dtype
         )
         everyone = sample_instances(max(config.instances), config.image_size, seed=config.seed, device=config.device)
-        workloads: dict[int, MaskBranchWorkload] = {}
-        share = 1 / config.rounds
-        for round_index in range(config.rounds):  # every point once per round: drift shows in each interval
-            for index, point in enumerate(points):
-                workload = workloads.get(index) or build_point_workload(config, point, inputs, everyone)
-                workloads[index] = workload
-                per_image: dict[str, Measurement] = {}
-                for order, num in enumerate(counts):
-                    key = (index, num)
-                    if key in failed:
-                        continue
-                    step(f"{point.spec} N={num}" + (f" (round {round_index + 1}/{config.rounds})" * (share < 1)))
-                    workload.instances = everyone.head(num)
-                    warmup = point_warmup(config, first=order == 0, round_index=round_index)
-                    failure: BaseException | None = None
-                    with native_stderr_captured() as native:
-                        try:
-                            measured[key] = measure_point(timer, workload, warmup, per_image, measured.get(key), share)
-                        except Exception as err:  # noqa: BLE001 - a failing point is a result, not a crash
-                            failure = err
-                    if failure is None:
-                        if native[0].strip():  # not a failure: what native code printed goes where it would have
-                            sys.stderr.write(native[0])
-                    else:
-                        measured.pop(key, None)
-                        failed[key] = (error_text(failure, native[0]), failure_status(failure))
-                        _release(config.device)
-                if checkpoint is not None:
-                    checkpoint(to_frame(rows_so_far()))
-        rows = rows_so_far()
+        step(f"building and warming up {len(keys)} measurements", 0)
+        with native_stderr_captured() as native:
+            slots, workloads = build_slots(config, points, keys, inputs, everyone)
+            interleaved = config.schedule == "interleaved"
+            seconds = warm_up(slots, timer, config.warmup, seed=config.seed, shuffle=interleaved)
+        natives += native
+        measured = [s for s in seconds if s == s]  # not nan: the slots that ran
+        probe_spec = build_probe(
+            statistics.median(measured) if measured else 1e-3,
+            timer,
+            device=config.device,
+            dtype=config.torch_dtype,
+            seed=config.seed,
+        )
+        probe = Slot(call=probe_spec.call, group="probe")
+        warm_up([probe], timer, max(config.warmup, 1), seed=config.seed, shuffle=False)
+        last = [time.perf_counter()]
+
+        def after_cycle() -> None:
+            if checkpoint is not None and time.perf_counter() - last[0] >= CHECKPOINT_EVERY_S:
+                checkpoint(to_frame(sweep_rows(config, points, keys, slots, [])))
+                last[0] = time.perf_counter()
+
+        with native_stderr_captured() as native:
+            if interleaved:
+                cycles = run_interleaved(
+                    slots,
+                    probe,
+                    timer,
+                    stop_rule(config),
+                    seed=config.seed,
+                    prime=config.prime,
+                    progress=step,
+                    after_cycle=after_cycle,
+                )
+            else:
+                cycles = run_sequential(
+                    slots, probe, timer, stop_rule(config), warmup=config.warmup, prime=config.prime, progress=step
+                )
+        natives += native
+        rows = sweep_rows(config, points, keys, slots, natives)
+        samples = sample_rows(points, keys, slots)
+        probe_rows = pd.DataFrame(
+            {"stage": "probe", "cycle": probe.cycles, "ms": probe.times_ms, "ref_ms": probe.ref_ms, "at_s": probe.at_s}
+        )
+        samples = pd.concat([samples, probe_rows.reindex(columns=samples.columns)], ignore_index=True)
+        drift = drift_summary(probe.times_ms, probe.at_s, probe_spec.description)
         branches = {
             point.variant: workloads[index]  # the variant's own spec: reused by the end-to-end pass
             for index, point in enumerate(points)
-            if point.spec == dict(config.variants)[point.variant]
+            if index in workloads and point.spec == dict(config.variants)[point.variant]
         }
         if config.end_to_end:
             rows += end_to_end_rows(config, timer, inputs, everyone, branches, step)
         del inputs, workloads, branches
         _release(config.device)
-    return SweepResult(to_frame(rows), skipped, time.perf_counter() - started)
+    return SweepResult(to_frame(rows), skipped, time.perf_counter() - started, samples, drift, cycles)
 
 
 def end_to_end_rows(
@@ -416,11 +312,12 @@ def end_to_end_rows(
                 del whole
             except Exception as err:  # noqa: BLE001 - recorded, the sweep goes on
                 failure = err
-        if failure is None:
-            rows += _rows(config, point, num, END_TO_END_STAGES, measured)
-        else:
-            rows += _rows(
-                config, point, num, END_TO_END_STAGES, None, error_text(failure, native[0]), failure_status(failure)
-            )
+        base = point_base(config, point, num)
+        for stage in END_TO_END_STAGES:
+            if failure is None:
+                stats = measured_stats(measured[stage])
+            else:
+                stats = failed_stats(failure_status(failure), error_text(failure, native[0]))
+            rows.append(base | {"stage": stage} | stats)
         _release(config.device)
     return rows

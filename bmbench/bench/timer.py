@@ -254,6 +254,11 @@ class Timer:
         """Which clock: ``cuda-events`` or ``perf_counter``."""
         return "cuda-events" if self.device.type == "cuda" else "perf_counter"
 
+    def once(self, fn: Callable[[], object], block: int = 1) -> float:
+        """Seconds per call of `block` back-to-back calls of ``fn``: the one timed call a schedule makes (its
+        synchronisation is the device's: CUDA events with one synchronisation, or the host clock)."""
+        return self._once(lambda section: fn(), block)["total"]
+
     def _once(self, run: Run, block: int = 1) -> dict[str, float]:
         """Seconds per call of each section and of the whole, over `block` back-to-back calls."""
         laps = _CudaLaps(self.device) if self.device.type == "cuda" else _CpuLaps(self.clock)

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bmbench.bench.checks import CheckRun, count_check_steps
+from bmbench.bench.drift import drift_text
 from bmbench.bench.options import (
     AXIS_DEFAULTS,
     CPU_AXIS_DEFAULTS,
@@ -29,12 +30,14 @@ from bmbench.bench.options import (
     DEFAULT_MIN_BLOCK_MS,
     DEFAULT_MIN_REPEATS,
     DEFAULT_PRECISION,
-    DEFAULT_ROUNDS,
+    DEFAULT_PRIME,
+    DEFAULT_SCHEDULE,
     DEFAULT_TRUNK,
     DEFAULT_WARMUP,
     SweepConfig,
     make_config,
 )
+from bmbench.bench.plan import count_steps, plan_points
 from bmbench.bench.speed import (
     SpeedRun,
     check_out_dir,
@@ -44,7 +47,6 @@ from bmbench.bench.speed import (
     run_checks_to,
     run_speed,
 )
-from bmbench.bench.sweep import count_steps, plan_points
 from bmbench.cli.console import console
 from bmbench.device import reuse_freed_memory
 from bmbench.models.backbone import TRUNKS
@@ -113,13 +115,24 @@ def speed_cli(
             f"{CPU_TRUNK} on the CPU."
         ),
     ] = None,
-    rounds: Annotated[
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="interleaved: cycles of one repeat of every measurement and of a drift probe, in a shuffled order "
+            "each cycle, so that drift over the run moves every point alike; sequential: one measurement's "
+            "repeats after another (the order before cycles, kept to compare)."
+        ),
+    ] = DEFAULT_SCHEDULE,
+    prime: Annotated[
+        bool, typer.Option(help="An untimed call before every timed one (caches warmed by the stage itself).")
+    ] = DEFAULT_PRIME,
+    runs: Annotated[
         int,
         typer.Option(
-            help="Passes over the sweep; each point's repeats are spread over them (1/rounds of the budget and the "
-            "cap each) and pooled, so that drift over the run shows in every interval."
+            help="Run the whole sweep this many times; stability.csv and the console say what the later runs "
+            "repeated (points agreeing in ms and in ratio to the probe, exponents, verdicts)."
         ),
-    ] = DEFAULT_ROUNDS,
+    ] = 1,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the heads' stages.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Write profiler traces and a per-operator table.")] = False,
     end_to_end: Annotated[bool, typer.Option(help="Also time the whole model per variant at the largest N.")] = True,
@@ -159,7 +172,9 @@ def speed_cli(
         max_repeats=max_repeats,
         min_block_ms=min_block_ms,
         precision=precision,
-        rounds=rounds,
+        schedule=schedule,
+        prime=prime,
+        runs=runs,
         seed=seed,
         trunk=trunk,
         compile=compile,
@@ -178,14 +193,14 @@ def speed_cli(
             f"[yellow]warning:[/] the machine is busy (load average {load:g}, {os.cpu_count()} CPUs): timings will be "
             "slower and noisier; on a shared CPU, --threads 1 avoids threads stalling each other."
         )
-    steps = count_check_steps(config) if check else count_steps(config, points) + int(config.peers)
+    steps = count_check_steps(config) if check else count_steps(config, points) * config.runs + int(config.peers)
     with _progress() as bar:
         task = bar.add_task("starting", total=steps)
         started: list[str] = []
 
-        def advance(description: str) -> None:  # called as each step starts: the ones before it are done
+        def advance(description: str, done: int = 1) -> None:  # `done` more steps finished since the last call
+            started.extend([description] * done)
             bar.update(task, description=description, completed=min(steps, len(started)))
-            started.append(description)
 
         if check:
             checks = run_checks_to(config, out_dir, progress=advance)
@@ -251,7 +266,10 @@ def _print_summary(run: SpeedRun, config: SweepConfig) -> None:
             e2e.add_row(str(variant), _cell(detector), _cell(total), share)
         out.print(e2e)
     if not run.scaling.empty:
-        fits = Table(title="Scaling exponents: cost model a + b·x^p, p [95 % interval] | log-log slope (R²)")
+        fits = Table(
+            title="Scaling exponents: cost model a + b·x^p; paired p (within cycles) [95 % interval], then pooled "
+            "p [interval] | log-log slope (R²)"
+        )
         for column in ("variant", "stage", f"vs {config.axis}", "vs N"):
             fits.add_column(column, justify="left" if column in ("variant", "stage") else "right")
         for (variant, stage), group in run.scaling.groupby(["variant", "stage"], sort=False):
@@ -269,12 +287,43 @@ def _print_summary(run: SpeedRun, config: SweepConfig) -> None:
         out.print(f"[red]{row['status']}[/] {row['spec']} N={row['instances']} {row['stage']}: {row['error']}")
     if run.peers is not None:
         _print_peers(run.peers)
+    out.print(drift_text(run.drift))
+    for repeat in run.repeats:
+        out.print(f"run {repeat.out_dir.name}: " + drift_text(repeat.drift))
+    if run.stability is not None:
+        _print_stability(run)
     noisy = int(frame["noisy"].sum())
     imprecise = int((~frame["precise"].astype(bool)).sum())
     out.print(
         f"{len(frame)} rows, {noisy} noisy (IQR/median > 10 %, marked *), {imprecise} short of the ±"
         f"{config.precision:.0%} precision target (marked ?), {run.wall_s:.0f} s — [bold]{run.out_dir}[/]"
     )
+
+
+def _print_stability(run: SpeedRun) -> None:
+    """What the later runs repeated: points agreeing, exponents, and the speed findings' verdicts in each run."""
+    from bmbench.report.claims import speed_verdicts  # the report's rules, judged on each run's own tables
+    from bmbench.report.load import load_speed_run
+
+    table = Table(title="Stability: each later run against the first")
+    for column in ("run", "what", "first", "later", "agree"):
+        table.add_column(column, justify="left" if column in ("run", "what") else "right")
+    for _, row in run.stability.iterrows():
+        if row["kind"] == "exponent":
+            first = f"{row['first']:.2f} [{row['first_low']:.2f}, {row['first_high']:.2f}]"
+            later = f"{row['second']:.2f} [{row['second_low']:.2f}, {row['second_high']:.2f}]"
+            agree = "overlap" if row["agree"] else "[red]apart[/]"
+            table.add_row(str(row["run"]), str(row["name"]), first, later, agree)
+        else:
+            shown = f"{row['agree']:.0%} of {int(row['points'])} points overlap"
+            table.add_row(str(row["run"]), row["kind"], "", f"median |diff| {row['median_abs_diff_pct']:.1f} %", shown)
+    console().print(table)
+    stored = load_speed_run(run.out_dir)
+    verdicts = [speed_verdicts(stored)] + [speed_verdicts(repeat) for repeat in stored.repeats]
+    for finding in verdicts[0]:
+        seen = [v.get(finding, "–") for v in verdicts]
+        same = "agree" if len(set(seen)) == 1 else "[red]unstable here[/]"
+        console().print(f"finding {finding}: " + " | ".join(seen) + f" — {same}")
 
 
 def _fit(rows: pd.DataFrame) -> str:
@@ -284,9 +333,12 @@ def _fit(rows: pd.DataFrame) -> str:
     slope = f"{row['slope']:.2f} ({row['r2']:.2f}) @{row['at']}"
     if pd.isna(row.get("a_ms")):
         return slope
+    paired = ""
+    if not pd.isna(row.get("p_paired")):
+        paired = f"paired {row['p_paired']:.2f} [{row['p_paired_low']:.2f}, {row['p_paired_high']:.2f}]; "
     if pd.isna(row["p"]):
-        return f"{row['a_ms']:.3g} ms, flat | {slope}"
-    return f"{row['a_ms']:.3g} ms + p {row['p']:.2f} [{row['p_low']:.2f}, {row['p_high']:.2f}] | {slope}"
+        return f"{paired}{row['a_ms']:.3g} ms, flat | {slope}"
+    return f"{paired}{row['a_ms']:.3g} ms + p {row['p']:.2f} [{row['p_low']:.2f}, {row['p_high']:.2f}] | {slope}"
 
 
 def _print_peers(peers: pd.DataFrame) -> None:

@@ -31,7 +31,7 @@ from bmbench.report.accuracy import (  # findings 1-4 and 8 (re-exported: claims
 from bmbench.report.findings import FINDINGS
 from bmbench.report.load import AblationSuite, Environment, StoredSpeedRun
 from bmbench.report.tables import latency_at
-from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Check, Verdict
+from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Check, Verdict
 from bmbench.report.verdicts import holds as _holds
 
 __all__ = [  # the checks and the vocabulary, wherever they are defined
@@ -95,11 +95,27 @@ def _growth(fit: pd.Series) -> float:
 def _cost_text(fit: pd.Series, share: float) -> str:
     if pd.isna(fit.get("p")):
         return f"{fit['stage']}: no growth over {fit['x']} {int(fit['x_min'])}..{int(fit['x_max'])}"
+    paired = ""
+    if not pd.isna(fit.get("p_paired")):
+        paired = (
+            f"paired p {fit['p_paired']:.2f} (95 % interval {fit['p_paired_low']:.2f}..{fit['p_paired_high']:.2f}, "
+            f"{int(fit['cycles_paired'])} cycles); pooled "
+        )
     return (
-        f"{fit['stage']}: {fit['a_ms']:.3g} ms fixed + {fit['b']:.3g}·{fit['x']}^{fit['p']:.2f} "
+        f"{fit['stage']}: {paired}{fit['a_ms']:.3g} ms fixed + {fit['b']:.3g}·{fit['x']}^{fit['p']:.2f} "
         f"(p 95 % interval {fit['p_low']:.2f}..{fit['p_high']:.2f}, fit R² {fit['fit_r2']:.3f}), "
         f"{share:.0%} of the per-instance growth"
     )
+
+
+def judged_fit(fit: pd.Series) -> pd.Series:
+    """The fit a verdict reads: the paired exponent and its interval where the run has them (fitted within cycles,
+    so that drift over the run cannot bend them), else the pooled cost model's."""
+    if pd.isna(fit.get("p_paired")):
+        return fit
+    judged = fit.copy()
+    judged["p"], judged["p_low"], judged["p_high"] = fit["p_paired"], fit["p_paired_low"], fit["p_paired_high"]
+    return judged
 
 
 def judge_exponent(fit: pd.Series, band: tuple[float, float], interval_band: tuple[float, float]) -> str:
@@ -127,7 +143,7 @@ def _exponent_check(
     growth = {index: _growth(fit) for index, fit in staged.iterrows()}
     total = sum(growth.values())
     carrier = staged.loc[max(growth, key=growth.get)]
-    verdict = judge_exponent(carrier, band, interval_band)
+    verdict = judge_exponent(judged_fit(carrier), band, interval_band)
     costs = "; ".join(_cost_text(fit, growth[i] / total if total > 0 else 0.0) for i, fit in staged.iterrows())
     slopes = ", ".join(_fit_text(fit) for _, fit in fits.iterrows())
     rule = (
@@ -210,6 +226,41 @@ def _scaling_with_own(run: StoredSpeedRun) -> pd.DataFrame:
     return fits
 
 
+def speed_checks(run: StoredSpeedRun) -> dict[int, Check]:
+    """Findings 5, 6 and 7 judged on one speed run's own tables."""
+    scaling = _scaling_with_own(run)
+    if scaling.empty:
+        absent = Check(NOT_MEASURED, "the run has no scaling fits (scaling.csv absent: an unfinished run?)")
+        checks = {5: absent, 6: absent}
+    else:
+        checks = {5: check_quadratic_in_r(scaling), 6: check_linear_in_n(scaling)}
+    return checks | {7: check_per_instance_cost(run.own_rows())}
+
+
+def speed_verdicts(run: StoredSpeedRun) -> dict[int, str]:
+    """Finding -> verdict, for findings 5-7 of one run (the console's per-run line of `bmbench speed --runs`)."""
+    return {finding: check.verdict for finding, check in speed_checks(run).items()}
+
+
+def stable_speed_checks(run: StoredSpeedRun) -> dict[int, Check]:
+    """Findings 5-7 of a run and of its repeats (`bmbench speed --runs k`): the first run's check where every run
+    gives the same verdict, else UNSTABLE, with each run's verdict: a verdict a second run of the same command does
+    not repeat is not a finding of this machine."""
+    first = speed_checks(run)
+    later = [speed_checks(repeat) for repeat in run.repeats]
+    checks: dict[int, Check] = {}
+    for finding, check in first.items():
+        seen = [check.verdict] + [other[finding].verdict for other in later]
+        if len(set(seen)) == 1:
+            checks[finding] = check
+            continue
+        each = "; ".join(f"run {index}: {verdict}" for index, verdict in enumerate(seen, start=1))
+        checks[finding] = Check(
+            UNSTABLE, f"{len(seen)} runs of the same sweep disagree ({each}). Run 1: {check.evidence}"
+        )
+    return checks
+
+
 def _suite_times(suite: AblationSuite) -> tuple[pd.DataFrame, str]:
     """The suite cells' times in the shape check_per_instance_cost reads, and their stage: ``merge`` when the
     summary has merge_ms_n{N} columns, else ``total`` (mask_ms_n{N}). The paper's cell stands for BlendMask when
@@ -245,15 +296,9 @@ def evaluate_environment(env: Environment) -> list[Verdict]:
         add(3, bases_note(check_best_cell(runs), runs), scope)
         add(4, bases_note(check_attention_side(runs), runs), scope)
     for run in env.speed_runs:
-        scope, scaling = f"speed `{run.name}`", _scaling_with_own(run)
-        if scaling.empty:
-            absent = Check(NOT_MEASURED, "the run has no scaling fits (scaling.csv absent: an unfinished run?)")
-            add(5, absent, scope)
-            add(6, absent, scope)
-        else:
-            add(5, check_quadratic_in_r(scaling), scope)
-            add(6, check_linear_in_n(scaling), scope)
-        add(7, check_per_instance_cost(run.own_rows()), scope)
+        scope = f"speed `{run.name}`" + (f" ({1 + len(run.repeats)} runs)" if run.repeats else "")
+        for finding, check in stable_speed_checks(run).items():
+            add(finding, check, scope)
     if not any(v.finding.id == 7 and v.verdict != NOT_MEASURED for v in found):
         for suite in env.suites:
             times, stage = _suite_times(suite)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from bmbench.errors import BmbenchError
 from bmbench.report.stats import aggregate
+from bmbench.schema import SCALING_COLUMNS
 
 # --- the columns the report reads (aligned with bmbench.bench.sweep.SPEED_COLUMNS, bmbench.bench.scaling and
 # --- bmbench.ablation.run.summary_row); everything else in the tables is ignored -------------------------------
@@ -38,8 +39,6 @@ SPEED_OPTIONAL = {  # column -> value assumed when an older or partial table lac
     "axis_value": pd.NA,
     "axis_applies": True,
 }
-SCALING_COLUMNS = ("variant", "stage", "x", "at", "slope", "r2", "points", "x_min", "x_max", "a_ms", "b", "p", "p_low")
-SCALING_COLUMNS += ("p_high", "marginal_ms", "marginal_unit", "fit_r2", "fit_rmse_rel", "fit_points")  # cost model
 SUMMARY_REQUIRED = ("variant", "spec", "family", "status")
 AP_COLUMNS = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP")  # COCOeval's 0..1 in the summary; points here
 AP_SCALE = 100.0  # the summary stores COCOeval's 0..1; the report speaks in AP points, as the paper does
@@ -74,6 +73,8 @@ class StoredSpeedRun:
     frame: pd.DataFrame  # the speed table, one row per (variant, axis value, N, stage)
     scaling: pd.DataFrame  # SCALING_COLUMNS plus family; empty when absent
     meta: dict[str, Any]
+    repeats: list[StoredSpeedRun] = field(default_factory=list)  # later runs of the same sweep (`--runs k`)
+    stability: pd.DataFrame | None = None  # stability.csv: each later run against the first; None when absent
 
     @property
     def axis(self) -> str | None:
@@ -232,7 +233,20 @@ def load_speed_run(folder: Path) -> StoredSpeedRun:
         scaling = pd.DataFrame(columns=list(SCALING_COLUMNS))
     families = frame.drop_duplicates("variant").set_index("variant")["family"]
     scaling = scaling.assign(family=scaling["variant"].map(families))
-    return StoredSpeedRun(folder.name, folder, frame, scaling, read_meta(folder))
+    meta = read_meta(folder)
+    run = StoredSpeedRun(folder.name, folder, frame, scaling, meta)
+    for sub in repeat_folders(folder):
+        repeat = load_speed_run(sub)
+        repeat.meta = repeat.meta or meta  # a later run shares the first's settings
+        run.repeats.append(repeat)
+    run.stability = read_table(folder, "stability")
+    return run
+
+
+def repeat_folders(folder: Path) -> list[Path]:
+    """The later runs of a speed run made with `--runs k`: ``run2/``, ``run3/`` … holding a speed table."""
+    found = [sub for sub in folder.glob("run[0-9]*") if sub.is_dir() and read_table(sub, "speed") is not None]
+    return sorted(found, key=lambda sub: int(sub.name[3:]) if sub.name[3:].isdigit() else 0)
 
 
 def own_specs(run: StoredSpeedRun) -> dict[str, str]:
@@ -321,6 +335,8 @@ def discover(results: Path) -> tuple[list[StoredSpeedRun], list[AblationSuite]]:
 
     suite_dirs = folders("summary")
     speed_dirs = [d for d in folders("speed") if d not in suite_dirs and not _is_within(d, suite_dirs)]
+    repeats = {sub for d in speed_dirs for sub in repeat_folders(d)}  # read with their first run
+    speed_dirs = [d for d in speed_dirs if d not in repeats]
     return [load_speed_run(folder) for folder in speed_dirs], [load_ablation(folder) for folder in suite_dirs]
 
 

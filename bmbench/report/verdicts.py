@@ -8,6 +8,7 @@ from bmbench.report.findings import Finding
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
 NOT_SIGNIFICANT = "not significant at this budget"  # measured, but a difference it rests on is inside the spread
+UNSTABLE = "unstable here"  # runs of the same sweep on this machine gave different verdicts
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmbench.bench.scaling import SCALING_COLUMNS, bootstrap_p, fit_cost, fit_loglog, scaling_table
+from bmbench.bench.scaling import bootstrap_p, fit_cost, fit_loglog, scaling_table
+from bmbench.schema import SCALING_COLUMNS
 
 N = np.array([1, 2, 5, 10, 20, 50, 100], dtype=float)
 R = np.array([14, 28, 42, 56, 84, 112], dtype=float)

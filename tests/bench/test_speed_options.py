@@ -68,7 +68,8 @@ def test_axis_values_and_image_size() -> None:
 
 def test_config_defaults_are_the_headline_sweep_sized_for_the_device() -> None:
     config = make_config(device="cpu")  # the CPU's sized defaults
-    assert config.axis == "R" and config.values == (14, 28, 56) and config.rounds == 1
+    assert config.axis == "R" and config.values == (14, 28, 56)
+    assert config.schedule == "interleaved" and config.runs == 1 and not config.prime
     assert config.instances == (1, 2, 5, 10, 20, 50, 100)
     assert [label for label, _ in config.variants] == ["yolact", "centermask", "blendmask", "maskrcnn"]
     assert config.image_size == (416, 544) and config.trunk == "small" and config.threads >= 1
@@ -91,7 +92,9 @@ def test_config_defaults_are_the_headline_sweep_sized_for_the_device() -> None:
         ({"budget_s": 0}, "--budget-s"),
         ({"warmup": -1}, "--warmup"),
         ({"threads": 0}, "--threads"),
-        ({"rounds": 0}, "--rounds must be >= 1"),
+        ({"runs": 0}, "--runs must be >= 1"),
+        ({"schedule": "random"}, "--schedule: unknown schedule 'random'"),
+        ({"threads": 1000}, "--threads 1000: this process may use"),
         ({"min_block_ms": -1}, r"--min-block-ms must be in \[0, 1000\]"),
         ({"dtype": "fp8"}, "unknown dtype"),
         ({"dtype": "fp16", "device": "cpu"}, "fp16 needs a CUDA device"),

@@ -13,10 +13,11 @@ import torch
 
 from bmbench.bench import sweep as sweep_module
 from bmbench.bench.options import make_config
-from bmbench.bench.scaling import SCALING_COLUMNS, fit_loglog, scaling_table
+from bmbench.bench.scaling import fit_loglog, scaling_table
 from bmbench.bench.speed import check_out_dir, default_out_dir, run_speed
-from bmbench.bench.sweep import SPEED_COLUMNS, run_sweep
+from bmbench.bench.sweep import run_sweep
 from bmbench.errors import BmbenchError
+from bmbench.schema import SCALING_COLUMNS, SPEED_COLUMNS
 
 TINY = {
     "image_size": "64x64",
@@ -132,17 +133,45 @@ def test_run_folders_are_never_overwritten(tmp_path: Path) -> None:
         check_out_dir(tmp_path / "done")
 
 
-def test_cpu_warms_each_head_once_at_its_largest_n() -> None:
+@pytest.mark.parametrize("schedule", ["interleaved", "sequential"])
+def test_every_measurement_warms_up_once_and_rows_come_in_ascending_n(schedule: str) -> None:
     config = make_config(
-        variants="blendmask:K=2,M=2,R=8,maskrcnn:R=8", values="8", instances="1,2,4", end_to_end=True, **TINY
+        variants="blendmask:K=2,M=2,R=8,maskrcnn:R=8",
+        values="8",
+        instances="1,2,4",
+        end_to_end=True,
+        schedule=schedule,
+        **TINY,
     )
-    frame = run_sweep(config).frame
+    result = run_sweep(config)
+    frame = result.frame
     totals = frame[frame["stage"] == "total"]
-    warmed = totals[totals["first_ms"].notna()]
-    assert sorted(warmed["instances"]) == [4, 4]  # one warm-up per head, at N=4
-    assert list(totals["instances"]) == [1, 2, 4, 1, 2, 4]  # rows in ascending N all the same
+    assert totals["first_ms"].notna().all()  # each (point, N) workload warmed up once
+    assert list(totals["instances"]) == [1, 2, 4, 1, 2, 4]
+    assert (frame["schedule"] == schedule).all()
     whole = frame[frame["stage"] == "end_to_end"]
     assert whole["first_ms"].notna().tolist() == [True, False]  # the shared trunk warms up once
+    # the drift probe ran in every cycle, and each row carries its ratio to the probe
+    samples = result.samples
+    assert set(samples[samples["stage"] == "probe"]["cycle"]) >= set(samples[samples["stage"] != "probe"]["cycle"])
+    branch = frame[~frame["stage"].isin(["detector", "end_to_end"])]
+    assert branch["ratio_to_ref"].notna().all() and (branch["ratio_ci_low"] <= branch["ratio_to_ref"]).all()
+    assert result.drift["cycles"] >= 1 and result.drift["ref_ms_min"] <= result.drift["ref_ms_max"]
+
+
+def test_interleaved_cycles_time_every_measurement_once_each() -> None:
+    config = make_config(
+        variants="blendmask:K=2,M=2,R=8", values="8,16", instances="1,2", end_to_end=False, max_repeats=7, **TINY
+    )
+    steps: list[tuple[str, int]] = []
+    result = run_sweep(config, progress=lambda description, done=1: steps.append((description, done)))
+    samples = result.samples[result.samples["stage"] != "probe"]
+    per_cycle = samples.groupby("cycle").size()
+    # 2 points x (bottom, top + 2 N x (merge, paste, total)) = 16 measurements, each once in every cycle
+    assert (per_cycle == 16).all() and len(per_cycle) == result.cycles
+    assert not samples.duplicated(["spec", "instances", "stage", "cycle"]).any()
+    assert sum(done for _, done in steps) == 1 + 2  # the warm-up, then each point as it finishes
+    assert (result.frame["n"] == result.cycles).all()
 
 
 def test_a_compile_failure_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,22 +228,7 @@ def test_out_under_a_regular_file_is_refused(tmp_path: Path) -> None:
         check_out_dir(tmp_path / "file")
 
 
-def test_rounds_spread_each_points_repeats_over_the_sweep() -> None:
-    config = make_config(
-        variants="blendmask:K=2,M=2,R=8", values="8,16", instances="1,2", end_to_end=False, rounds=2, **TINY
-    )
-    seen: list[str] = []
-    frame = run_sweep(config, progress=seen.append).frame
-    points, _ = sweep_module.plan_points(config)
-    assert len(seen) == sweep_module.count_steps(config, points) == 2 * 2 * 2
-    # every point once per round, in the same order
-    assert seen[:4] == [s.replace("round 2/2", "round 1/2") for s in seen[4:]] and "(round 2/2)" in seen[-1]
-    # each row pools both rounds: at least one repeat of each (the budget is tiny), one row per (spec, N, stage)
-    assert (frame["n"] >= 2).all() and not frame.duplicated(["spec", "instances", "stage"]).any()
-    assert list(frame[frame["stage"] == "total"]["instances"]) == [1, 2, 1, 2]
-
-
-def test_a_failed_point_is_not_retried_in_later_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_point_is_not_retried_in_later_cycles(monkeypatch: pytest.MonkeyPatch) -> None:
     real = sweep_module.MaskBranchWorkload.run
     calls = {"failing": 0}
 
@@ -226,7 +240,7 @@ def test_a_failed_point_is_not_retried_in_later_rounds(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(sweep_module.MaskBranchWorkload, "run", flaky)
     config = make_config(
-        variants="blendmask:K=2,M=2,R=8", values="8", instances="1,2", end_to_end=False, rounds=3, **TINY
+        variants="blendmask:K=2,M=2,R=8", values="8", instances="1,2", end_to_end=False, max_repeats=8, **TINY
     )
     frame = run_sweep(config).frame
     assert calls["failing"] == 1 and set(frame[frame["instances"] == 2]["status"]) == {"oom"}
