@@ -52,7 +52,7 @@ def evaluate_cli(
         str,
         typer.Option(
             help=f"{' | '.join(EVALUATORS)}: COCOeval implementation (the same numbers; faster needs the "
-            "faster extra: pip install 'bmbench[faster]')."
+            "faster extra: pip install 'bmbench\\[faster]')."  # rich markup would eat a bare [faster]
         ),
     ] = "pycocotools",
     max_dets: Annotated[

@@ -6,6 +6,7 @@ bmbench.bench.speed and prints rich tables. Letters: N instances, K bases, M att
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -133,6 +134,13 @@ def speed_cli(
             "repeated (points agreeing in ms and in ratio to the probe, exponents, verdicts)."
         ),
     ] = 1,
+    probe_side: Annotated[
+        int | None,
+        typer.Option(
+            help="The drift probe's image side (a 3x3 64-channel convolution). Default: sized to the sweep's median "
+            "measurement; give the side a run's meta.json records to compare ratio_to_ref across commands."
+        ),
+    ] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the heads' stages.")] = False,
     profile: Annotated[bool, typer.Option("--profile", help="Write profiler traces and a per-operator table.")] = False,
     end_to_end: Annotated[bool, typer.Option(help="Also time the whole model per variant at the largest N.")] = True,
@@ -175,6 +183,7 @@ def speed_cli(
         schedule=schedule,
         prime=prime,
         runs=runs,
+        probe_side=probe_side,
         seed=seed,
         trunk=trunk,
         compile=compile,
@@ -211,6 +220,18 @@ def speed_cli(
         _print_checks(checks, out_dir)
     else:
         _print_summary(run, config)
+        if config.profile:
+            console().print(trace_line(out_dir / "traces"), markup=False, highlight=False)
+
+
+def trace_line(trace_dir: Path) -> str:
+    """Where the profiler traces lie and how to open them: TensorBoard's profiler tab is an optional extra."""
+    if any(importlib.util.find_spec(name) is None for name in ("tensorboard", "torch_tb_profiler")):
+        return (
+            f"traces in {trace_dir}: to view them in TensorBoard, pip install 'bmbench[tensorboard]'; "
+            "or open a .pt.trace.json file in https://ui.perfetto.dev"
+        )
+    return f"traces in {trace_dir}: tensorboard --logdir {trace_dir} (the PyTorch Profiler tab)"
 
 
 def _progress() -> Progress:
