@@ -47,14 +47,26 @@ def _probe_call(side: int, *, device: torch.device, dtype: torch.dtype, seed: in
     return call
 
 
-def build_probe(target_s: float, timer: Timer, *, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Probe:
+def build_probe(
+    target_s: float,
+    timer: Timer,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int = 0,
+    side: int | None = None,
+) -> Probe:
     """A probe whose one call lasts about `target_s` on this device: timed at PROBE_BASE_SIDE, then its side
-    scaled by the square root of the time ratio (a convolution's work grows with the image's area)."""
-    base = _probe_call(PROBE_BASE_SIDE, device=device, dtype=dtype, seed=seed)
-    base()  # first-call costs (kernel selection, allocation) stay out of the sizing
-    seconds = statistics.median(timer.once(base) for _ in range(PROBE_CALIBRATION_CALLS))
-    scale = math.sqrt(max(target_s, 1e-7) / max(seconds, 1e-9))
-    side = int(min(max(round(PROBE_BASE_SIDE * scale), PROBE_SIDES[0]), PROBE_SIDES[1]))
+    scaled by the square root of the time ratio (a convolution's work grows with the image's area). A given `side`
+    skips the sizing: runs whose ratios are to be compared must share one probe (`bmbench speed --runs` sizes it in
+    the first run; `--probe-side` pins it across commands)."""
+    if side is None:
+        base = _probe_call(PROBE_BASE_SIDE, device=device, dtype=dtype, seed=seed)
+        base()  # first-call costs (kernel selection, allocation) stay out of the sizing
+        seconds = statistics.median(timer.once(base) for _ in range(PROBE_CALIBRATION_CALLS))
+        scale = math.sqrt(max(target_s, 1e-7) / max(seconds, 1e-9))
+        side = round(PROBE_BASE_SIDE * scale)
+    side = int(min(max(side, PROBE_SIDES[0]), PROBE_SIDES[1]))
     text = f"conv2d 3x3 {PROBE_CHANNELS}->{PROBE_CHANNELS} on 1x{PROBE_CHANNELS}x{side}x{side}"
     return Probe(_probe_call(side, device=device, dtype=dtype, seed=seed), side, text)
 
@@ -69,17 +81,20 @@ def ratio_stats(times_ms: list[float], ref_ms: list[float]) -> dict[str, float]:
     return {"ratio_to_ref": statistics.median(ratios), "ratio_ci_low": low, "ratio_ci_high": high}
 
 
-def drift_summary(ref_ms: list[float], at_s: list[float], description: str) -> dict[str, float | int | str]:
+def drift_summary(
+    ref_ms: list[float], at_s: list[float], description: str, side: int = 0
+) -> dict[str, float | int | str]:
     """The probe's times over the run: min, median and max (ms), their range relative to the median, and the trend:
     the least-squares slope of time/median against minutes since the start (% per minute) and over the run (%)."""
     if not ref_ms:
-        return {"probe": description, "cycles": 0}
+        return {"probe": description, "probe_side": side, "cycles": 0}
     times, minutes = np.asarray(ref_ms, dtype=float), np.asarray(at_s, dtype=float) / 60
     median = float(np.median(times))
     span = float(minutes.max() - minutes.min())
     slope = float(np.polyfit(minutes, times / median, 1)[0]) if len(times) >= 3 and span > 0 else math.nan
     return {
         "probe": description,
+        "probe_side": side,
         "cycles": len(times),
         "ref_ms_min": round(float(times.min()), 4),
         "ref_ms_median": round(median, 4),

@@ -160,6 +160,8 @@ class SweepConfig:
     schedule: str = field(default=DEFAULT_SCHEDULE, metadata={"choices": SCHEDULES})
     prime: bool = DEFAULT_PRIME  # an untimed call before each timed repeat
     runs: int = field(default=1, metadata={"minimum": 1})  # the whole sweep this many times (stability.csv compares)
+    # the drift probe's image side (bench/drift.py); None: sized to the sweep's median measurement
+    probe_side: int | None = None
     seed: int = 0  # boxes, features and weights
     # widths of the FPN and box tower: a key of TRUNKS (r50: the paper's)
     trunk: str = field(default=DEFAULT_TRUNK, metadata={"choices": lambda: tuple(TRUNKS)})
@@ -197,6 +199,7 @@ def make_config(
     schedule: str = DEFAULT_SCHEDULE,
     prime: bool = DEFAULT_PRIME,
     runs: int = 1,
+    probe_side: int | None = None,
     seed: int = 0,
     trunk: str | None = None,
     compile: bool = False,
@@ -234,6 +237,8 @@ def make_config(
         raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
     if runs < 1:
         raise BmbenchError(f"--runs must be >= 1, got {runs}")
+    if probe_side is not None and not 8 <= probe_side <= 1024:
+        raise BmbenchError(f"--probe-side must be in 8..1024 pixels, got {probe_side}")
     if schedule not in SCHEDULES:
         raise BmbenchError(f"--schedule: unknown schedule {schedule!r} (use {' or '.join(SCHEDULES)})")
     threads = default_threads() if threads is None else threads
@@ -265,6 +270,7 @@ def make_config(
         schedule=schedule,
         prime=prime,
         runs=runs,
+        probe_side=probe_side,
         seed=seed,
         trunk=trunk,
         compile=compile,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,6 +133,7 @@ def speed_metadata(config: SweepConfig, **extra: Any) -> dict[str, Any]:
         schedule=config.schedule,
         prime=config.prime,
         runs=config.runs,
+        probe_side=config.probe_side,
         timer="cuda-events" if config.device.type == "cuda" else "perf_counter",
         cudnn_benchmark=config.device.type == "cuda",
         cpu_count=os.cpu_count(),
@@ -188,11 +189,15 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
         peers = sweep_peers(config)
         write_table(peers, out_dir / "peers")
     repeats: list[SpeedRepeat] = []
+    # later runs share the first run's probe: ratios to two different probes cannot be compared
+    again_config = replace(config, probe_side=config.probe_side or result.drift.get("probe_side") or None)
     for index in range(2, config.runs + 1):
         if progress is not None:
             progress(f"run {index} of {config.runs}", 0)
-        again, again_scaling = _run_once(config, out_dir / f"run{index}", progress)
+        again, again_scaling = _run_once(again_config, out_dir / f"run{index}", progress)
         repeats.append(SpeedRepeat(out_dir / f"run{index}", again.frame, again_scaling, again.drift))
+        own = {"status": "done", "run": index, "drift": again.drift, "cycles": again.cycles}
+        write_json(out_dir / f"run{index}" / "meta.json", meta | own | {"load_average_end": machine_load()})
     stability = None
     if repeats:
         tables = [

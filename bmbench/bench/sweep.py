@@ -232,6 +232,7 @@ def run_sweep(
             device=config.device,
             dtype=config.torch_dtype,
             seed=config.seed,
+            side=config.probe_side,
         )
         probe = Slot(call=probe_spec.call, group="probe")
         warm_up([probe], timer, max(config.warmup, 1), seed=config.seed, shuffle=False)
@@ -265,7 +266,7 @@ def run_sweep(
             {"stage": "probe", "cycle": probe.cycles, "ms": probe.times_ms, "ref_ms": probe.ref_ms, "at_s": probe.at_s}
         )
         samples = pd.concat([samples, probe_rows.reindex(columns=samples.columns)], ignore_index=True)
-        drift = drift_summary(probe.times_ms, probe.at_s, probe_spec.description)
+        drift = drift_summary(probe.times_ms, probe.at_s, probe_spec.description, probe_spec.side)
         branches = {
             point.variant: workloads[index]  # the variant's own spec: reused by the end-to-end pass
             for index, point in enumerate(points)

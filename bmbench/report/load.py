@@ -237,7 +237,7 @@ def load_speed_run(folder: Path) -> StoredSpeedRun:
     run = StoredSpeedRun(folder.name, folder, frame, scaling, meta)
     for sub in repeat_folders(folder):
         repeat = load_speed_run(sub)
-        repeat.meta = repeat.meta or meta  # a later run shares the first's settings
+        repeat.meta = repeat.meta or meta  # a later run written without its own meta.json shares the first's
         run.repeats.append(repeat)
     run.stability = read_table(folder, "stability")
     return run

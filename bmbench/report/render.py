@@ -16,7 +16,7 @@ import pandas as pd
 
 import bmbench
 from bmbench.report import curves, figures, references, stats, tables
-from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Verdict, judge_findings
+from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Verdict, judge_findings
 from bmbench.report.figures import FigureResult
 from bmbench.report.findings import FINDINGS
 from bmbench.report.load import AblationSuite, Environment, StoredSpeedRun, load_results
@@ -37,6 +37,7 @@ VERDICT_TEXT = {
     FAILS: "does not hold here",
     NOT_SIGNIFICANT: "not significant at this budget",
     NOT_MEASURED: "not measured",
+    UNSTABLE: "unstable here",
 }
 SPREAD_NOTE = (
     f"AP is the mean over seeds ± the sample std; intervals are {stats.CI_LEVEL:.0%} percentile bootstraps of the "
@@ -155,6 +156,21 @@ def speed_section(run: StoredSpeedRun, drawn: list[FigureResult], out: Path) -> 
         "Cost model t = a + b·x^p: fixed ms a, exponent p with its bootstrap 95 % interval (2 is quadratic, 1 "
         "linear), marginal cost; beside it the slope of log(time) against log(x), which a fixed cost drags down.",
     )
+    drift = meta.get("drift") or {}
+    if drift.get("cycles"):
+        lines += [
+            f"Drift probe ({drift['probe']}), timed in each of {drift['cycles']} cycles: {drift['ref_ms_median']} ms "
+            f"median (min {drift['ref_ms_min']}, max {drift['ref_ms_max']}; a {drift['range_pct']} % range), trend "
+            f"{drift['trend_pct_per_min']:+} % per minute over {drift['minutes']} min. The paired exponents are "
+            "fitted within cycles, so that this drift moves every point of a cycle alike.",
+            "",
+        ]
+    lines += _table(
+        "Stability: later runs of the same sweep against the first (`--runs`)",
+        tables.stability_summary(run),
+        "Points agree when their 95 % intervals overlap, in ms and in ratio to the drift probe; a finding the runs "
+        "judge differently reads 'unstable here'.",
+    )
     lines += _table("Floors and peers, side by side (`--peers` / `--check`)", tables.peers_table(run))
     lines += _table(
         "Stage times per variant, axis value and N: median ms (IQR)",
@@ -219,11 +235,14 @@ def findings_section(verdicts: list[Verdict]) -> list[str]:
     failing = sorted({v.finding.id for v in verdicts if v.verdict == FAILS})
     holding = sorted({v.finding.id for v in verdicts if v.verdict == HOLDS})
     unsure = sorted({v.finding.id for v in verdicts if v.verdict == NOT_SIGNIFICANT} - set(failing) - set(holding))
-    unmeasured = [f.id for f in FINDINGS if f.id not in failing and f.id not in holding and f.id not in unsure]
+    unstable = sorted({v.finding.id for v in verdicts if v.verdict == UNSTABLE} - set(failing) - set(holding))
+    unsure = sorted(set(unsure) - set(unstable))
+    unmeasured = [f.id for f in FINDINGS if f.id not in {*failing, *holding, *unsure, *unstable}]
     lines += [
         f"Hold here: {', '.join(map(str, holding)) or 'none'}. "
         f"Do not hold here: {', '.join(map(str, failing)) or 'none'}. "
         f"Not significant at this budget: {', '.join(map(str, unsure)) or 'none'}. "
+        f"Unstable here (runs disagree): {', '.join(map(str, unstable)) or 'none'}. "
         f"Not measured: {', '.join(map(str, unmeasured)) or 'none'}.",
         "",
     ]

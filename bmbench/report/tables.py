@@ -205,7 +205,8 @@ def scaling_exponents_table(run: StoredSpeedRun) -> pd.DataFrame:
             "x": fits["x"],
             "at": fits["at"],
             "fixed ms": [m[0] for m in models],
-            "p [95 %]": [m[1] for m in models],
+            "paired p [95 %]": [_paired(fit) for _, fit in fits.iterrows()],
+            "pooled p [95 %]": [m[1] for m in models],
             "marginal": [m[2] for m in models],
             "fit R²": [m[3] for m in models],
             "log-log slope": fits["slope"].map(lambda v: fmt_num(v, 2)),
@@ -214,6 +215,34 @@ def scaling_exponents_table(run: StoredSpeedRun) -> pd.DataFrame:
             "range": [f"{fmt_int(a)}..{fmt_int(b)}" for a, b in zip(fits["x_min"], fits["x_max"], strict=True)],
         }
     )
+
+
+def _paired(fit: pd.Series) -> str:
+    """The exponent fitted within each cycle (median over cycles) with its interval; a dash for older runs."""
+    if pd.isna(fit.get("p_paired")):
+        return DASH
+    low, high = fmt_num(fit["p_paired_low"], 2), fmt_num(fit["p_paired_high"], 2)
+    return f"{fmt_num(fit['p_paired'], 2)} [{low}, {high}] ({fmt_int(fit['cycles_paired'])} cycles)"
+
+
+def stability_summary(run: StoredSpeedRun) -> pd.DataFrame:
+    """The run's stability.csv (``bmbench speed --runs k``) as a table: per later run, the share of points whose
+    intervals overlap with the first run's (ms and ratio to the probe), and each exponent in both runs."""
+    if run.stability is None or run.stability.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, row in run.stability.iterrows():
+        if row["kind"] == "exponent":
+            first = f"{fmt_num(row['first'], 2)} [{fmt_num(row['first_low'], 2)}, {fmt_num(row['first_high'], 2)}]"
+            later = f"{fmt_num(row['second'], 2)} [{fmt_num(row['second_low'], 2)}, {fmt_num(row['second_high'], 2)}]"
+            agree = "overlap" if row["agree"] else "apart"
+        else:
+            first, later = DASH, f"median abs. difference {fmt_num(row['median_abs_diff_pct'], 1)} %"
+            agree = f"{row['agree']:.0%} of {fmt_int(row['points'])} points overlap"
+        name = row["name"] if row["kind"] == "exponent" else row["kind"]
+        rows.append({"run": fmt_int(row.get("run", 2)), "compared": name, "first run": first, "later run": later})
+        rows[-1]["agree"] = agree
+    return pd.DataFrame(rows)
 
 
 def peers_table(run: StoredSpeedRun) -> pd.DataFrame:

@@ -245,3 +245,22 @@ def test_a_failed_point_is_not_retried_in_later_cycles(monkeypatch: pytest.Monke
     frame = run_sweep(config).frame
     assert calls["failing"] == 1 and set(frame[frame["instances"] == 2]["status"]) == {"oom"}
     assert (frame[frame["instances"] == 1]["n"] >= 3).all()
+
+
+def test_runs_two_write_a_second_run_with_the_same_probe_and_a_stability_table(tmp_path: Path) -> None:
+    from bmbench.report.load import discover
+
+    config = make_config(
+        variants="blendmask:K=2,M=2,R=8", values="8,16,24", instances="1,2,4", end_to_end=False, runs=2, **TINY
+    )
+    run = run_speed(config, tmp_path / "speed" / "run")
+    second = tmp_path / "speed" / "run" / "run2"
+    assert (second / "speed.csv").exists() and (second / "samples.csv").exists()
+    first_meta = json.loads((tmp_path / "speed" / "run" / "meta.json").read_text())
+    second_meta = json.loads((second / "meta.json").read_text())
+    assert first_meta["drift"]["probe_side"] == second_meta["drift"]["probe_side"] > 0  # one probe for both
+    stability = pd.read_csv(tmp_path / "speed" / "run" / "stability.csv")
+    assert {"points-ms", "points-ratio", "exponent"} <= set(stability["kind"])
+    assert run.stability is not None and len(run.repeats) == 1
+    speed_runs, _ = discover(tmp_path)
+    assert [r.name for r in speed_runs] == ["run"] and [r.name for r in speed_runs[0].repeats] == ["run2"]

@@ -272,3 +272,37 @@ def test_too_little_training_fires_only_while_the_best_cell_is_below_the_floor(
     for check in (claims.check_single_base, claims.check_best_cell, claims.check_attention_side):
         assert "too little" in check(cells_of(tiny, tmp_path)).evidence
         assert "too little" not in check(cells_of(usable, tmp_path)).evidence
+
+
+def test_two_runs_that_disagree_on_a_finding_read_unstable_here(tmp_path: Path) -> None:
+    from bmbench.report.render import build_report
+
+    first = write_speed_run(tmp_path / "results" / "speed" / "run", r_exponent=2.0)
+    write_speed_run(first / "run2", r_exponent=1.0)  # the same sweep again, judged otherwise
+    (first / "run2" / "meta.json").unlink()  # a later run shares the first's meta.json
+    run = load_speed_run(first)
+    assert [repeat.name for repeat in run.repeats] == ["run2"]
+    checks = claims.stable_speed_checks(run)
+    assert checks[5].verdict == claims.UNSTABLE and "run 1: holds; run 2: does not hold" in checks[5].evidence
+    assert checks[6].verdict == HOLDS  # both runs agree on N
+    build_report(tmp_path / "results", tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert "Unstable here (runs disagree): 5." in text and "**unstable here**" in text
+    # the later run is read with its first, not as a run of its own
+    assert text.count("### Speed run `") == 1
+
+
+def test_two_runs_that_agree_keep_their_verdict(tmp_path: Path) -> None:
+    first = write_speed_run(tmp_path / "run", r_exponent=2.0)
+    write_speed_run(first / "run2", r_exponent=2.0)
+    checks = claims.stable_speed_checks(load_speed_run(first))
+    assert checks[5].verdict == HOLDS and checks[6].verdict == HOLDS
+
+
+def test_findings_read_the_paired_exponent_where_present(tmp_path: Path) -> None:
+    run = load_speed_run(write_speed_run(tmp_path / "a", r_exponent=2.0))
+    scaling = run.scaling.copy()
+    assert claims.check_quadratic_in_r(scaling).verdict == HOLDS  # the pooled fit: 2
+    paired = scaling.assign(p_paired=1.0, p_paired_low=0.9, p_paired_high=1.1, cycles_paired=30)
+    check = claims.check_quadratic_in_r(paired)
+    assert check.verdict == FAILS and "paired p 1.00" in check.evidence and "30 cycles" in check.evidence
