@@ -1,22 +1,28 @@
 """Variant specs: which mask head, at which K, M, R (and S), as a frozen dataclass with a string form.
 
-Letters, used the same everywhere: N instances, K bases, M attention side, R mask side, S CenterMask local-shape side.
+Letters, used the same everywhere: N instances, K bases (CondInst: mask-branch channels), M attention side, R mask
+side, S CenterMask local-shape side, L CondInst's dynamic layers, F their channels.
 
 A spec prints and parses as ``family:K=4,M=7,R=56``; a preset name (``blendmask``) stands for its spec. Each family
-has its own fields: a key outside them is an error, never silently ignored.
+has its own fields: a key outside them is an error, never silently ignored. K, M, R and S are attributes of every
+spec (None where the family lacks them); any other field of a family (CondInst's L and F, a plugin's) lives in
+``extra`` and reads as an attribute too.
 
-The one registry is ``FAMILIES``, a literal dict from family name to its fields and its builder.
+The one registry is ``FAMILIES``, a literal dict from family name to its fields and its builder; head plugins add to
+it (:func:`load_plugins`, see bmbench.plugins), and ``ORIGINS`` says where each added family came from.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from torch import nn
 
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, BmbenchWarning
 from bmbench.models.backbone import TRUNKS, build_backbone
 from bmbench.models.fcos import FCOSHead
 from bmbench.models.heads import (
@@ -25,20 +31,20 @@ from bmbench.models.heads import (
     build_maskrcnn_head,
     build_yolact_head,
 )
+from bmbench.models.heads.condinst import build_condinst_head
 from bmbench.models.segmenter import InstanceSegmenter
+from bmbench.plugins import (
+    BUILT_IN,
+    HOW_TO_REGISTER,
+    Family,
+    Found,
+    Origin,
+    discover_entry_points,
+    import_module_families,
+)
 
-SPEC_KEYS = ("K", "M", "R", "S")
-
-
-@dataclass(frozen=True)
-class Family:
-    """A mask-head family: its own spec fields (with defaults), the values it forces, and its builder."""
-
-    defaults: Mapping[str, int]  # the family's spec fields and their default values, in print order
-    fixed: Mapping[str, int]  # fields that must keep one value (YOLACT M=1, CenterMask K=1)
-    build: Callable[..., nn.Module]  # build(*, K/M/R/S as applicable, in_channels, tower_channels, num_classes)
-    summary: str  # one line for tables
-
+SPEC_KEYS = ("K", "M", "R", "S")  # the fields every spec has as attributes (None where its family lacks them)
+__all__ = ["FAMILIES", "Family", "ORIGINS", "VariantSpec", "load_plugins", "parse_spec", "parse_specs"]
 
 FAMILIES: dict[str, Family] = {
     "blendmask": Family(
@@ -59,6 +65,12 @@ FAMILIES: dict[str, Family] = {
         build=build_centermask_head,
         summary="one global saliency map times an S×S local shape, in R×R RoIs",
     ),
+    "condinst": Family(
+        defaults={"K": 8, "L": 3, "F": 8},
+        fixed={},
+        build=build_condinst_head,
+        summary="K-channel mask branch at stride 8 read by L dynamic 1x1 convs of F channels (+ 2 coordinates)",
+    ),
     "maskrcnn": Family(
         defaults={"R": 28},
         fixed={},
@@ -68,6 +80,65 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+ORIGINS: dict[str, Origin] = {}  # where each family that a plugin added came from (built-in families: absent)
+_loaded = {"entry_points": False, "modules": set()}  # what load_plugins has read in this process
+
+
+def family_origin(family: str) -> Origin:
+    """Where `family` came from: bmbench itself, or a plugin's package (name, version) or module."""
+    return ORIGINS.get(family, BUILT_IN)
+
+
+def load_plugins(modules: Iterable[str] = ()) -> None:
+    """Register the families of the ``bmbench.heads`` entry points (read once a process; each one that fails is
+    one BmbenchWarning line and the others still load) and of each named module (`--plugin`, a suite's
+    ``plugins:``), which raises BmbenchError in one line when it cannot be loaded."""
+    if not _loaded["entry_points"]:
+        _loaded["entry_points"] = True
+        found, problems = discover_entry_points()
+        for line in problems:
+            warnings.warn(f"plugin skipped: {line}", BmbenchWarning, stacklevel=2)
+        for item in found:
+            try:
+                _register(item)
+            except BmbenchError as err:
+                warnings.warn(f"plugin skipped: {err}", BmbenchWarning, stacklevel=2)
+    for module in modules:
+        if module not in _loaded["modules"]:
+            for item in import_module_families(module):
+                _register(item)
+            _loaded["modules"].add(module)
+
+
+def _register(item: Found) -> None:
+    if item.name in FAMILIES and FAMILIES[item.name] is not item.family:
+        raise BmbenchError(
+            f"{item.origin}: family {item.name!r} is already registered ({family_origin(item.name)}); rename it"
+        )
+    FAMILIES.setdefault(item.name, item.family)
+    ORIGINS.setdefault(item.name, item.origin)
+
+
+def unregister_plugins() -> None:
+    """Forget every plugin family (tests; a later load_plugins reads the entry points again)."""
+    for name in ORIGINS:
+        FAMILIES.pop(name, None)
+    ORIGINS.clear()
+    _loaded["entry_points"] = False
+    _loaded["modules"] = set()
+
+
+def _known_family(family: str) -> bool:
+    """Whether `family` is registered, reading the entry points first when it is not (once a process)."""
+    if family not in FAMILIES and not _loaded["entry_points"]:
+        load_plugins()
+    return family in FAMILIES
+
+
+def _unknown_family(what: str) -> BmbenchError:
+    return BmbenchError(f"{what} (known: {', '.join(FAMILIES)}); {HOW_TO_REGISTER}")
+
+
 def _check_key(family: str, key: str, text: str) -> None:
     own = FAMILIES[family].defaults
     if key not in own:
@@ -75,19 +146,22 @@ def _check_key(family: str, key: str, text: str) -> None:
 
 
 def _validate(spec: VariantSpec) -> None:
-    if spec.family not in FAMILIES:
-        raise BmbenchError(f"unknown family {spec.family!r} (known: {', '.join(FAMILIES)})")
+    if not _known_family(spec.family):
+        raise _unknown_family(f"unknown family {spec.family!r}")
     family = FAMILIES[spec.family]
-    for field in fields(spec)[1:]:
-        value = getattr(spec, field.name)
-        if field.name not in family.defaults:
+    named = [(field.name, getattr(spec, field.name)) for field in fields(spec) if field.name in SPEC_KEYS]
+    for name, value in [*named, *spec.extra]:  # K, M, R, S, then the family's other fields
+        if name not in family.defaults:
             if value is not None:
-                raise BmbenchError(f"unknown key {field.name!r} for family {spec.family}")
+                raise BmbenchError(f"unknown key {name!r} for family {spec.family}")
             continue
         if not isinstance(value, int) or isinstance(value, bool):
-            raise BmbenchError(f"{field.name} must be an integer, got {value!r}")
+            raise BmbenchError(f"{name} must be an integer, got {value!r}")
         if value < 1:
-            raise BmbenchError(f"{field.name} must be >= 1, got {field.name}={value}")
+            raise BmbenchError(f"{name} must be >= 1, got {name}={value}")
+    missing = [name for name in family.defaults if getattr(spec, name, None) is None]
+    if missing:
+        raise BmbenchError(f"{spec.family} needs {', '.join(missing)} (its fields: {', '.join(family.defaults)})")
     for key, value in family.fixed.items():
         if getattr(spec, key) != value:
             raise BmbenchError(f"{spec.family} requires {key}={value}, got {key}={getattr(spec, key)}")
@@ -97,18 +171,51 @@ def _validate(spec: VariantSpec) -> None:
         raise BmbenchError(f"maskrcnn needs an even R (RoIAlign R/2, deconv x2), got R={spec.R}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class VariantSpec:
-    """One mask-head configuration. Fields a family does not have are None."""
+    """One mask-head configuration. Fields a family does not have are None; ``VariantSpec("condinst", K=8, L=3,
+    F=8)`` puts L and F in ``extra``."""
 
     family: str  # a key of FAMILIES
-    K: int | None = None  # number of bases / prototypes
+    K: int | None = None  # number of bases / prototypes (CondInst: mask-branch channels)
     M: int | None = None  # attention side (per-instance K×M×M attention)
     R: int | None = None  # mask (RoI) side
     S: int | None = None  # CenterMask local-shape side
+    extra: tuple[tuple[str, int], ...] = ()  # the family's other fields, (name, value) in its print order
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        family: str,
+        K: int | None = None,
+        M: int | None = None,
+        R: int | None = None,
+        S: int | None = None,
+        extra: Iterable[tuple[str, int]] = (),
+        **others: int,
+    ) -> None:
+        # The known family's print order for the other fields (an unknown family fails in _validate below).
+        order = list(FAMILIES[family].defaults) if _known_family(family) else []
+        merged = dict(extra) | others
+        rank = {name: i for i, name in enumerate(order)}
+        for name, value in (("family", family), ("K", K), ("M", M), ("R", R), ("S", S)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "extra", tuple(sorted(merged.items(), key=lambda kv: rank.get(kv[0], len(rank)))))
         _validate(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not attributes: a field of the family's `extra` (CondInst's L, F).
+        if not name.startswith("_") and name != "extra":
+            for key, value in self.__dict__.get("extra", ()):
+                if key == name:
+                    return value
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A spec of a family from a --plugin module unpickles in a fresh process (a spawned ablate worker) by
+        # importing that module first; entry-point families are found there by reading the entry points.
+        origin = family_origin(self.family)
+        module = origin.module if origin.kind == "module" else None
+        return _unpickle_spec, (self.family, self.params, module)
 
     def __str__(self) -> str:
         params = ",".join(f"{key}={value}" for key, value in self.params.items())
@@ -150,6 +257,12 @@ class VariantSpec:
         )
 
 
+def _unpickle_spec(family: str, params: dict[str, int], module: str | None) -> VariantSpec:
+    if module is not None and family not in FAMILIES:
+        load_plugins([module])
+    return VariantSpec(family, **params)
+
+
 def _family_spec(family: str, **params: int) -> VariantSpec:
     return VariantSpec(family, **{**FAMILIES[family].defaults, **params})
 
@@ -159,11 +272,12 @@ PRESETS: dict[str, VariantSpec] = {
     "centermask": _family_spec("centermask"),
     "blendmask": _family_spec("blendmask", K=4, M=7, R=56),
     "blendmask-adelaidet": _family_spec("blendmask", K=4, M=14, R=56),
+    "condinst": _family_spec("condinst", K=8, L=3, F=8),
     "maskrcnn": _family_spec("maskrcnn", R=28),
 }
 
-# The four family presets, one per family: the default set of `speed` and of tables.
-FAMILY_PRESETS = ("yolact", "centermask", "blendmask", "maskrcnn")
+# The family presets, one per built-in family: the default set of `speed` and of tables.
+FAMILY_PRESETS = ("yolact", "centermask", "blendmask", "condinst", "maskrcnn")
 
 _SPEC_RE = re.compile(r"^\s*(?P<head>[A-Za-z0-9_\-]+)\s*(?::(?P<body>.*))?$")
 
@@ -179,11 +293,11 @@ def parse_spec(text: str) -> VariantSpec:
     head, body = match["head"], match["body"]
     if head in PRESETS:
         base = PRESETS[head]
-    elif head in FAMILIES:
+    elif _known_family(head):
         base = _family_spec(head)
     else:
         known = ", ".join([*PRESETS, *(f for f in FAMILIES if f not in PRESETS)])
-        raise BmbenchError(f"unknown family or preset {head!r} in spec {text!r} (known: {known})")
+        raise BmbenchError(f"unknown family or preset {head!r} in spec {text!r} (known: {known}); {HOW_TO_REGISTER}")
     params: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in (body or "").split(","))):
         key, sep, raw = (s.strip() for s in item.partition("="))

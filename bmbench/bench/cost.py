@@ -13,15 +13,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bmbench.bench.workload import build_mask_head, gather_params, random_inputs, sample_instances
 from bmbench.models.backbone import TRUNKS, feature_shapes
 from bmbench.models.fcos import DETECTOR_LEVELS
-from bmbench.variants import VariantSpec
+from bmbench.models.heads.condinst import dynamic_layer_shapes, num_dynamic_params
+from bmbench.variants import FAMILIES, VariantSpec
 
 BASIS_CHANNELS = 128  # the basis module's width (BasisModule default)
 MASKRCNN_CHANNELS = 256  # the Mask R-CNN head's conv width
 REFERENCE_IMAGE = (800, 1088)  # H, W: the reference size of `bmbench variants`
 REFERENCE_INSTANCES = 100
 REFERENCE_CLASSES = 80  # COCO
+CONDINST_BRANCH_CHANNELS = 128  # the CondInst mask branch's width (its refine convs and tower)
+CONDINST_BRANCH_CONVS = 4  # its tower
+BUILT_IN_FORMULAS = ("blendmask", "yolact", "centermask", "condinst", "maskrcnn")  # the families stage_costs knows
+STAGES = ("bottom", "top", "merge", "paste")
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,16 @@ def stage_costs(
         bottom = StageCost(_basis_flops(C, 1, hw, sizes.basis_levels), 0)
         top = StageCost(_conv(T, S * S, 3, tower_hw), 0)
         merge = StageCost(0, N * R * R * (7 + 7 + 5))
+    elif spec.family == "condinst":
+        K, L, F = spec.K, spec.L, spec.F
+        hw3, ch = hw["p3"], CONDINST_BRANCH_CHANNELS
+        refine = sum(_conv(C, ch, 3, hw[level]) for level in ("p3", "p4", "p5"))
+        bottom = StageCost(refine + CONDINST_BRANCH_CONVS * _conv(ch, ch, 3, hw3) + _conv(ch, K, 1, hw3), 0)
+        top = StageCost(_conv(T, num_dynamic_params(K=K, L=L, F=F), 3, tower_hw), 0)
+        # The grouped 1x1 convs at stride 8, per instance; then the relative coordinates (a subtract and a divide
+        # per coordinate and cell), the ReLUs between layers, the x2 bilinear upsampling to stride 4.
+        dynamic = sum(_conv(cin, out, 1, hw3) for out, cin in dynamic_layer_shapes(K=K, L=L, F=F))
+        merge = StageCost(N * dynamic, N * (hw3 * (2 * 2 + (L - 1) * F) + stride4 * 7))
     elif spec.family == "maskrcnn":
         R, ch = spec.R, MASKRCNN_CHANNELS
         half = (R // 2) ** 2
@@ -91,9 +110,53 @@ def stage_costs(
         # RoIAlign with sampling_ratio=2: 4 bilinear samples and their mean per output element.
         # the 1x1 predictor runs for each instance's own class only (one dot product per pixel)
         merge = StageCost(N * (convs + deconv + _conv(ch, 1, 1, R * R)), N * C * half * (4 * 7 + 4))
-    else:  # pragma: no cover - FAMILIES and this function move together
-        raise KeyError(spec.family)
+    else:  # a plugin's family: its own formula, else FLOPs counted by torch.utils.flop_counter on a run
+        return plugin_stage_costs(spec, image_size=image_size, num_instances=N, trunk=trunk)
     return {"bottom": bottom, "top": top, "merge": merge, "paste": paste}
+
+
+def has_formula(spec: VariantSpec) -> bool:
+    """Whether `stage_costs` is a closed form for this family (built in, or a plugin with a FLOP formula), rather
+    than a count of a run's FLOPs with FlopCounterMode."""
+    return spec.family in BUILT_IN_FORMULAS or FAMILIES[spec.family].flops is not None
+
+
+def plugin_stage_costs(
+    spec: VariantSpec, *, image_size: tuple[int, int], num_instances: int, trunk: str
+) -> dict[str, StageCost]:
+    """A plugin family's stage costs: its ``Family.flops`` formula when it has one (all counted as ``conv``), else
+    the FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` counts in one run of each stage on seeded inputs
+    (convolutions and matmuls only, as the formulas' ``conv``)."""
+    sizes = TRUNKS[trunk]
+    formula = FAMILIES[spec.family].flops
+    if formula is not None:
+        hw = {name: shape[-2] * shape[-1] for name, shape in feature_shapes(image_size, 1).items()}
+        values = formula(
+            **spec.params,
+            hw=hw,
+            in_channels=sizes.fpn_channels,
+            tower_channels=sizes.tower_channels,
+            num_instances=num_instances,
+        )
+        return {stage: StageCost(int(values.get(stage, 0)), 0) for stage in STAGES}
+    device, dtype = torch.device("cpu"), torch.float32
+    head = build_mask_head(spec, trunk=trunk, seed=0, device=device, dtype=dtype)
+    features, box_tower = random_inputs(image_size, trunk=trunk, seed=0, device=device, dtype=dtype)
+    instances = sample_instances(num_instances, image_size, seed=0, device=device)
+    counted = {}
+    with torch.inference_mode():
+        for stage in STAGES:
+            with FlopCounterMode(display=False) as counter:
+                if stage == "bottom":
+                    bottom = head.bottom(features, image_size)
+                elif stage == "top":
+                    top = head.top(box_tower)
+                elif stage == "merge":
+                    logits = head.merge(bottom, gather_params(top, instances), instances.rois, instances.labels)
+                else:
+                    head.paste(logits, instances.rois, image_size)
+            counted[stage] = StageCost(int(counter.get_total_flops()), 0)
+    return counted
 
 
 def merge_bytes(
@@ -120,10 +183,18 @@ def merge_bytes(
     elif spec.family == "centermask":
         S, R = spec.S, spec.R
         elements = 5 * N * R * R + (N * S * S + N * R * R) + 3 * N * R * R
-    else:
+    elif spec.family == "condinst":
+        K, L, F = spec.K, spec.L, spec.F
+        h8, w8 = h // 2, w // 2
+        # inputs: coordinates and the instance's copy of the branch, each layer reads and writes, upsample
+        layers = sum(cin + out for out, cin in dynamic_layer_shapes(K=K, L=L, F=F))
+        elements = N * h8 * w8 * (2 + 2 * K + layers) + N * (h8 * w8 + h * w)
+    elif spec.family == "maskrcnn":
         R, C, ch = spec.R, TRUNKS[trunk].fpn_channels, MASKRCNN_CHANNELS
         half = (R // 2) ** 2
         elements = N * (C * half * 5 + 4 * ch * half * 2 + ch * half + ch * R * R * 2 + R * R)
+    else:
+        raise KeyError(f"no byte count for family {spec.family} (a plugin's merge has no formula of bytes)")
     return elements * dtype_bytes
 
 
@@ -143,6 +214,7 @@ def describe(
         row: dict[str, object] = {"variant": spec.name, "spec": str(spec), "family": spec.family}
         row |= {key: getattr(spec, key) for key in ("K", "M", "R", "S")}
         row["mask_params"] = sum(p.numel() for p in head.parameters())
+        row["flops_from"] = "formula" if has_formula(spec) else "flop_counter"
         row |= {f"{stage}_gflops": round(cost.total / 1e9, 4) for stage, cost in costs.items()}
         row["total_gflops"] = round(sum(cost.total for cost in costs.values()) / 1e9, 4)
         rows.append(row)

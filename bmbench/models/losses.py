@@ -260,7 +260,8 @@ def mask_head_loss(
 
     Each positive's instance parameters are read at its location, its RoI is its matched ground-truth box (as
     BlendMask trains), Mask R-CNN's merge picks the ground-truth class channel, and the loss is weighted by the
-    positive's centerness target. ``head`` is a :class:`bmbench.models.heads.base.MaskHead`.
+    positive's centerness target, unless the head declares its own ``mask_loss`` (CondInst: dice). ``head`` is a
+    :class:`bmbench.models.heads.base.MaskHead`.
     """
     inst_params = flatten_levels(params)[image_index, location_index]  # (N, D)
     gt_index = assigned.matched[image_index, location_index]  # (N,)
@@ -277,7 +278,22 @@ def mask_head_loss(
         gt_masks = targets[b]["masks"][unique.to(targets[b]["masks"].device)].to(logits.device)
         gt_boxes = targets[b]["boxes"][unique.to(targets[b]["boxes"].device)].to(logits.device)
         goal[chosen] = mask_targets(gt_masks, gt_boxes, mask_form=head.mask_form, R=R)[inverse]
+    if head.mask_loss is not None:  # the head's own loss (CondInst's dice)
+        return head.mask_loss(logits, goal, weights, boxes)
     return mask_loss(logits, goal, weights, mask_form=head.mask_form, boxes=boxes)
+
+
+def dice_loss(logits: Tensor, targets: Tensor, eps: float = 1e-5) -> Tensor:
+    """CondInst's mask loss (AdelaiDet's ``dice_coefficient``, then the mean over instances): per instance
+    1 - 2·Σ p·t / (Σ p² + Σ t² + eps) with p = sigmoid(logits), over every cell of ``logits, targets: Tensor[N, ...]``.
+    Unlike the BCE it is not weighted by centerness and sees the whole map, not the box."""
+    if len(logits) == 0:
+        return logits.sum() * 0.0
+    p = torch.sigmoid(logits.float()).flatten(1)  # (N, cells)
+    t = targets.float().flatten(1)
+    intersection = (p * t).sum(dim=1)
+    union = (p * p).sum(dim=1) + (t * t).sum(dim=1) + eps
+    return (1.0 - 2.0 * intersection / union).mean()
 
 
 SEMANTIC_WEIGHT = 0.3  # AdelaiDet's weight of the auxiliary semantic loss (MODEL.BASIS_MODULE.LOSS_WEIGHT)

@@ -30,6 +30,7 @@ TINY = {
     "yolact": "yolact:K=4",
     "centermask": "centermask:S=4,R=8",
     "blendmask": "blendmask:K=2,M=2,R=8",
+    "condinst": "condinst:K=4,L=2,F=4",
     "maskrcnn": "maskrcnn:R=8",
 }
 IMAGE_SIZE = 64  # the tiny dataset's 96 px images are resized to 64: evaluation must map back

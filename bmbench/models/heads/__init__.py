@@ -1,4 +1,8 @@
-"""Mask heads of the four families, each split into bottom / top / merge stages (see base.py)."""
+"""Mask heads of the built-in families, each split into bottom / top / merge stages (see base.py).
+
+CondInst (condinst.py) is imported from its own module, never here: it imports the losses for its dice, and the
+losses import this package's base, so importing it here would make a cycle.
+"""
 
 from bmbench.models.heads.base import BasisModule, MaskHead
 from bmbench.models.heads.blendmask import BlendMaskHead, blend, build_blendmask_head

@@ -14,6 +14,7 @@ Mask logits come in one of two forms, named by ``mask_form``: ``"roi"`` (``Tenso
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,6 +48,9 @@ class MaskHead(nn.Module):
 
     num_params: int  # D, instance parameters predicted per location by `top` (0 when there is no top stage)
     mask_form: str  # "roi" or "full"
+    # Optional: the head's own mask loss, ``mask_loss(logits, targets, weights, boxes) -> Tensor`` (a method);
+    # None: its form's BCE (bmbench.models.losses.mask_loss). CondInst's is dice.
+    mask_loss: Callable[..., Tensor] | None = None
 
     def bottom(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Any:
         """Once per image: the per-image maps the merge reads (bases, prototypes, saliency or FPN levels)."""
