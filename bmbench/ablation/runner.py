@@ -22,7 +22,7 @@ from bmbench.ablation.suite import DatasetSpec, SuiteSpec
 from bmbench.bench.cost import describe
 from bmbench.bench.sweep import run_sweep
 from bmbench.bench.workload import MASK_STAGES, NUM_CLASSES
-from bmbench.data.coco import find_split
+from bmbench.data.coco import check_split
 from bmbench.data.synth import ensure_default_dataset
 from bmbench.device import resolve_device
 from bmbench.errors import BmbenchError
@@ -50,7 +50,7 @@ def prepare_data(suite: SuiteSpec, device: str) -> Path:
     if data.train not in ("train", "train2017"):
         raise BmbenchError(f"{suite.path}: dataset.train: training reads the 'train' split only, got {data.train!r}")
     for split in (data.train, data.val):
-        find_split(root, split)
+        check_split(root, split)  # the readers' own check, images included: bad files fail before any cell trains
     return root.resolve()
 
 
@@ -113,8 +113,10 @@ def write_references(suite: SuiteSpec, suite_dir: Path, data_dir: Path) -> None:
     `suite_dir` (one row per kind: ``reference`` and its metrics, as the summary stores them). Malformed ground
     truth raises BmbenchError here, before any cell trains."""
     split = val_split(suite.dataset)
+    scoring = {"evaluator": suite.eval.evaluator, "max_dets": suite.eval.max_dets}  # the cells' rules (eval:)
     rows = [
-        {"reference": kind, "split": split, **evaluate_reference(kind, data_dir, split=split)} for kind in REFERENCES
+        {"reference": kind, "split": split, **evaluate_reference(kind, data_dir, split=split, **scoring)}
+        for kind in REFERENCES
     ]
     write_table(pd.DataFrame(rows), suite_dir / REFERENCES_STEM)
 

@@ -77,13 +77,11 @@ def evaluate_cli(
         raise BmbenchError("--boxes applies to a checkpoint only")
     check_evaluator(evaluator)
     check_max_dets(max_dets)
-    if reference is not None and (evaluator, max_dets) != ("pycocotools", MAX_DETS):
-        raise BmbenchError("--evaluator and --max-dets apply to a checkpoint or --detections, not to --reference")
     if out is not None:
         check_out_dir(out)  # before any work: a parent that is a file fails here, not after scoring
     if reference is not None:
         out = out or Path("results") / "reference" / f"{data.name if data else 'synthetic'}-{split}-{reference}"
-        metrics = evaluate_reference(reference, data, split=split, out=out)
+        metrics = evaluate_reference(reference, data, split=split, out=out, evaluator=evaluator, max_dets=max_dets)
         title = f"reference masks {reference!r} on {split}"
     elif detections is not None:
         out = out or detections.parent / f"{detections.stem}-scores-{split}"

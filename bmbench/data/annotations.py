@@ -17,6 +17,11 @@ from bmbench.errors import BmbenchError
 
 EMPTY_MASK = "an empty mask"  # skip reason: no segmentation, [], only polygons under 3 points, or an RLE of area 0
 TINY_BOX = "a box under 1 pixel"  # skip reason: bbox w or h < 1, also after clipping to the image
+# A bbox disagrees with its mask when both hold: IoU with the mask's extent under BOX_MIN_IOU, and an edge more than
+# BOX_SLACK_PX pixels off (COCO's float boxes of rasterised polygons differ by up to a pixel, which alone would drop a
+# 5-pixel box's IoU under 0.9).
+BOX_MIN_IOU = 0.9
+BOX_SLACK_PX = 2.0
 _REQUIRED = {"images": ("id", "width", "height"), "categories": ("id",), "annotations": ("id", "image_id")}
 _NOUNS = {"images": "image", "categories": "category", "annotations": "annotation"}
 
@@ -30,6 +35,7 @@ class AnnotationCheck:
     skipped: dict[str, tuple[Any, ...]]  # reason (EMPTY_MASK, TINY_BOX) -> ids of the annotations left out
     clipped: int  # kept annotations whose box ran partly outside their image, clipped to it
     filled_area: int  # kept annotations without an area, given their mask's
+    reboxed: tuple[Any, ...] = ()  # ids of kept annotations whose bbox disagreed with their mask: the mask's extent
 
     @property
     def num_skipped(self) -> int:
@@ -47,6 +53,12 @@ class AnnotationCheck:
             parts.append(f"clipped {_plural(self.clipped, 'box', 'boxes')} partly outside {_its(self.clipped)} image")
         if self.filled_area:
             parts.append(f"took the mask area of {_plural(self.filled_area, 'annotation', 'annotations')} without one")
+        if self.reboxed:
+            count = _plural(len(self.reboxed), "annotation", "annotations")
+            parts.append(
+                f"{count} of {self.total} had a bbox that disagrees with {_its(len(self.reboxed))} mask (IoU with the "
+                f"mask's extent under {BOX_MIN_IOU}: {_ids(self.reboxed)}); the mask's extent is used as the box"
+            )
         return f"{self.path}: {', '.join(parts)}" if parts else ""
 
 
@@ -128,6 +140,18 @@ def _rle(segm: list | dict, image: dict) -> dict:
     return mask_utils.frPyObjects(segm, *segm["size"]) if isinstance(segm["counts"], list) else segm
 
 
+def _disagree(box: list, extent: list[float]) -> bool:
+    """Whether xywh `box` and the mask's extent `extent` differ by more than rasterisation does (see BOX_MIN_IOU)."""
+    (x, y, w, h), (ex, ey, ew, eh) = box, extent
+    edges = (x, y, x + w, y + h), (ex, ey, ex + ew, ey + eh)
+    if max(abs(a - b) for a, b in zip(*edges, strict=True)) <= BOX_SLACK_PX:
+        return False
+    iw = max(0.0, min(x + w, ex + ew) - max(x, ex))
+    ih = max(0.0, min(y + h, ey + eh) - max(y, ey))
+    inter = iw * ih
+    return inter / (w * h + ew * eh - inter) < BOX_MIN_IOU
+
+
 def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
     """Check a COCO annotation dict read from `path`; return a cleaned copy and what the check did.
 
@@ -138,6 +162,9 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
     outside its image; a malformed polygon or an RLE of the wrong size; an area that is not a number.
     Skipped (counted by reason): annotations with EMPTY_MASK or TINY_BOX.
     Repaired (counted): a box partly outside its image is clipped to it; a missing area becomes the mask's area.
+    The mask is the truth where the two disagree: a bbox whose IoU with its mask's extent is under BOX_MIN_IOU (and
+    whose edges are more than BOX_SLACK_PX off) is replaced by that extent (counted, with ids), so that training
+    (which boxes each mask by its extent), references, oracle boxes and COCOeval's box AP all read the same box.
     A missing iscrowd means 0. `data` itself is not modified; the copy holds only the kept annotations.
     """
     _check_structure(data, path)
@@ -146,6 +173,7 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
     kept: list[dict] = []
     skipped: dict[str, list] = {EMPTY_MASK: [], TINY_BOX: []}
     clipped = filled_area = 0
+    reboxed: list[Any] = []
     for ann in data["annotations"]:
         ann_id = ann["id"]
         image = images.get(ann["image_id"])
@@ -183,8 +211,13 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
                 continue
             ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
             clipped += 1
+        rle = _rle(segm, image)
+        extent = [float(v) for v in mask_utils.toBbox(rle)]
+        if _disagree(ann["bbox"], extent):
+            ann["bbox"] = extent
+            reboxed.append(ann_id)
         if "area" not in ann:
-            ann["area"] = float(mask_utils.area(_rle(segm, image)))
+            ann["area"] = float(mask_utils.area(rle))
             filled_area += 1
         kept.append(ann)
     check = AnnotationCheck(
@@ -193,5 +226,6 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
         skipped={why: tuple(ids) for why, ids in skipped.items()},
         clipped=clipped,
         filled_area=filled_area,
+        reboxed=tuple(reboxed),
     )
     return {**data, "annotations": kept}, check

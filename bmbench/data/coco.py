@@ -3,7 +3,8 @@
 The annotation file is checked when it is read (bmbench.data.annotations.check_coco: one policy for every
 reader, training, evaluation, scoring and references), so that bad input fails early with a message naming the
 file and the entry, never deep inside a loss or COCOeval; what the check skips or repairs is reported as one
-counted `BmbenchWarning`.
+counted `BmbenchWarning`. The image files are checked when a split is opened (:func:`check_split`, which every
+reader calls; bmbench.data.images), and read as 8-bit RGB whatever their depth.
 
 Images are resized to fit an `image_size` square keeping their aspect ratio and padded (bottom and right) to a
 multiple of 32.
@@ -23,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from pycocotools.coco import COCO
 from torch import Tensor
 from torchvision.ops import masks_to_boxes
 
 from bmbench.data.annotations import AnnotationCheck, check_coco
+from bmbench.data.images import check_images, read_rgb
 from bmbench.errors import BmbenchError, BmbenchWarning
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean of 0..1 pixels
@@ -42,6 +43,10 @@ def read_json(path: Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise BmbenchError(f"{path}: cannot read ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        raise BmbenchError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); JSON files are UTF-8"
+        ) from err
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -89,6 +94,20 @@ def load_coco(path: Path, data: Any = None) -> COCO:
     return read_coco(path, data)[0]
 
 
+def check_split(root: Path, split: str) -> tuple[Path, Path, COCO, AnnotationCheck]:
+    """The dataset check that every reader calls (training, evaluation, references, a suite before its first
+    cell), so that one input gets one answer everywhere: the split's files (:func:`find_split`), its annotation
+    file (:func:`read_coco`), then every image it lists (bmbench.data.images.check_images: missing, empty,
+    unreadable, truncated or wrongly sized files refused in one line; constant images warned about).
+
+    Returns (annotation file, image folder, checked COCO index, what the annotation check did).
+    """
+    ann_file, image_dir = find_split(root, split)
+    coco, check = read_coco(ann_file)
+    check_images(coco.dataset["images"], image_dir, split=split, ann_file=ann_file)
+    return ann_file, image_dir, coco, check
+
+
 class CocoInstanceDataset(torch.utils.data.Dataset):
     """Images and instance targets of one split of a COCO-format dataset.
 
@@ -120,9 +139,8 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
             raise BmbenchError(f"seed must be non-negative, got {seed}")
         if image_size is not None and image_size < SIZE_DIVISOR:
             raise BmbenchError(f"image_size must be at least {SIZE_DIVISOR}, got {image_size}")
-        self.ann_file, self.image_dir = find_split(root, split)
+        self.ann_file, self.image_dir, self.coco, self.check = check_split(root, split)
         self.image_size, self.flip, self.skip_crowd, self.seed, self.epoch = image_size, flip, skip_crowd, seed, 0
-        self.coco, self.check = read_coco(self.ann_file)
         self.num_clipped, self.num_skipped = self.check.clipped, self.check.num_skipped
         self.image_ids: list[int] = sorted(self.coco.imgs)
         if not self.image_ids:
@@ -130,12 +148,6 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         if image_size is None:  # the split's longest side, rounded up to the stride: the dataset's own size
             sides = [max(int(img.get("height", 0)), int(img.get("width", 0))) for img in self.coco.imgs.values()]
             self.image_size = _round_up(max(max(sides), SIZE_DIVISOR))
-        for image_id in self.image_ids:
-            file_name = self.coco.imgs[image_id].get("file_name", "")
-            if not file_name or not (self.image_dir / file_name).is_file():
-                raise BmbenchError(
-                    f"{self.ann_file}: image file {file_name!r} (image id {image_id}) not found in {self.image_dir}"
-                )
         self.label_to_category_id: list[int] = sorted(self.coco.cats)
         self.category_id_to_label = {cat: label for label, cat in enumerate(self.label_to_category_id)}
         self.class_names = [str(self.coco.cats[cat].get("name", cat)) for cat in self.label_to_category_id]
@@ -164,8 +176,7 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
-        with Image.open(self.image_dir / info["file_name"]) as file:
-            pixels = np.asarray(file.convert("RGB"))
+        pixels = read_rgb(self.image_dir / info["file_name"])  # (h, w, 3) uint8, deep pixels scaled, not clipped
         h, w = pixels.shape[:2]
         if (h, w) != (info["height"], info["width"]):
             raise BmbenchError(

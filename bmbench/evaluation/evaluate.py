@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 import pandas as pd
 import torch
 
-from bmbench.data.coco import CocoInstanceDataset, collate, find_split
+from bmbench.data.coco import CocoInstanceDataset, check_split, collate
 from bmbench.device import resolve_device, synchronize
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluators import MAX_DETS, check_evaluator, check_max_dets
@@ -225,7 +225,7 @@ def evaluate_detections(
     if not detections.is_file():
         raise BmbenchError(f"detections file {detections} not found")
     data_dir = _data_dir(data_dir)
-    ann_file, _ = find_split(data_dir, split)
+    ann_file = check_split(data_dir, split)[0]  # the dataset check every reader makes, images included
     metrics = score_detections(ann_file, detections, evaluator=evaluator, max_dets=max_dets)
     if out is not None:
         _write_scores(Path(out), metrics, detections=str(detections), split=split)
@@ -233,13 +233,24 @@ def evaluate_detections(
 
 
 def evaluate_reference(
-    kind: str, data_dir: Path | None = None, *, split: str = "val", out: Path | None = None
+    kind: str,
+    data_dir: Path | None = None,
+    *,
+    split: str = "val",
+    out: Path | None = None,
+    evaluator: str = "pycocotools",
+    max_dets: int = MAX_DETS,
 ) -> dict[str, Any]:
     """Score reference masks `kind` (one of bmbench.evaluation.references.REFERENCES: masks built from the ground
-    truth) on `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the mask metrics."""
+    truth) on `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the mask metrics.
+    `evaluator` and `max_dets` as for a checkpoint, so that references and cells are scored alike. The split goes
+    through the same dataset check as training and evaluation (its images too), so that a dataset they refuse is
+    not scored here."""
     check_reference(kind)  # before the default dataset may be generated: bad input writes nothing
-    ann_file, _ = find_split(_data_dir(data_dir), split)
-    metrics = score_reference(ann_file, kind)
+    check_evaluator(evaluator)
+    check_max_dets(max_dets)
+    ann_file = check_split(_data_dir(data_dir), split)[0]
+    metrics = score_reference(ann_file, kind, evaluator=evaluator, max_dets=max_dets)
     if out is not None:
         _write_scores(Path(out), metrics, reference=kind, split=split)
     return metrics

@@ -38,6 +38,7 @@ from torchvision.ops import roi_align
 
 from bmbench.data.coco import load_coco
 from bmbench.errors import BmbenchError
+from bmbench.evaluation.evaluators import MAX_DETS
 from bmbench.evaluation.scoring import encode_masks, score_detections
 from bmbench.models.paste import paste_roi_masks
 
@@ -114,8 +115,12 @@ def resampled_masks(masks: np.ndarray, xywh: np.ndarray, R: int, stride: int) ->
     return paste_roi_masks(inside - 0.5, boxes, tuple(masks.shape[:2]))  # (G, H, W)
 
 
-def score_reference(gt_json: Path, kind: str) -> dict[str, float]:
-    """Mask metrics (``mask_AP``, ``mask_AP50``, …) of reference `kind` against the ground truth `gt_json`.
+def score_reference(
+    gt_json: Path, kind: str, *, evaluator: str = "pycocotools", max_dets: int = MAX_DETS
+) -> dict[str, float]:
+    """Mask metrics (``mask_AP``, ``mask_AP50``, …) of reference `kind` against the ground truth `gt_json`, scored
+    with `evaluator` and `max_dets` (COCOeval's maxDets), which a suite sets in its ``eval:`` section: the bounds
+    that cells are read against are scored under the cells' own rules.
 
     The ground truth is read by the checked reader every other reader uses (bmbench.data.coco.read_coco): a
     malformed entry raises BmbenchError naming the file and the annotation; the entries it skips (empty masks,
@@ -125,4 +130,4 @@ def score_reference(gt_json: Path, kind: str) -> dict[str, float]:
     detections = reference_detections(gt, kind)
     if not detections:
         raise BmbenchError(f"{gt_json}: no non-crowd instances to build {kind!r} references from")
-    return score_detections(gt_json, detections, iou_types=("segm",))
+    return score_detections(gt_json, detections, iou_types=("segm",), evaluator=evaluator, max_dets=max_dets)

@@ -121,7 +121,14 @@ def _check_detections(detections: list, gt: COCO, source: str) -> list[str]:
 
 
 def _is_bbox(bbox: Any) -> bool:
-    return isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)
+    """[x, y, w, h] of finite numbers with w, h >= 0: COCOeval scores a negative width or a NaN without a word."""
+    return (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+        and bbox[2] >= 0
+        and bbox[3] >= 0
+    )
 
 
 def _bad_detection(det: dict, where: str, gt: COCO, present: list[str]) -> None:
@@ -139,7 +146,7 @@ def _bad_detection(det: dict, where: str, gt: COCO, present: list[str]) -> None:
             raise BmbenchError(f"{where} lacks {FIELDS[iou]!r}, which entry 0 has")
     bbox = det.get("bbox")
     if "bbox" in present and not _is_bbox(bbox):
-        raise BmbenchError(f"{where} has a malformed bbox (want [x, y, w, h]): {bbox!r}")
+        raise BmbenchError(f"{where} has a malformed bbox (want [x, y, w, h], finite, w and h >= 0): {bbox!r}")
     segm, size = det["segmentation"], [image["height"], image["width"]]
     if not (isinstance(segm, dict) and isinstance(segm.get("counts"), str | bytes)):
         raise BmbenchError(f"{where} segmentation is not an RLE with compressed counts")
@@ -251,13 +258,8 @@ def score_detections(
     present = _check_detections(detections, gt, source)
     columns = breakdown_names(gt, str(gt_json)) if breakdown else {"subsets": {}, "classes": {}}
     _gt_counts_over(gt, image_ids, max_dets)
-    names = stat_names(max_dets)
     if not detections:
-        metrics = {f"{IOU_TYPES[iou]}_{name}": 0.0 for iou in iou_types for name in names}
-        if "segm" in iou_types:
-            metrics |= {f"boundary_{name}": 0.0 for name in BOUNDARY_STATS if boundary}
-            metrics |= {column: 0.0 for part in columns.values() for column in part.values()}
-        return metrics
+        return _empty_metrics(gt, image_ids, iou_types, max_dets, columns, boundary)
     if not set(iou_types) & set(present):
         raise BmbenchError(f"{source}: the detections carry none of the requested iou types {list(iou_types)}")
     index = GroundTruth(gt, evaluator)
@@ -286,6 +288,39 @@ def score_detections(
         all_ids = {ann["id"] for ann in gt.dataset["annotations"]}
         for name, column in columns["subsets"].items():  # matched again, the rest of the ground truth ignored
             metrics[column] = summarize(rematch(run, ignore_ids=all_ids - members[name]), max_dets)["AP"]
+    return metrics
+
+
+# COCOeval's area ranges of the summary names (inclusive bounds, as its evaluateImg compares them)
+_AREA_RANGES = {"": (0.0, 1e10), "s": (0.0, 32.0**2), "m": (32.0**2, 96.0**2), "l": (96.0**2, 1e10)}
+
+
+def _empty_metrics(
+    gt: COCO,
+    image_ids: Sequence[int] | None,
+    iou_types: Sequence[str],
+    max_dets: int,
+    columns: dict[str, Any],
+    boundary: bool,
+) -> dict[str, float]:
+    """What COCOeval gives for no detections at all: 0 where there is ground truth to miss, NaN (its -1) where
+    there is none (an area range, a class or a subset without non-crowd instances), as with any detections."""
+    wanted = set(gt.imgs) if image_ids is None else set(image_ids)
+    anns = [a for a in gt.dataset["annotations"] if a["image_id"] in wanted and not a.get("iscrowd", 0)]
+
+    def missed(present: bool) -> float:
+        return 0.0 if present else math.nan
+
+    in_range = {key: any(lo <= a["area"] <= hi for a in anns) for key, (lo, hi) in _AREA_RANGES.items()}
+    stats = {name: missed(in_range[name[-1] if name[-1] in "sml" else ""]) for name in stat_names(max_dets)}
+    metrics = {f"{IOU_TYPES[iou]}_{name}": value for iou in iou_types for name, value in stats.items()}
+    if "segm" in iou_types:
+        metrics |= {f"boundary_{name}": stats[name] for name in BOUNDARY_STATS if boundary}
+        classes = {a["category_id"] for a in anns}
+        metrics |= {column: missed(cat in classes) for cat, column in columns["classes"].items()}
+        kept = {a["id"] for a in anns}
+        members = subset_ids(gt) if columns["subsets"] else {}
+        metrics |= {column: missed(bool(members[name] & kept)) for name, column in columns["subsets"].items()}
     return metrics
 
 

@@ -131,7 +131,7 @@ def test_malformed_json_names_file_and_position(hand: Path) -> None:
 
 def test_missing_image_names_image_and_annotation_file(hand: Path) -> None:
     (hand / "val2017" / "img2.png").unlink()
-    with pytest.raises(BmbenchError, match=r"instances_val2017\.json: image file 'img2\.png' \(image id 2\)"):
+    with pytest.raises(BmbenchError, match=r"split 'val': \S*img2\.png \(image id 2\) is missing, listed in \S*instances_val2017\.json$"):
         CocoInstanceDataset(hand, "val")
 
 
@@ -145,7 +145,8 @@ def test_annotation_entirely_outside_its_image_is_an_error(tmp_path: Path) -> No
 
 def test_partly_outside_boxes_are_clipped_and_degenerate_ones_skipped_with_one_warning(tmp_path: Path) -> None:
     anns = _annotations()
-    anns[1]["bbox"] = [50, 20, 40, 30]  # runs 10 px past the right edge
+    anns[1]["bbox"] = [50, 20, 40, 30]  # runs 10 px past the right edge, where its mask ends
+    anns[1]["segmentation"] = _rle(_box_mask(50, 20, W, 50))
     anns[2]["bbox"] = [5, 5, 0.5, 10]  # degenerate
     _write(tmp_path, "val", "instances_val.json", anns)
     with warnings.catch_warnings(record=True) as caught:
@@ -266,7 +267,8 @@ def test_renumbered_image_reads_as_a_duplicate_not_a_dangling_reference(tmp_path
 
 def test_check_leaves_its_input_alone_and_fills_in_what_scoring_needs(tmp_path: Path) -> None:
     anns = _annotations()
-    anns[1]["bbox"] = [50, 20, 40, 30]  # clipped
+    anns[1]["bbox"] = [50, 20, 40, 30]  # clipped at the right edge, where its mask ends
+    anns[1]["segmentation"] = _rle(_box_mask(50, 20, W, 50))
     del anns[0]["area"], anns[0]["iscrowd"]  # COCOeval needs both (KeyError before)
     data = {"images": [{"id": 1, "width": W, "height": H}, {"id": 2, "width": W, "height": H}], "annotations": anns}
     data["categories"] = [{"id": 3}, {"id": 7}]

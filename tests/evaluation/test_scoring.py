@@ -1,4 +1,5 @@
-"""COCO scoring: ground truth scores 1, perturbations score lower, empty scores 0, bad files are named."""
+"""COCO scoring: ground truth scores 1, perturbations score lower, empty scores as COCOeval would, bad files and
+malformed entries are named."""
 
 from __future__ import annotations
 
@@ -98,9 +99,21 @@ def test_perturbed_detections_score_strictly_lower(gt_json: Path) -> None:
     assert 0.0 < mask_ap < 1.0 and 0.0 < box_ap < 1.0
 
 
-def test_empty_detections_score_zero(gt_json: Path) -> None:
-    metrics = score_detections(gt_json, [])
-    assert metrics["mask_AP"] == 0.0 and metrics["box_AP"] == 0.0 and set(metrics.values()) == {0.0}
+def test_empty_detections_score_as_cocoeval_scores_detections_that_miss_everything(gt_json: Path) -> None:
+    """0 where there is ground truth to miss, NaN where there is none (an area range without instances): the same
+    numbers as one detection that matches nothing, which COCOeval itself scores."""
+    missed = _perfect(gt_json)[:1]
+    missed[0] = missed[0] | {"bbox": [0, 0, 1, 1], "segmentation": _empty_rle(missed[0]["segmentation"]["size"])}
+    metrics, reference = score_detections(gt_json, []), score_detections(gt_json, missed)
+    assert metrics.keys() == reference.keys()
+    for name, value in metrics.items():
+        assert value == reference[name] or (math.isnan(value) and math.isnan(reference[name])), name
+    assert metrics["mask_AP"] == 0.0 and metrics["box_AP"] == 0.0
+    assert any(math.isnan(value) for value in metrics.values())  # the synthetic set has no large instances
+
+
+def _empty_rle(size: list[int]) -> dict:
+    return encode_masks(torch.zeros(1, *size, dtype=torch.bool))[0]
 
 
 def test_scores_only_the_types_present(gt_json: Path) -> None:
@@ -137,7 +150,13 @@ def test_image_ids_restrict_scoring(gt_json: Path, tmp_path: Path) -> None:
         ("no_score", r"dets\.json: entry 1 has no finite score"),
         ("not_object", r"dets\.json: entry 1 is not an object"),
         ("no_bbox", r"dets\.json: entry 1 lacks 'bbox', which entry 0 has"),
-        ("bad_bbox", r"dets\.json: entry 1 has a malformed bbox \(want \[x, y, w, h\]\): \[1, 2\]"),
+        (
+            "bad_bbox",
+            r"dets\.json: entry 1 has a malformed bbox \(want \[x, y, w, h\], finite, w and h >= 0\): \[1, 2\]$",
+        ),
+        ("negative_width", r"dets\.json: entry 1 has a malformed bbox \(want .*\): \[1, 2, -3, 4\]$"),
+        ("nan_bbox", r"dets\.json: entry 1 has a malformed bbox \(want .*\): \[1, 2, nan, 4\]$"),
+        ("bool_bbox", r"dets\.json: entry 1 has a malformed bbox \(want .*\): \[1, 2, True, 4\]$"),
         ("bad_rle", r"dets\.json: entry 1 segmentation is not an RLE with compressed counts"),
     ],
 )
@@ -157,6 +176,12 @@ def test_bad_detection_files_name_the_file_and_entry(gt_json: Path, tmp_path: Pa
         del detections[1]["bbox"]
     elif content == "bad_bbox":
         detections[1]["bbox"] = [1, 2]
+    elif content == "negative_width":
+        detections[1]["bbox"] = [1, 2, -3, 4]
+    elif content == "nan_bbox":
+        detections[1]["bbox"] = [1, 2, math.nan, 4]  # json.dumps writes NaN, which json.loads reads back
+    elif content == "bool_bbox":
+        detections[1]["bbox"] = [1, 2, True, 4]
     elif content == "bad_rle":
         detections[1]["segmentation"] = [[0, 0, 4, 0, 4, 4]]
     path = tmp_path / "dets.json"
