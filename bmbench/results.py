@@ -15,17 +15,17 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import pandas as pd
 import torch
 import torchvision
 
-from bmbench.errors import BmbenchError
+from bmbench.errors import KEPT_FILES, BmbenchError, DiskError, is_disk_error
 
 
 def _current_umask() -> int:
@@ -35,18 +35,39 @@ def _current_umask() -> int:
 
 
 @contextmanager
+def disk_errors(path: Path, kept: str = KEPT_FILES) -> Iterator[None]:
+    """Turn an OSError the disk raises for a write (no space, read-only, no permission) into a DiskError naming
+    `path`; any other error passes unchanged."""
+    try:
+        yield
+    except OSError as err:
+        if is_disk_error(err):
+            raise DiskError(path, err.errno, kept) from err
+        raise
+
+
+@contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure remove it."""
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure remove it. A write the
+    disk refuses raises DiskError naming ``path`` (the temporary file is removed first)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; results are ordinary files
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; results are ordinary files
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        with suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
+        if is_disk_error(err):
+            raise DiskError(path, err.errno) from err  # type: ignore[attr-defined]
         raise
 
 
@@ -68,6 +89,36 @@ def write_table(frame: pd.DataFrame, stem: Path) -> None:
         frame.to_csv(tmp, index=False)
     with atomic_path(stem.with_suffix(".parquet")) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+class _WriteRecorder:
+    """A binary file that remembers the OSError its last write raised: torch's zip writer replaces that error by
+    its own (``RuntimeError: ... unexpected pos``), which names neither the file nor the cause."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically; a write the disk refuses raises DiskError, as for tables."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        recorder = _WriteRecorder(handle)
+        try:
+            torch.save(obj, recorder)  # type: ignore[arg-type]
+        except RuntimeError as err:
+            if recorder.error is not None:
+                raise recorder.error from err
+            raise
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -130,8 +181,10 @@ def file_lock(path: Path, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on the file `path` (created if absent); the kernel releases it even on kill -9.
     With ``wait=False`` a lock held elsewhere raises BlockingIOError at once."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
+    with disk_errors(path, "nothing was written"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - closed below; "a" keeps another run's lock file as it is
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         try:
             yield
@@ -179,5 +232,34 @@ def check_out_dir(path: Path, option: str = "--out", *, file: bool = False) -> P
     if ancestor.exists() and not ancestor.is_dir():
         raise BmbenchError(f"{option} {path}: {ancestor} is a file, not a folder")
     if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
-        raise BmbenchError(f"{option} {path}: {ancestor} is not writable")
+        why = "is on a read-only file system" if _read_only(ancestor) else "is not writable (permission denied)"
+        raise BmbenchError(f"{option} {path}: {ancestor} {why}")
     return path
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+PROBE_BYTES = 64 * 1024  # a probe this size fails on a full disk, where an empty file would still be created
+
+
+def check_writable(folder: Path) -> None:
+    """Write and remove a probe file in `folder` (else in its nearest existing ancestor, which the run would create
+    it in), so that a read-only, forbidden or full folder is refused before any work; raises DiskError naming it.
+    The probe is a ``.*.tmp`` file, which a run clears if a kill left one."""
+    folder = Path(folder)
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    with disk_errors(folder, "nothing was written"):
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(bytes(PROBE_BYTES))
+                handle.flush()
+                os.fsync(handle.fileno())  # a filesystem that allocates late says it is full here, not later
+        finally:
+            Path(probe).unlink(missing_ok=True)

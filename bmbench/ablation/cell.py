@@ -20,12 +20,13 @@ import torch
 import bmbench
 from bmbench.ablation.suite import DatasetSpec, EvalSpec, SuiteSpec, dataset_dict, eval_dict, speed_dict, train_dict
 from bmbench.bench.options import SweepConfig
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, as_disk_error
 from bmbench.results import write_table
 from bmbench.training.config import TrainConfig
 from bmbench.variants import VariantSpec
 
 RESULT_FILE = "result.json"
+DISK_ERROR = "disk-error"  # a record's status when the disk refused a write: never stored, the suite stops there
 
 
 CELL_ID_LENGTH = 12  # hex digits of the config hash: 48 bits, no collision in any grid we would run
@@ -198,7 +199,8 @@ def execute_cell(
     runner: CellRunner, cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None
 ) -> dict[str, Any]:
     """Run one cell and return its result record; an exception, OOM or a NaN becomes status "failed", never a
-    raise (KeyboardInterrupt and SystemExit still propagate). Writes nothing itself: the caller stores it."""
+    raise (KeyboardInterrupt and SystemExit still propagate); a write the disk refused becomes status DISK_ERROR
+    (as a record, so that it crosses every executor alike). Writes nothing itself: the caller stores it."""
     started = datetime.now(timezone.utc)
     begin = time.perf_counter()
     record: dict[str, Any] = {"cell_id": cell.cell_id, "suite": cell.suite, "config": cell.config()}
@@ -210,6 +212,9 @@ def execute_cell(
         status, error = ("failed", f"non-finite values: {', '.join(bad)}") if bad else ("ok", None)
         record |= {"status": status, "error": error, "measured": measured, "env": env, "curve": curve}
     except Exception as err:  # noqa: BLE001 - a failing cell is recorded and the suite goes on
+        disk = as_disk_error(err)
+        if disk is not None:  # not the cell's fault: the caller stops the suite, and the cell runs again later
+            return record | {"status": DISK_ERROR, "error": str(disk), "disk_error": [disk.path, disk.code]}
         record |= {"status": "failed", "error": f"{type(err).__name__}: {err}".strip(), "measured": {}, "env": {}}
         record["traceback"] = traceback.format_exc()
         _free_accelerator_memory()

@@ -15,15 +15,17 @@ stale result. Every file is written atomically; ``kill -9`` loses at most the ce
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from bmbench.ablation.cell import (
+    DISK_ERROR,
     RESULT_FILE,
     Cell,
     CellRunner,
@@ -37,9 +39,9 @@ from bmbench.ablation.executors import EXECUTORS
 from bmbench.ablation.runner import prepare_data, run_cell, val_split, write_references
 from bmbench.ablation.suite import SuiteSpec
 from bmbench.device import resolve_device, resolve_dtype
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, DiskError, as_disk_error
 from bmbench.evaluation.references import REFERENCES
-from bmbench.results import EventHook, check_out_dir, emit, file_lock, run_metadata, write_json
+from bmbench.results import EventHook, check_out_dir, check_writable, emit, file_lock, run_metadata, write_json
 
 
 @dataclass
@@ -117,55 +119,78 @@ def run_suite(
     outcome.reused = len(results)
     todo = [p.cell for p in plan if p.action == "run"]
     everything = expand_cells(suite)  # the summary holds every finished cell, whatever --only or --force chose
-    data_dir = prepare(suite, device) if todo else None  # a missing dataset fails here, before any write
-    with suite_lock(suite_dir):
-        remove_stale_temporaries(suite_dir)
-        meta = run_metadata(
-            device=_driver_device(device), dtype=suite.speed.dtype, suite=suite.resolved(), executor=executor
-        )
-        meta |= {"requested_device": device, "workers": workers}
-        meta["cells"] = {p.cell.cell_id: str(p.cell.spec) for p in plan}
-        write_json(suite_dir / "meta.json", meta)
-        if data_dir is not None:  # rescored whenever cells run (None: nothing to run, or a test's fake preparer)
-            kinds, split = ", ".join(REFERENCES), val_split(suite.dataset)
-            emit(events, "references", "note", message=f"scoring the reference masks ({kinds}) on the {split} split")
-            write_references(suite, suite_dir, data_dir)
-        emit(events, "suite", "start", total=len(plan), completed=outcome.reused, data={"plan": plan})
-
-        def starting(cell: Cell) -> None:
-            # Just before a cell runs: an empty folder (with --force, the old result goes only now, so that an
-            # interrupted forced run keeps the results it has not redone yet).
-            shutil.rmtree(suite_dir / cell.cell_id, ignore_errors=True)
-            (suite_dir / cell.cell_id).mkdir(parents=True)
-            emit(events, "cell", "start", data={"cell": cell})
-
-        try:
-            for cell, result in (
-                EXECUTORS[executor](
-                    todo,
-                    runner=runner,
-                    suite_dir=suite_dir,
-                    device=device,
-                    data_dir=data_dir,
-                    workers=workers,
-                    address=address,
-                    starting=starting,
+    try:
+        check_writable(suite_dir)  # a read-only, forbidden or full folder is refused here, before any training
+        data_dir = prepare(suite, device) if todo else None  # a missing dataset fails here, before any write
+        with suite_lock(suite_dir):
+            remove_stale_temporaries(suite_dir)
+            meta = run_metadata(
+                device=_driver_device(device), dtype=suite.speed.dtype, suite=suite.resolved(), executor=executor
+            )
+            meta |= {"requested_device": device, "workers": workers}
+            meta["cells"] = {p.cell.cell_id: str(p.cell.spec) for p in plan}
+            write_json(suite_dir / "meta.json", meta)
+            if data_dir is not None:  # rescored whenever cells run (None: nothing to run, or a test's fake preparer)
+                kinds, split = ", ".join(REFERENCES), val_split(suite.dataset)
+                emit(
+                    events, "references", "note", message=f"scoring the reference masks ({kinds}) on the {split} split"
                 )
-                if todo
-                else ()
-            ):
-                result = json_safe(result)
-                write_json(suite_dir / cell.cell_id / RESULT_FILE, result)  # last: the cell is now done
-                results[cell.cell_id] = result
-                outcome.ran += 1
-                write_summary(suite_dir, everything, results)
-                write_curves(suite_dir, everything, results)
-                emit(events, "cell", "end", data={"cell": cell, "result": result})
-        finally:  # also on Ctrl-C or an executor's failure: the tables list exactly the cells finished on disk
-            write_summary(suite_dir, everything, results)
-            write_curves(suite_dir, everything, results)
+                write_references(suite, suite_dir, data_dir)
+            emit(events, "suite", "start", total=len(plan), completed=outcome.reused, data={"plan": plan})
+
+            def starting(cell: Cell) -> None:
+                # Just before a cell runs: an empty folder (with --force, the old result goes only now, so that an
+                # interrupted forced run keeps the results it has not redone yet).
+                shutil.rmtree(suite_dir / cell.cell_id, ignore_errors=True)
+                (suite_dir / cell.cell_id).mkdir(parents=True)
+                emit(events, "cell", "start", data={"cell": cell})
+
+            stopped = False  # by a disk error: the tables are then rewritten only where the disk still lets them
+            try:
+                for cell, result in (
+                    EXECUTORS[executor](
+                        todo,
+                        runner=runner,
+                        suite_dir=suite_dir,
+                        device=device,
+                        data_dir=data_dir,
+                        workers=workers,
+                        address=address,
+                        starting=starting,
+                    )
+                    if todo
+                    else ()
+                ):
+                    if result.get("status") == DISK_ERROR:  # a cell's write refused: stop before the next cell
+                        raise DiskError(*result["disk_error"])
+                    result = json_safe(result)
+                    write_json(suite_dir / cell.cell_id / RESULT_FILE, result)  # last: the cell is now done
+                    results[cell.cell_id] = result
+                    outcome.ran += 1
+                    write_summary(suite_dir, everything, results)
+                    write_curves(suite_dir, everything, results)
+                    emit(events, "cell", "end", data={"cell": cell, "result": result})
+            except (DiskError, OSError):
+                stopped = True
+                raise
+            finally:  # also on Ctrl-C or an executor's failure: the tables list exactly the cells finished on disk
+                with suppress(DiskError) if stopped else nullcontext():
+                    write_summary(suite_dir, everything, results)
+                    write_curves(suite_dir, everything, results)
+    except (DiskError, OSError) as err:  # the first write the disk refuses stops the suite; finished cells stay
+        disk = as_disk_error(err)
+        if disk is None:
+            raise
+        raise disk.keeping(_kept(suite_dir, disk.code)) from err
     outcome.failed = [p.cell.cell_id for p in plan if (results.get(p.cell.cell_id) or {}).get("status") != "ok"]
     return outcome
+
+
+def _kept(suite_dir: Path, code: int) -> str:
+    """What a suite stopped by a disk error keeps, and how to resume it."""
+    finished = sum(1 for _ in suite_dir.glob(f"*/{RESULT_FILE}"))
+    remedy = "free space" if code in (errno.ENOSPC, errno.EDQUOT) else "make the folder writable"
+    return f"{finished} finished cells kept; {remedy} and rerun to resume"
 
 
 def _driver_device(device: str) -> torch.device:

@@ -1,8 +1,9 @@
 """The `bmbench` command: one Typer sub-command a file, joined here.
 
 Every command body parses its options and calls library functions. A `BmbenchError` raised anywhere becomes one
-line on stderr and exit code 2, with no traceback (also under `typer.testing.CliRunner`); a `BmbenchWarning`
-becomes one ``warning: ...`` line on stderr (bmbench.cli.console.one_line_warnings).
+line on stderr and exit code 2, with no traceback (also under `typer.testing.CliRunner`), and so does an OSError of
+a full, read-only or forbidden disk; a `BmbenchWarning` becomes one ``warning: ...`` line on stderr
+(bmbench.cli.console.one_line_warnings).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from bmbench.cli.console import one_line_warnings
-from bmbench.errors import BmbenchError
+from bmbench.errors import DISK_ERRNOS, KEPT_FILES, BmbenchError, is_disk_error
 
 # name -> (module, its command function or Typer app, the line `bmbench --help` lists). A command's module (and with
 # it torch, torchvision, pandas) is imported only when that command runs or prints its own help, so that `bmbench
@@ -31,15 +32,23 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class _Group(TyperGroup):
-    """Turns `BmbenchError` into a one-line message and exit code 2, Ctrl-C into one line and exit code 130, and
-    prints `BmbenchWarning`s as one line."""
+    """Turns `BmbenchError` (and an OSError of a write the disk refused) into a one-line message and exit code 2,
+    Ctrl-C into one line and exit code 130, and prints `BmbenchWarning`s as one line."""
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
             with one_line_warnings():
                 return super().invoke(ctx)
-        except BmbenchError as err:
+        except BmbenchError as err:  # a DiskError too: the writers name the file, the cause and what was kept
             typer.secho(f"error: {err}", err=True, fg="red")
+            ctx.exit(2)
+        except OSError as err:
+            if not is_disk_error(err):
+                raise
+            # raised outside the results writers (a bare mkdir, say), so perhaps not by a write: the OSError's path
+            typer.secho(
+                f"error: {err.filename or 'a file'}: {DISK_ERRNOS[err.errno]}; {KEPT_FILES}", err=True, fg="red"
+            )
             ctx.exit(2)
         except KeyboardInterrupt:  # commands that keep partial work (ablate) say what and how to resume first
             typer.secho("interrupted: results are written atomically, so nothing half-written was left", err=True)

@@ -12,7 +12,7 @@ import torch
 from bmbench.data.coco import CocoInstanceDataset
 from bmbench.errors import BmbenchError
 from bmbench.models.segmenter import InstanceSegmenter
-from bmbench.results import atomic_path
+from bmbench.results import write_torch
 from bmbench.training.config import TrainConfig
 from bmbench.variants import VariantSpec, build_segmenter, parse_spec
 
@@ -36,7 +36,8 @@ def save_checkpoint(
     model: InstanceSegmenter,
     metrics: dict[str, Any],
 ) -> None:
-    """Write the checkpoint of a trained `model` atomically: its spec, config, classes, data identity, weights."""
+    """Write the checkpoint of a trained `model` atomically: its spec, config, classes, data identity, weights. A full
+    or read-only disk raises DiskError and leaves no partial file."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "spec": str(spec),
@@ -49,8 +50,7 @@ def save_checkpoint(
         "model": model.state_dict(),
         "metrics": metrics,
     }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    write_torch(path, checkpoint)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from bmbench.data.coco import CocoInstanceDataset, find_split
 from bmbench.data.synth import synthetic_info
 from bmbench.errors import BmbenchError
 from bmbench.models.segmenter import InstanceSegmenter
-from bmbench.results import EventHook, atomic_path, emit, file_lock
+from bmbench.results import EventHook, emit, file_lock, write_torch
 from bmbench.training.config import TrainConfig, loop_options
 from bmbench.training.init import load_init
 from bmbench.training.loop import Batch, optimise
@@ -110,8 +110,7 @@ def _cached(path: Path, train_once: Callable[[], dict[str, Any]]) -> tuple[dict[
         reused = path.is_file()
         if not reused:
             record = train_once()
-            with atomic_path(path) as tmp:
-                torch.save(record, tmp)
+            write_torch(path, record)
         return load_trunk(path), reused
 
 
