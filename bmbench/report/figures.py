@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import seaborn as sns
@@ -76,16 +77,38 @@ def _log_axes(ax: object, x_ticks: list[int]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def latency_vs_instances(run: StoredSpeedRun, path: Path) -> FigureResult:
-    """Mask-branch (and merge) median ms against N, each variant at its own spec, log-log."""
-    title = f"Mask-branch latency against N ({run.name})"
-    rows = run.own_rows()
-    rows = rows[rows["stage"].isin(STAGE_STYLES) & (rows["median_ms"] > 0)]
-    if rows["instances"].nunique() < 2:
-        return FigureResult(title, None, "needs times at two or more instance counts")
+def _latency_rows(run: StoredSpeedRun, against: str) -> tuple[pd.DataFrame, str]:
+    """The rows a latency plot draws, and why there are none: N, each variant at its own spec; R, every spec the
+    axis changes, at the largest N."""
+    if against == "N":
+        rows = run.own_rows()
+        rows = rows[rows["stage"].isin(STAGE_STYLES) & (rows["median_ms"] > 0)]
+        enough = rows["instances"].nunique() >= 2
+        return rows.assign(x=rows["instances"]), "" if enough else "needs times at two or more instance counts"
+    frame = run.frame
+    if run.axis != "R":
+        return frame.iloc[:0], f"this run sweeps {run.axis}, not R"
+    rows = frame[
+        frame["axis_applies"]
+        & frame["stage"].isin(STAGE_STYLES)
+        & (frame["instances"] == frame["instances"].max())
+        & frame["status"].eq("ok")
+        & (frame["median_ms"] > 0)
+    ]
+    enough = rows["axis_value"].nunique() >= 2
+    return rows.assign(x=rows["axis_value"]), "" if enough else "needs times at two or more values of R"
+
+
+def latency_plot(run: StoredSpeedRun, path: Path, *, against: Literal["N", "R"]) -> FigureResult:
+    """Mask-branch (and merge) median ms against N (each variant at its own spec) or against R (at the largest N,
+    with an R² guide), log-log."""
+    title = f"Mask-branch latency against {against} ({run.name})"
+    rows, missing = _latency_rows(run, against)
+    if missing:
+        return FigureResult(title, None, missing)
     data = pd.DataFrame(
         {
-            "N": rows["instances"].astype(int),
+            against: rows["x"].astype(int),
             "ms": rows["median_ms"].astype(float),
             "variant": rows["variant"].astype(str),
             "stage": rows["stage"].astype(str),
@@ -96,7 +119,7 @@ def latency_vs_instances(run: StoredSpeedRun, path: Path) -> FigureResult:
     sns.lineplot(
         data=data,
         palette=palette(list(families), families),
-        x="N",
+        x=against,
         y="ms",
         hue="variant",
         style="stage",
@@ -105,59 +128,26 @@ def latency_vs_instances(run: StoredSpeedRun, path: Path) -> FigureResult:
         dashes=True,
         ax=ax,
     )
-    _log_axes(ax, sorted(data["N"].unique()))
-    ax.set(xlabel="instances N", ylabel="median ms", title=title)
+    if against == "R":
+        _quadratic_guide(ax, data, families)
+    _log_axes(ax, sorted(data[against].unique()))
+    if against == "N":
+        ax.set(xlabel="instances N", ylabel="median ms", title=title)
+    else:
+        ax.set(xlabel="mask side R", ylabel=f"median ms at N={int(rows['instances'].max())}", title=title)
     return _save(figure, path, title)
 
 
-def latency_vs_r(run: StoredSpeedRun, path: Path) -> FigureResult:
-    """Mask-branch (and merge) median ms against R at the largest N, log-log, with an R² guide."""
-    title = f"Mask-branch latency against R ({run.name})"
-    frame = run.frame
-    if run.axis != "R":
-        return FigureResult(title, None, f"this run sweeps {run.axis}, not R")
-    largest = frame["instances"].max()
-    rows = frame[
-        frame["axis_applies"]
-        & frame["stage"].isin(STAGE_STYLES)
-        & (frame["instances"] == largest)
-        & frame["status"].eq("ok")
-        & (frame["median_ms"] > 0)
-    ]
-    if rows["axis_value"].nunique() < 2:
-        return FigureResult(title, None, "needs times at two or more values of R")
-    data = pd.DataFrame(
-        {
-            "R": rows["axis_value"].astype(int),
-            "ms": rows["median_ms"].astype(float),
-            "variant": rows["variant"].astype(str),
-            "stage": rows["stage"].astype(str),
-        }
-    )
-    figure, (ax,) = _canvas()
-    families = dict(zip(rows["variant"].astype(str), rows["family"].astype(str), strict=True))
-    sns.lineplot(
-        data=data,
-        palette=palette(list(families), families),
-        x="R",
-        y="ms",
-        hue="variant",
-        style="stage",
-        style_order=list(STAGE_STYLES),
-        markers=True,
-        ax=ax,
-    )
+def _quadratic_guide(ax: object, data: pd.DataFrame, families: dict[str, str]) -> None:
+    """A line ∝ R², half way below the first (BlendMask) merge point so that it hides no line."""
     merge = data[data["stage"] == "merge"].sort_values("R")
     blend = merge[merge["variant"].map(families) == "blendmask"]
     anchor = blend if len(blend) else merge
-    if len(anchor):  # a quadratic guide, half way below the first (BlendMask) merge point so it hides no line
+    if len(anchor):
         r0, ms0 = anchor["R"].iloc[0], anchor["ms"].iloc[0] / 2
         rs = sorted(data["R"].unique())
         ax.plot(rs, [ms0 * (r / r0) ** 2 for r in rs], color="grey", linestyle=":", label="∝ R² (guide)")
         ax.legend(fontsize="small")
-    _log_axes(ax, sorted(data["R"].unique()))
-    ax.set(xlabel="mask side R", ylabel=f"median ms at N={int(largest)}", title=title)
-    return _save(figure, path, title)
 
 
 FAMILY_MARKERS = {"blendmask": "o", "maskrcnn": "s", "yolact": "^", "centermask": "D"}  # one marker per family

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -59,8 +60,8 @@ RUN_COLUMNS = {  # environment block: column title -> meta.json key
     "status": "status",
 }
 SPEED_FIGURES: tuple[tuple[str, Callable[[StoredSpeedRun, Path], FigureResult]], ...] = (
-    ("latency-vs-n", figures.latency_vs_instances),
-    ("latency-vs-r", figures.latency_vs_r),
+    ("latency-vs-n", partial(figures.latency_plot, against="N")),
+    ("latency-vs-r", partial(figures.latency_plot, against="R")),
 )
 SUITE_FIGURES: tuple[tuple[str, Callable[[AblationSuite, Path], FigureResult]], ...] = (
     ("ap-vs-latency", figures.ap_vs_latency),

@@ -35,11 +35,11 @@ def suite(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def test_latency_against_instances(run, tmp_path: Path) -> None:  # noqa: ANN001
-    assert_drawn(figures.latency_vs_instances(run, tmp_path / "n.png"), tmp_path / "n.png")
+    assert_drawn(figures.latency_plot(run, tmp_path / "n.png", against="N"), tmp_path / "n.png")
 
 
 def test_latency_against_r(run, tmp_path: Path) -> None:  # noqa: ANN001
-    assert_drawn(figures.latency_vs_r(run, tmp_path / "r.png"), tmp_path / "r.png")
+    assert_drawn(figures.latency_plot(run, tmp_path / "r.png", against="R"), tmp_path / "r.png")
 
 
 def test_ap_against_latency(suite, tmp_path: Path) -> None:  # noqa: ANN001
@@ -53,7 +53,7 @@ def test_ap_heatmap(suite, tmp_path: Path) -> None:  # noqa: ANN001
 def test_absent_data_is_a_note_and_no_file(run, tmp_path: Path) -> None:  # noqa: ANN001
     k_sweep = load_speed_run(write_speed_run(tmp_path / "k"))
     k_sweep.frame["axis"] = "K"
-    skipped = figures.latency_vs_r(k_sweep, tmp_path / "r.png")
+    skipped = figures.latency_plot(k_sweep, tmp_path / "r.png", against="R")
     assert skipped.path is None and "sweeps K" in skipped.note and not (tmp_path / "r.png").exists()
     one_cell = suite_frame(ks=(4,), ms=(7,), rs=(56,))
     lonely = load_ablation(write_suite(tmp_path / "one", one_cell[one_cell["family"] == "blendmask"]))
@@ -64,7 +64,7 @@ def test_absent_data_is_a_note_and_no_file(run, tmp_path: Path) -> None:  # noqa
     one_n = run.frame[run.frame["instances"] == 100]
     run_one_n = load_speed_run(write_speed_run(tmp_path / "one-n"))
     run_one_n.frame = one_n
-    assert figures.latency_vs_instances(run_one_n, tmp_path / "n.png").path is None
+    assert figures.latency_plot(run_one_n, tmp_path / "n.png", against="N").path is None
 
 
 def test_palette_gives_each_family_its_own_colour() -> None:
