@@ -145,6 +145,24 @@ def _check_key(family: str, key: str, text: str) -> None:
         raise BmbenchError(f"unknown key {key!r} for family {family} in spec {text!r} (keys: {', '.join(own)})")
 
 
+# The largest value of each field that bmbench builds, and why: a head's weights and per-instance maps grow with
+# these, so an absurd value (K=100000 asked 45 GB) is refused here, before anything is built or allocated.
+FIELD_LIMITS: dict[str, tuple[int, str]] = {
+    "K": (256, "a head's weights and every instance's maps grow with K (the papers use at most YOLACT's K=32)"),
+    "M": (64, "BlendMask's tower predicts K·M·M attention values at every location (the papers use M <= 14)"),
+    "R": (512, "every instance's merge and paste hold R·R maps per basis (the papers use R <= 112)"),
+    "S": (128, "CenterMask's tower predicts S·S shape values at every location (its paper uses S=32)"),
+}
+OTHER_FIELD_LIMIT = (64, "a family's layer and channel counts beyond K, M, R, S stay small (CondInst: L=3, F=8)")
+ATTENTION_LIMIT = 16384  # K·M·M, attention values per location (BlendMask's paper: 4·7·7 = 196)
+
+
+def _check_bound(name: str, value: int) -> None:
+    limit, why = FIELD_LIMITS.get(name, OTHER_FIELD_LIMIT)
+    if value > limit:
+        raise BmbenchError(f"{name}={value} is above {limit}, the largest {name} bmbench builds: {why}")
+
+
 def _validate(spec: VariantSpec) -> None:
     if not _known_family(spec.family):
         raise _unknown_family(f"unknown family {spec.family!r}")
@@ -159,9 +177,15 @@ def _validate(spec: VariantSpec) -> None:
             raise BmbenchError(f"{name} must be an integer, got {value!r}")
         if value < 1:
             raise BmbenchError(f"{name} must be >= 1, got {name}={value}")
+        _check_bound(name, value)
     missing = [name for name in family.defaults if getattr(spec, name, None) is None]
     if missing:
         raise BmbenchError(f"{spec.family} needs {', '.join(missing)} (its fields: {', '.join(family.defaults)})")
+    if spec.K is not None and spec.M is not None and spec.K * spec.M * spec.M > ATTENTION_LIMIT:
+        raise BmbenchError(
+            f"K·M·M = {spec.K}·{spec.M}·{spec.M} = {spec.K * spec.M * spec.M} is above {ATTENTION_LIMIT}, the most "
+            "attention values per location bmbench builds (BlendMask's paper: 4·7·7 = 196)"
+        )
     for key, value in family.fixed.items():
         if getattr(spec, key) != value:
             raise BmbenchError(f"{spec.family} requires {key}={value}, got {key}={getattr(spec, key)}")
