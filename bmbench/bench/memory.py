@@ -45,9 +45,11 @@ def _stride4(image_size: tuple[int, int]) -> int:
 def bottom_bytes(spec: VariantSpec, image_size: tuple[int, int], *, dtype_bytes: int = 4) -> int:
     """The basis module's peak at stride 4: the upsampled tower output, its conv's output and the K maps
     (Mask R-CNN has no bottom stage)."""
-    if spec.family == "maskrcnn":
+    if spec.family == "condinst":  # its branch runs at stride 8: a tower's two maps and the K output channels
+        return (2 * BASIS_CHANNELS + spec.K) * (_stride4(image_size) // 4) * dtype_bytes
+    K = {"blendmask": spec.K, "yolact": spec.K, "centermask": 1}.get(spec.family)
+    if K is None:  # Mask R-CNN has no bottom stage; a plugin's own is not known here
         return 0
-    K = {"blendmask": spec.K, "yolact": spec.K, "centermask": 1}[spec.family]
     return (2 * BASIS_CHANNELS + K) * _stride4(image_size) * dtype_bytes
 
 
@@ -61,7 +63,10 @@ def merge_working_set_bytes(
     - YOLACT: the assembled N·h·w logits, the crop's mask and its output;
     - CenterMask: the pooled saliency, the upsampled shape, their product and the logits (N·R² each);
     - Mask R-CNN: the pooled N·C·(R/2)² features (and the pooler's per-level copy), then at the deconv the
-      N·256·R² output, its ReLU and the N·80·R² class logits.
+      N·256·R² output, its ReLU and the N·80·R² class logits;
+    - CondInst: every instance's input (K channels and 2 coordinates), the dynamic layers' F-channel maps and
+      the logit at stride 8, and the logits upsampled to stride 4;
+    - a plugin family: nothing (its stages are not known here; the estimate is then inputs and pasted masks).
     """
     N = num_instances
     if spec.family == "blendmask":
@@ -72,6 +77,11 @@ def merge_working_set_bytes(
     elif spec.family == "centermask":
         S, R = spec.S, spec.R
         elements = 4 * N * R * R + N * S * S
+    elif spec.family == "condinst":
+        stride8 = _stride4(image_size) // 4
+        elements = N * (spec.K + 2 + 2 * spec.F + 1) * stride8 + N * _stride4(image_size)
+    elif spec.family != "maskrcnn":
+        elements = 0
     else:
         R, C, ch = spec.R, TRUNKS[trunk].fpn_channels, MASKRCNN_CHANNELS
         elements = 2 * N * C * (R // 2) ** 2 + N * R * R * (2 * ch + NUM_CLASSES)

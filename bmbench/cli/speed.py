@@ -7,6 +7,7 @@ bmbench.bench.speed and prints rich tables. Letters: N instances, K bases, M att
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import os
 from pathlib import Path
@@ -49,9 +50,11 @@ from bmbench.bench.speed import (
     run_speed,
 )
 from bmbench.cli.console import console
+from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.device import reuse_freed_memory
 from bmbench.models.backbone import TRUNKS
 
+CONFIG_OPTIONS = tuple(inspect.signature(make_config).parameters)  # the sweep's options, validated there
 BUSY_LOAD = 1.0  # a 1-minute load average from other work at which the run warns
 _CPU_R = ",".join(map(str, CPU_AXIS_DEFAULTS["R"]))
 _AXES = ", ".join(f"{axis} {','.join(map(str, values))}" for axis, values in AXIS_DEFAULTS.items())
@@ -162,35 +165,13 @@ def speed_cli(
         ),
     ] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder. Default: results/speed/<time>-vary<axis>/.")] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Time each mask head's stages (bottom, top, merge, paste, total) against R, K or M and the number of
     instances; write speed.csv/.parquet, scaling.csv and meta.json."""
-    config = make_config(
-        vary=vary,
-        values=values,
-        variants=variants,
-        instances=instances,
-        image_size=image_size,
-        device=device,
-        dtype=dtype,
-        threads=threads,
-        budget_s=budget_s,
-        warmup=warmup,
-        min_repeats=min_repeats,
-        max_repeats=max_repeats,
-        min_block_ms=min_block_ms,
-        precision=precision,
-        schedule=schedule,
-        prime=prime,
-        runs=runs,
-        probe_side=probe_side,
-        seed=seed,
-        trunk=trunk,
-        compile=compile,
-        profile=profile,
-        end_to_end=end_to_end,
-        peers=peers,
-    )
+    load_plugin_options(plugin)
+    given = locals()  # every option above that make_config takes, passed through by name
+    config = make_config(**{name: given[name] for name in CONFIG_OPTIONS})
     points, _ = plan_points(config)
     out_dir = out if out is not None else default_out_dir(config, check=check)
     check_out_dir(out_dir)

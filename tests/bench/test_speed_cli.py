@@ -131,3 +131,30 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_runs_two_prints_the_drift_the_stability_table_and_each_runs_verdicts(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["speed", "--values", "8,16,24", "--variants", "blendmask:K=2,M=2,R=8", "--instances", "1,2,4"]
+    result = runner.invoke(_app(), [*args, *TINY, "--runs", "2", "--no-end-to-end", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "drift probe (conv2d 3x3" in result.output and "Stability" in result.output
+    assert "finding 5:" in result.output and "finding 6:" in result.output
+    assert (out / "run2" / "speed.csv").exists() and (out / "stability.csv").exists()
+
+
+def test_schedule_sequential_is_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["speed", "--values", "8", "--variants", "blendmask:K=2,M=2,R=8", "--instances", "1"]
+    result = runner.invoke(_app(), [*args, *TINY, "--schedule", "sequential", "--no-end-to-end", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(out / "speed.csv")["schedule"]) == {"sequential"}
+    assert json.loads((out / "meta.json").read_text())["schedule"] == "sequential"
+
+
+def test_every_sweep_option_of_make_config_is_a_cli_option() -> None:
+    import inspect
+
+    from bmbench.bench.options import make_config
+
+    assert set(inspect.signature(make_config).parameters) <= set(inspect.signature(speed_cli).parameters)
