@@ -8,6 +8,9 @@ Letters: N instances, K bases, M attention side, R mask side.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 MASK_STAGES = ("bottom", "top", "merge", "paste")  # a mask head's stages, in order (bottom, top: once per image)
 TOTAL = "total"  # the whole mask branch, timed as one run
 STAGES = (*MASK_STAGES, TOTAL)
@@ -111,3 +114,105 @@ STABILITY_COLUMNS = (
     "median_abs_diff_pct",  # points-*: median |difference| between the runs' medians, % of the first
     "points",  # points compared
 )
+
+# --- columns every table that names a variant carries ----------------------------------------------------------------
+SPEC_KEYS = ("K", "M", "R", "S")  # the fields every spec has as attributes (None where its family lacks them)
+SCORE_PREFIXES = ("mask_", "box_", "boundary_")  # every metric COCOeval scoring returns starts so (AP in 0..1)
+# A value at N instances: mask_ms_n{N} (the whole mask branch), <stage>_ms_n{N}, mask_gflops_n{N} (analytic cost)
+PER_N_PATTERN = r"(mask|bottom|top|merge|paste)_(ms|gflops)_n(\d+)"
+
+# --- bmbench ablate: summary.csv, one row per cell (variant x seed) --------------------------------------------------
+SEED = "seed"  # the cell's seed (absent in summaries written before suites had seeds: each row then stands alone)
+SUMMARY_METRICS = (  # the summary's first metric columns, in order (then every other measured value)
+    "mask_AP", "mask_AP50", "mask_AP75", "mask_APs", "mask_APm", "mask_APl", "box_AP",
+    "mask_AP_touching", "mask_AP_thin", "boundary_AP", "boundary_AP50", "boundary_AP75",
+)  # fmt: skip
+TOUCHING_AP = "mask_AP_touching"  # mask AP on same-class instances that touch or overlap (the subset M is for)
+THIN_AP = "mask_AP_thin"  # mask AP on shapes with parts a few pixels wide (the subset R is for)
+BOUNDARY_AP = "boundary_AP"  # Boundary AP (Cheng et al. 2021): the metric that responds to R
+BASES_CORR = "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.models.diagnostics)
+MASK_PARAMS = "mask_params"  # parameters of the mask branch
+SUMMARY_COLUMNS = (
+    "suite",
+    "cell_id",
+    "variant",
+    "spec",
+    "family",
+    "origin",  # where the family comes from: "built in", or a plugin's package and version
+    *SPEC_KEYS,
+    SEED,
+    "protocol",  # the suite's train: section, as far as it sets a cell apart
+    "iters",
+    "batch_size",
+    "lr",
+    "trunk",
+    "eval_boxes",  # oracle or predicted
+    "speed_image_size",  # the suite's speed: section (the workload each cell's mask branch is timed on)
+    "speed_trunk",
+    "status",  # ok or failed
+    "error",
+    *SUMMARY_METRICS,
+    "infer_images_per_s",  # what evaluation measured beside the scores
+    "eval_s",
+    "num_detections",
+    BASES_CORR,
+    MASK_PARAMS,
+    "train_s",  # what training measured
+    "train_images_per_s",
+    "trunk_reused",  # the one-time stage came from the suite's cache
+    "init_loaded",  # tensors --init loaded into the backbone
+    "device",  # where the cell ran
+    "device_name",
+    "dtype",
+    "torch",
+    "threads",
+    "git_commit",
+    "hostname",
+    "wall_s",  # the cell, end to end
+    "finished",  # when (UTC)
+)
+SUMMARY_PATTERNS = (  # column families whose names carry a value
+    r"dataset_\w+",  # the suite's dataset: section, one column per field
+    rf"({'|'.join(SCORE_PREFIXES)})\w+",  # every score: per subset, per class (mask_AP_<class>), AP50/75, s/m/l
+    PER_N_PATTERN,
+    r"(bottom|top|merge|paste)_gflops_n\d+",  # analytic cost per stage at N
+    r"final_loss_\w+",  # the last logged value of each training loss
+    r"(trunk|pretrain)_(train_s|images_per_s)",  # the one-time stage of shared-trunk and finetune
+)
+
+# --- bmbench ablate: curves.csv, one row per cell and evaluated step ------------------------------------------------
+CURVES_COLUMNS = ("cell_id", "spec", "family", *SPEC_KEYS, SEED, "step", "fraction")  # then the metrics at that step
+CURVE_PREFIXES = ("mask_AP", "box_AP", "boundary_AP")  # the metrics a learning curve keeps at each step
+CURVES_PATTERNS = (rf"({'|'.join(CURVE_PREFIXES)})\w*",)
+
+# --- bmbench ablate: references.csv, one row per reference mask kind, scored like the cells ------------------------
+REFERENCES_COLUMNS = ("reference", "split")  # then its scores
+REFERENCES_PATTERNS = (rf"({'|'.join(SCORE_PREFIXES)})\w+",)
+
+
+# --- the report's verdict on a finding ------------------------------------------------------------------------------
+HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
+NOT_SIGNIFICANT = "not significant at this budget"  # measured, but a difference it rests on is inside the spread
+UNSTABLE = "unstable here"  # runs of the same sweep on this machine gave different verdicts
+
+
+@dataclass(frozen=True)
+class Table:
+    """One results table: the file stem its writer uses, its columns, and the column families named by a pattern
+    (a value in the name: per N, per class, per dataset field). The report warns about any other column."""
+
+    stem: str  # <stem>.csv and <stem>.parquet
+    columns: tuple[str, ...]  # the columns its writer writes, in order
+    patterns: tuple[str, ...] = ()  # regular expressions a column name may match whole instead
+
+    def knows(self, column: str) -> bool:
+        return column in self.columns or any(re.fullmatch(pattern, column) for pattern in self.patterns)
+
+
+SPEED_TABLE = Table("speed", SPEED_COLUMNS)
+SCALING_TABLE = Table("scaling", SCALING_COLUMNS)
+SAMPLES_TABLE = Table("samples", SAMPLE_COLUMNS)
+STABILITY_TABLE = Table("stability", STABILITY_COLUMNS)
+SUMMARY_TABLE = Table("summary", SUMMARY_COLUMNS, SUMMARY_PATTERNS)
+CURVES_TABLE = Table("curves", CURVES_COLUMNS, CURVES_PATTERNS)
+REFERENCES_TABLE = Table("references", REFERENCES_COLUMNS, REFERENCES_PATTERNS)

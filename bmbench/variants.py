@@ -42,8 +42,8 @@ from bmbench.plugins import (
     discover_entry_points,
     import_module_families,
 )
+from bmbench.schema import SPEC_KEYS
 
-SPEC_KEYS = ("K", "M", "R", "S")  # the fields every spec has as attributes (None where its family lacks them)
 __all__ = ["FAMILIES", "Family", "ORIGINS", "VariantSpec", "load_plugins", "parse_spec", "parse_specs"]
 
 FAMILIES: dict[str, Family] = {

@@ -22,6 +22,7 @@ from bmbench.ablation.suite import DatasetSpec, EvalSpec, SuiteSpec, dataset_dic
 from bmbench.bench.options import SweepConfig
 from bmbench.errors import BmbenchError, as_disk_error
 from bmbench.results import write_table
+from bmbench.schema import SPEC_KEYS, SUMMARY_METRICS
 from bmbench.training.config import TrainConfig
 from bmbench.variants import VariantSpec
 
@@ -30,13 +31,6 @@ DISK_ERROR = "disk-error"  # a record's status when the disk refused a write: ne
 
 
 CELL_ID_LENGTH = 12  # hex digits of the config hash: 48 bits, no collision in any grid we would run
-
-
-# the summary's first metric columns (then every other measured value, e.g. mask_AP_<class>)
-METRICS = (
-    "mask_AP", "mask_AP50", "mask_AP75", "mask_APs", "mask_APm", "mask_APl", "box_AP",
-    "mask_AP_touching", "mask_AP_thin", "boundary_AP", "boundary_AP50", "boundary_AP75",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -131,7 +125,7 @@ def summary_row(cell: Cell, result: dict[str, Any]) -> dict[str, Any]:
         "variant": spec.name,
         "spec": str(spec),
         "family": spec.family,
-        **{key: getattr(spec, key) for key in ("K", "M", "R", "S")},
+        **{key: getattr(spec, key) for key in SPEC_KEYS},
         "seed": cell.seed,
         **{f"dataset_{key}": value for key, value in asdict(data).items()},
         "protocol": train.protocol,
@@ -146,7 +140,7 @@ def summary_row(cell: Cell, result: dict[str, Any]) -> dict[str, Any]:
         "error": result.get("error"),
     }
     measured = result.get("measured") or {}
-    row |= {key: measured.get(key) for key in METRICS}
+    row |= {key: measured.get(key) for key in SUMMARY_METRICS}
     row |= {f"mask_ms_n{n}": measured.get(f"mask_ms_n{n}") for n in cell.speed.instances}
     row |= {key: value for key, value in measured.items() if key not in row}
     row |= {key: value for key, value in (result.get("env") or {}).items() if key not in row}
@@ -174,7 +168,7 @@ def write_curves(suite_dir: Path, cells: list[Cell], results: dict[str, dict[str
         for point in (result or {}).get("curve") or []:
             spec = cell.spec
             key = {"cell_id": cell.cell_id, "spec": str(spec), "family": spec.family, "seed": cell.seed}
-            rows.append(key | {name: getattr(spec, name) for name in ("K", "M", "R", "S")} | point)
+            rows.append(key | {name: getattr(spec, name) for name in SPEC_KEYS} | point)
     if rows:
         write_table(pd.DataFrame(rows), suite_dir / "curves")
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bmbench.report.load import BASES_CORR_COLUMN, END_TO_END, TOUCHING_AP_COLUMNS
 from bmbench.report.stats import ABOVE, BELOW, INSIDE, MIN_SEEDS, Difference, contrast, matched_contrast, seed_values
 from bmbench.report.tables import pareto_front, spec_label
 from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Check
+from bmbench.schema import BASES_CORR, END_TO_END, TOUCHING_AP
 
 AP_MARGIN = 0.5  # AP points: the threshold of "about as good" (finding 3's tie, finding 8's "equal") and of "gains"
 MIN_TRAINED_AP = 5.0  # AP points: below this (best cell's mean) the models learned too little to compare accuracy
@@ -68,7 +68,7 @@ def _blend(runs: pd.DataFrame) -> pd.DataFrame:
 def _not_comparable(blend: pd.DataFrame) -> Check | None:
     """Not measured when the models learned too little (the best cell's mean AP below MIN_TRAINED_AP: a usable
     best cell never trips it)."""
-    means = cell_means(blend, ["mask_AP", BASES_CORR_COLUMN])
+    means = cell_means(blend, ["mask_AP", BASES_CORR])
     best = means["mask_AP"].max()
     if best < MIN_TRAINED_AP:
         return Check(
@@ -82,10 +82,10 @@ def _not_comparable(blend: pd.DataFrame) -> Check | None:
 def bases_note(check: Check, runs: pd.DataFrame) -> Check:
     """`check` with a note when the K>1 cells' bases are nearly one map (median bases r >= COLLAPSED_BASES_R)."""
     blend = _blend(runs)
-    if check.verdict == NOT_MEASURED or BASES_CORR_COLUMN not in blend:
+    if check.verdict == NOT_MEASURED or BASES_CORR not in blend:
         return check
-    corr = cell_means(blend, [BASES_CORR_COLUMN])
-    corr = corr[corr["K"] > 1][BASES_CORR_COLUMN].dropna()
+    corr = cell_means(blend, [BASES_CORR])
+    corr = corr[corr["K"] > 1][BASES_CORR].dropna()
     if not len(corr) or corr.median() < COLLAPSED_BASES_R:
         return check
     note = (
@@ -212,7 +212,7 @@ def check_attention_side(runs: pd.DataFrame) -> Check:
         return weak
     outcomes = [judge(loss, AP_MARGIN, ABOVE)]
     parts = [f"M={other} vs M=1 on mask AP: {loss.text()}{_outcome_note(outcomes[0])} ({matched} matched R/K)"]
-    touching = next((c for c in TOUCHING_AP_COLUMNS if c in blend and blend[c].notna().any()), None)
+    touching = TOUCHING_AP if TOUCHING_AP in blend and blend[TOUCHING_AP].notna().any() else None
     if touching:
         on_touching, _ = matched_contrast(blend, "M", other, 1, touching)
         excess = _excess(blend, other, touching)

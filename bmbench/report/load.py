@@ -12,23 +12,34 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, BmbenchWarning
 from bmbench.report.stats import aggregate
-from bmbench.schema import SCALING_COLUMNS
+from bmbench.schema import (
+    BASES_CORR,
+    CURVES_TABLE,
+    MASK_PARAMS,
+    PER_N_PATTERN,
+    REFERENCES_TABLE,
+    SCALING_COLUMNS,
+    SCALING_TABLE,
+    SCORE_PREFIXES,
+    SEED,
+    SPEC_KEYS,
+    SPEED_TABLE,
+    STABILITY_TABLE,
+    SUMMARY_TABLE,
+    Table,
+)
 
-# --- the columns the report reads (aligned with bmbench.bench.sweep.SPEED_COLUMNS, bmbench.bench.scaling and
-# --- bmbench.ablation.run.summary_row); everything else in the tables is ignored -------------------------------
+# --- the columns the report reads: the writers' names, from bmbench.schema; what each reader needs of them ----------
 
-SPEC_KEYS = ("K", "M", "R", "S")
-STAGES = ("bottom", "top", "merge", "paste", "total")  # mask-branch stages, in order
-END_TO_END = "end_to_end"  # the whole model (backbone, FPN, detector and mask branch)
-DETECTOR = "detector"  # backbone, FPN and detector without the mask branch
 SPEED_REQUIRED = ("variant", "spec", "family", "instances", "stage", "median_ms")
 SPEED_OPTIONAL = {  # column -> value assumed when an older or partial table lacks it
     "iqr_ms": float("nan"),
@@ -39,25 +50,15 @@ SPEED_OPTIONAL = {  # column -> value assumed when an older or partial table lac
     "axis_value": pd.NA,
     "axis_applies": True,
 }
+SCALING_REQUIRED = ("variant", "stage", "x")
 SUMMARY_REQUIRED = ("variant", "spec", "family", "status")
 AP_COLUMNS = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP")  # COCOeval's 0..1 in the summary; points here
 AP_SCALE = 100.0  # the summary stores COCOeval's 0..1; the report speaks in AP points, as the paper does
-PER_N_RE = re.compile(r"^(mask|bottom|top|merge|paste)_(ms|gflops)_n(\d+)$")  # a value at N instances, per N
-# (mask_ms_n{N}: the whole mask branch; merge_ms_n{N}: its per-instance stage; mask_gflops_n{N}: analytic cost)
-PARAMS_COLUMNS = ("mask_params", "params")  # first present wins
-GFLOPS_COLUMNS = ("mask_gflops", "total_gflops", "gflops", "GFLOPs")  # one N-free GFLOPs column, if no per-N ones
+PER_N_RE = re.compile(rf"^{PER_N_PATTERN}$")  # a value at N instances (groups: part, unit, N)
 REFERENCE_N = 100  # the N of single-number columns (ms, GFLOPs, Pareto front): a crowded COCO image; else the max N
-BASES_CORR_COLUMN = (
-    "bases_corr"  # mean pairwise correlation of the trained bases (bmbench.models.diagnostics.basis_correlation)
-)
-TOUCHING_AP_COLUMNS = ("mask_AP_touching", "mask_AP_overlap", "mask_AP_crowded")  # a per-subset AP, if measured
-THIN_AP_COLUMN = "mask_AP_thin"  # mask AP on shapes with parts a few pixels wide (the subset R should matter for)
-BOUNDARY_AP_COLUMN = "boundary_AP"  # Boundary AP (Cheng et al. 2021): the metric that responds to R
-AP_LIKE_RE = re.compile(r"^(mask|box|boundary)_AP")  # every AP column (subsets, classes, AP50/75, s/m/l): 0..1 stored
-SEED_COLUMN = "seed"  # absent in older summaries: each row then stands alone (seed 0)
-CURVES_STEM = "curves"  # results/ablate/<suite>/curves.csv: AP at a few points of each cell's schedule
+AP_LIKE_RE = re.compile(rf"^({'|'.join(SCORE_PREFIXES)})AP")  # every AP column (subsets, classes, AP50/75, s/m/l)
 CURVES_REQUIRED = ("spec", "family", "step", "mask_AP")
-REFERENCES_STEM = "references"  # results/ablate/<suite>/references.csv: reference masks scored on the val split
+CURVES_OPTIONAL = (SEED, "fraction")  # computed when absent (seed 0; step / the cell's last step)
 REFERENCES_REQUIRED = ("reference", "mask_AP")
 ENV_META_KEYS = ("device", "device_name", "cpu_model", "dtype", "threads", "torch", "torchvision", "git_commit")
 UNKNOWN_DEVICE = "unknown device"
@@ -116,32 +117,31 @@ class AblationSuite:
 
     @property
     def params_column(self) -> str | None:
-        return next((column for column in PARAMS_COLUMNS if column in self.frame.columns), None)
+        return MASK_PARAMS if MASK_PARAMS in self.frame.columns else None
 
     @property
     def gflops_column(self) -> tuple[int | None, str] | None:
-        """(N, column) of the mask branch's GFLOPs at REFERENCE_N (else the largest N), or (None, an N-free one)."""
+        """(N, column) of the mask branch's GFLOPs at REFERENCE_N (else the largest N); None when not measured."""
         per_n = self.per_n("mask", "gflops")
-        if per_n:
-            num = REFERENCE_N if REFERENCE_N in per_n else max(per_n)
-            return num, per_n[num]
-        column = next((column for column in GFLOPS_COLUMNS if column in self.frame.columns), None)
-        return (None, column) if column else None
+        if not per_n:
+            return None
+        num = REFERENCE_N if REFERENCE_N in per_n else max(per_n)
+        return num, per_n[num]
 
     def measures(self) -> list[str]:
         """The numeric columns averaged over seeds: every AP column, times per N, params, GFLOPs, bases r."""
         per_n = [column for column in self.frame.columns if PER_N_RE.match(str(column))]
         aps = [column for column in self.frame.columns if AP_LIKE_RE.match(str(column))]
-        wanted = (*aps, *per_n, self.params_column, *GFLOPS_COLUMNS, BASES_CORR_COLUMN)
+        wanted = (*aps, *per_n, self.params_column, BASES_CORR)
         return list(dict.fromkeys(c for c in wanted if c is not None and c in self.frame.columns))
 
     def runs(self) -> pd.DataFrame:
         """The successful cells, one row per variant and seed: labels, ``seed`` and the measures as floats."""
         ok = self.frame[self.frame["status"].astype(str).eq("ok")]
         labels = [c for c in ("spec", "variant", "family", *SPEC_KEYS) if c in ok.columns]
-        seeds = pd.to_numeric(ok[SEED_COLUMN], errors="coerce") if SEED_COLUMN in ok else pd.Series(0, ok.index)
+        seeds = pd.to_numeric(ok[SEED], errors="coerce") if SEED in ok else pd.Series(0, ok.index)
         numeric = ok[self.measures()].apply(pd.to_numeric, errors="coerce").astype(float)
-        return pd.concat([ok[labels], seeds.fillna(0).astype(int).rename(SEED_COLUMN), numeric], axis=1)
+        return pd.concat([ok[labels], seeds.fillna(0).astype(int).rename(SEED), numeric], axis=1)
 
     def cells(self) -> pd.DataFrame:
         """One row per spec over its successful cells: each measure's mean over seeds (same name), ``<m>_std`` and
@@ -199,10 +199,23 @@ def read_table(folder: Path, stem: str) -> pd.DataFrame | None:
     return None
 
 
-def _missing(frame: pd.DataFrame, required: tuple[str, ...], where: Path) -> None:
+def check_columns(
+    frame: pd.DataFrame, table: Table, where: Path, *, required: tuple[str, ...], defaulted: tuple[str, ...] = ()
+) -> None:
+    """Refuse a table that lacks a column the report needs (BmbenchError, one line naming the file and the columns);
+    warn, one line each, about columns bmbench.schema does not know (a renamed or foreign column would otherwise drop
+    out of the report unseen) and about absent columns the report reads as a default."""
     absent = [column for column in required if column not in frame.columns]
     if absent:
         raise BmbenchError(f"{where}: missing column(s) {', '.join(absent)}; is it a bmbench table?")
+    unknown = [str(column) for column in frame.columns if not table.knows(str(column))]
+    if unknown:
+        message = f"{where}: column(s) the {table.stem} table does not have, not read: {', '.join(unknown)}"
+        warnings.warn(message, BmbenchWarning, stacklevel=2)
+    assumed = [column for column in defaulted if column not in frame.columns]
+    if assumed:
+        message = f"{where}: no column(s) {', '.join(assumed)} (an older or partial table): read as their defaults"
+        warnings.warn(message, BmbenchWarning, stacklevel=2)
 
 
 def _numeric_spec_keys(frame: pd.DataFrame) -> pd.DataFrame:
@@ -216,7 +229,7 @@ def load_speed_run(folder: Path) -> StoredSpeedRun:
     frame = read_table(folder, "speed")
     if frame is None:
         raise BmbenchError(f"{folder}: no speed table")
-    _missing(frame, SPEED_REQUIRED, folder / "speed")
+    check_columns(frame, SPEED_TABLE, folder / "speed", required=SPEED_REQUIRED, defaulted=tuple(SPEED_OPTIONAL))
     for column, default in SPEED_OPTIONAL.items():
         if column not in frame.columns:
             frame[column] = default
@@ -231,6 +244,7 @@ def load_speed_run(folder: Path) -> StoredSpeedRun:
     scaling = read_table(folder, "scaling")
     if scaling is None or scaling.empty:
         scaling = pd.DataFrame(columns=list(SCALING_COLUMNS))
+    check_columns(scaling, SCALING_TABLE, folder / "scaling", required=SCALING_REQUIRED)
     families = frame.drop_duplicates("variant").set_index("variant")["family"]
     scaling = scaling.assign(family=scaling["variant"].map(families))
     meta = read_meta(folder)
@@ -239,7 +253,9 @@ def load_speed_run(folder: Path) -> StoredSpeedRun:
         repeat = load_speed_run(sub)
         repeat.meta = repeat.meta or meta  # a later run written without its own meta.json shares the first's
         run.repeats.append(repeat)
-    run.stability = read_table(folder, "stability")
+    run.stability = read_table(folder, STABILITY_TABLE.stem)
+    if run.stability is not None:
+        check_columns(run.stability, STABILITY_TABLE, folder / STABILITY_TABLE.stem, required=())
     return run
 
 
@@ -270,7 +286,7 @@ def load_ablation(folder: Path) -> AblationSuite:
     frame = read_table(folder, "summary")
     if frame is None:
         raise BmbenchError(f"{folder}: no summary table")
-    _missing(frame, SUMMARY_REQUIRED, folder / "summary")
+    check_columns(frame, SUMMARY_TABLE, folder / "summary", required=SUMMARY_REQUIRED)
     frame = _numeric_spec_keys(frame.copy())
     _ap_in_points(frame)
     for column in frame.columns:
@@ -289,10 +305,10 @@ def _ap_in_points(frame: pd.DataFrame) -> None:
 
 def load_references(folder: Path) -> pd.DataFrame | None:
     """``references.csv`` (or .parquet) of a suite, AP in points; None when the suite has none."""
-    frame = read_table(folder, REFERENCES_STEM)
+    frame = read_table(folder, REFERENCES_TABLE.stem)
     if frame is None:
         return None
-    _missing(frame, REFERENCES_REQUIRED, folder / REFERENCES_STEM)
+    check_columns(frame, REFERENCES_TABLE, folder / REFERENCES_TABLE.stem, required=REFERENCES_REQUIRED)
     frame = frame.copy()
     _ap_in_points(frame)
     return frame
@@ -301,15 +317,15 @@ def load_references(folder: Path) -> pd.DataFrame | None:
 def load_curves(folder: Path) -> pd.DataFrame | None:
     """``curves.csv`` (or .parquet) of a suite: AP in points, ``seed`` 0 and ``fraction`` step/last step of the
     cell when absent; None when the suite has none."""
-    frame = read_table(folder, CURVES_STEM)
+    frame = read_table(folder, CURVES_TABLE.stem)
     if frame is None:
         return None
-    _missing(frame, CURVES_REQUIRED, folder / CURVES_STEM)
+    check_columns(frame, CURVES_TABLE, folder / CURVES_TABLE.stem, required=CURVES_REQUIRED, defaulted=CURVES_OPTIONAL)
     frame = _numeric_spec_keys(frame.copy())
     _ap_in_points(frame)
     frame["step"] = pd.to_numeric(frame["step"], errors="coerce")
-    frame[SEED_COLUMN] = pd.to_numeric(frame[SEED_COLUMN], errors="coerce").fillna(0) if SEED_COLUMN in frame else 0
-    cell = frame["cell_id"] if "cell_id" in frame else frame["spec"].astype(str) + "/" + frame[SEED_COLUMN].astype(str)
+    frame[SEED] = pd.to_numeric(frame[SEED], errors="coerce").fillna(0) if SEED in frame else 0
+    cell = frame["cell_id"] if "cell_id" in frame else frame["spec"].astype(str) + "/" + frame[SEED].astype(str)
     if "fraction" not in frame:
         frame["fraction"] = frame["step"] / frame.groupby(cell)["step"].transform("max")
     frame["fraction"] = pd.to_numeric(frame["fraction"], errors="coerce")

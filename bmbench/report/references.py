@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bmbench.report.load import BOUNDARY_AP_COLUMN, THIN_AP_COLUMN, TOUCHING_AP_COLUMNS, AblationSuite
+from bmbench.report.load import AblationSuite
 from bmbench.report.tables import fmt_num
+from bmbench.schema import BOUNDARY_AP, THIN_AP, TOUCHING_AP
 
 KNOWS = {  # reference kind -> what its masks know (bmbench.evaluation.references)
     "box": "the box only",
@@ -32,13 +33,13 @@ def reference_table(suite: AblationSuite) -> pd.DataFrame:
     frame = suite.references
     if frame is None or frame.empty:
         return pd.DataFrame()
-    touching = next((column for column in TOUCHING_AP_COLUMNS if column in frame), None)
+    touching = TOUCHING_AP if TOUCHING_AP in frame else None
     columns = {  # title -> column; the ones the table lacks are left out
         "mask AP": "mask_AP",
         "AP50": "mask_AP50",
         "AP75": "mask_AP75",
-        "Boundary AP": BOUNDARY_AP_COLUMN,
-        "thin": THIN_AP_COLUMN,
+        "Boundary AP": BOUNDARY_AP,
+        "thin": THIN_AP,
         "touching": touching,
     }
     kinds = frame["reference"].astype(str)

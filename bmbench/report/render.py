@@ -36,7 +36,7 @@ PUBLISHED_NOTE = (
 VERDICT_TEXT = {
     HOLDS: "holds",
     FAILS: "does not hold here",
-    NOT_SIGNIFICANT: "not significant at this budget",
+    NOT_SIGNIFICANT: NOT_SIGNIFICANT,
     NOT_MEASURED: "not measured",
     UNSTABLE: "unstable here",
 }

@@ -11,19 +11,18 @@ from importlib import resources
 
 import pandas as pd
 
-from bmbench.report.load import (
-    BASES_CORR_COLUMN,
-    BOUNDARY_AP_COLUMN,
+from bmbench.report.load import REFERENCE_N, AblationSuite, StoredSpeedRun
+from bmbench.report.stats import ABOVE, BELOW, MIN_SEEDS, matched_contrast
+from bmbench.schema import (
+    BASES_CORR,
+    BOUNDARY_AP,
     DETECTOR,
     END_TO_END,
-    REFERENCE_N,
+    NOT_SIGNIFICANT,
     STAGES,
-    THIN_AP_COLUMN,
-    TOUCHING_AP_COLUMNS,
-    AblationSuite,
-    StoredSpeedRun,
+    THIN_AP,
+    TOUCHING_AP,
 )
-from bmbench.report.stats import ABOVE, BELOW, MIN_SEEDS, matched_contrast
 
 GRID_MS_AT = (10, 100)  # the paper's table reports the mask branch at these N; the nearest measured N stands in
 PARETO_N = REFERENCE_N  # Pareto front and "ms" of the trade-off findings: N=100, else the largest N measured
@@ -31,16 +30,15 @@ BEST_MARK, PARETO_MARK = "★ best", "◆ Pareto"
 PUBLISHED_FILE = "published.csv"
 DASH = "–"
 SUBSET_COLUMNS = (  # AP columns shown beside mask AP when measured: (title, column)
-    ("boundary AP", BOUNDARY_AP_COLUMN),
-    *((f"AP {column.removeprefix('mask_AP_')}", column) for column in TOUCHING_AP_COLUMNS),
-    ("AP thin", THIN_AP_COLUMN),
+    ("boundary AP", BOUNDARY_AP),
+    ("AP touching", TOUCHING_AP),
+    ("AP thin", THIN_AP),
 )
 GAPS = (  # (axis, value, minus, metrics): the differences the quick suite reports with their intervals
     ("K", 4, 1, ("mask_AP",)),
-    ("M", 7, 1, (*TOUCHING_AP_COLUMNS, "mask_AP")),
-    ("R", 56, 28, ("mask_AP", BOUNDARY_AP_COLUMN, THIN_AP_COLUMN)),  # boundary AP beside mask AP: it responds to R
+    ("M", 7, 1, (TOUCHING_AP, "mask_AP")),
+    ("R", 56, 28, ("mask_AP", BOUNDARY_AP, THIN_AP)),  # boundary AP beside mask AP: it responds to R
 )
-NOT_SIGNIFICANT_TEXT = "not significant at this budget"
 SPREAD_SUFFIXES = ("_std", "_n", "_lo", "_hi")  # the columns AblationSuite.cells adds beside each mean
 
 
@@ -335,8 +333,8 @@ def _metric_columns(cells: pd.DataFrame, suite: AblationSuite, ms_at: list[int])
     if suite.gflops_column:
         num, column = suite.gflops_column
         columns["GFLOPs" if num is None else f"GFLOPs N={num}"] = cells[column].map(lambda v: fmt_num(v, 2))
-    if BASES_CORR_COLUMN in cells and cells[BASES_CORR_COLUMN].notna().any():
-        columns["bases r"] = cells[BASES_CORR_COLUMN].map(lambda v: fmt_num(v, 2))
+    if BASES_CORR in cells and cells[BASES_CORR].notna().any():
+        columns["bases r"] = cells[BASES_CORR].map(lambda v: fmt_num(v, 2))
     if (cells["seeds"] > 1).any():
         columns["seeds"] = cells["seeds"].map(fmt_int)
     return columns
@@ -398,10 +396,10 @@ def gaps_table(suite: AblationSuite) -> pd.DataFrame:
                 continue
             if gap.measured:
                 interval = f"[{gap.low:+.1f}, {gap.high:+.1f}]"
-                reading = "significant" if gap.side(0.0) in (ABOVE, BELOW) else NOT_SIGNIFICANT_TEXT
+                reading = "significant" if gap.side(0.0) in (ABOVE, BELOW) else NOT_SIGNIFICANT
             else:
                 interval = DASH
-                reading = f"{NOT_SIGNIFICANT_TEXT} ({'one seed' if gap.seeds <= 1 else f'{gap.seeds} seeds'})"
+                reading = f"{NOT_SIGNIFICANT} ({'one seed' if gap.seeds <= 1 else f'{gap.seeds} seeds'})"
             others = [k for k in ("R", "K", "M") if k != axis]
             rows.append(
                 {
@@ -419,7 +417,7 @@ def gaps_table(suite: AblationSuite) -> pd.DataFrame:
 
 def class_columns(frame: pd.DataFrame) -> dict[str, str]:
     """class name -> its ``mask_AP_<class name>`` column (the per-category AP; subsets such as touching excluded)."""
-    subsets = {*TOUCHING_AP_COLUMNS, THIN_AP_COLUMN}
+    subsets = {TOUCHING_AP, THIN_AP}
     found = {}
     for column in frame.columns:
         name = str(column)

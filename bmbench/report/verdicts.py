@@ -1,14 +1,12 @@
-"""The verdict vocabulary shared by every finding's check (bmbench.report.claims, bmbench.report.accuracy)."""
+"""What every finding's check returns (bmbench.report.claims, bmbench.report.accuracy), in the verdict words that
+bmbench.schema declares (imported here so that the checks name them in one place)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from bmbench.report.findings import Finding
-
-HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
-NOT_SIGNIFICANT = "not significant at this budget"  # measured, but a difference it rests on is inside the spread
-UNSTABLE = "unstable here"  # runs of the same sweep on this machine gave different verdicts
+from bmbench.schema import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE  # noqa: F401 - the vocabulary
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from bmbench.ablation.runner import REFERENCES_STEM, write_references
+from bmbench.ablation.runner import write_references
 from bmbench.ablation.suite import load_suite
 from bmbench.cli import app
 from bmbench.data.coco import CocoInstanceDataset
@@ -23,6 +23,7 @@ from bmbench.errors import BmbenchError, BmbenchWarning
 from bmbench.evaluation.evaluate import evaluate_reference
 from bmbench.evaluation.references import REFERENCES
 from bmbench.evaluation.scoring import score_detections
+from bmbench.schema import REFERENCES_TABLE
 
 SIDE, CELL, SQUARE = 128, 11, 8  # an 11 x 11 grid of 8 px squares: 121 instances, more than COCO's cap of 100
 
@@ -83,7 +84,7 @@ def test_a_suite_scores_its_references_with_its_own_eval_settings(tmp_path: Path
         warnings.simplefilter("always")
         write_references(load_suite(suite_file), suite_dir, root)
     assert not [m for m in _bmbench_warnings(caught) if "max_dets" in m]
-    table = pd.read_csv(suite_dir / f"{REFERENCES_STEM}.csv").set_index("reference")
+    table = pd.read_csv(suite_dir / f"{REFERENCES_TABLE.stem}.csv").set_index("reference")
     assert list(table.index) == list(REFERENCES)
     assert table.loc["roi-56", "mask_AP"] == pytest.approx(1.0)  # 100 would have cost it about a fifth
     assert table.loc["box", "mask_AP"] == pytest.approx(1.0)  # squares fill their boxes
