@@ -30,25 +30,32 @@ from bmbench.evaluation.evaluate import evaluate, evaluate_reference
 from bmbench.evaluation.references import REFERENCES
 from bmbench.evaluation.scoring import SCORE_PREFIXES
 from bmbench.results import device_name, git_commit, write_table
-from bmbench.schema import CURVE_PREFIXES, REFERENCES_TABLE
 from bmbench.training.checkpoint import snapshot_path
 from bmbench.training.train import train
 
+CURVE_PREFIXES = ("mask_AP", "box_AP", "boundary_AP")  # the metrics a learning curve keeps at each step
 SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload
 TRUNKS_DIR = "trunks"
+REFERENCES_STEM = "references"  # <suite>/references.csv: one row per reference kind, COCOeval's 0..1
 
 
 def prepare_data(suite: SuiteSpec, device: str) -> Path:
-    """The suite's dataset folder, generated once for a synthetic one (in $BMBENCH_DATA or results/data), checked
-    for a COCO one. Runs in the driver before any cell, so that cells never race to generate it."""
+    """The suite's dataset folder, generated once for a synthetic one (in $BMBENCH_DATA or results/data), and its
+    train and val splits checked as every reader checks them. Runs in the driver before any cell, so that cells
+    never race to generate it and a broken file fails once, here, not in every cell after its training."""
     data = suite.dataset
     if data.kind == "synthetic":
         options = {} if data.difficulty is None else {"difficulty": data.difficulty}
-        return ensure_default_dataset(num_images=data.images, size=data.size, seed=data.seed, **options).resolve()
-    root = Path(data.root).expanduser()
-    if data.train not in ("train", "train2017"):
-        raise BmbenchError(f"{suite.path}: dataset.train: training reads the 'train' split only, got {data.train!r}")
-    for split in (data.train, data.val):
+        root = ensure_default_dataset(num_images=data.images, size=data.size, seed=data.seed, **options)
+        splits: tuple[str, ...] = ("train", "val")
+    else:
+        root = Path(data.root).expanduser()
+        if data.train not in ("train", "train2017"):
+            raise BmbenchError(
+                f"{suite.path}: dataset.train: training reads the 'train' split only, got {data.train!r}"
+            )
+        splits = (data.train, data.val)
+    for split in splits:
         check_split(root, split)  # the readers' own check, images included: bad files fail before any cell trains
     return root.resolve()
 
@@ -117,7 +124,7 @@ def write_references(suite: SuiteSpec, suite_dir: Path, data_dir: Path) -> None:
         {"reference": kind, "split": split, **evaluate_reference(kind, data_dir, split=split, **scoring)}
         for kind in REFERENCES
     ]
-    write_table(pd.DataFrame(rows), suite_dir / REFERENCES_TABLE.stem)
+    write_table(pd.DataFrame(rows), suite_dir / REFERENCES_STEM)
 
 
 def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from bmbench.ablation.suite import load_suite
 from bmbench.cli import app
 from bmbench.data.coco import PIXEL_MEAN, PIXEL_STD, CocoInstanceDataset, check_split
 from bmbench.data.images import read_rgb, to_rgb
-from bmbench.data.synth import write_synthetic_dataset
+from bmbench.data.synth import ensure_default_dataset, write_synthetic_dataset
 from bmbench.errors import BmbenchError, BmbenchWarning
 
 
@@ -191,3 +191,21 @@ def test_a_constant_image_gets_one_counted_warning(root: Path) -> None:
         f"split 'val' in {root / 'val'}: 1 of 2 images are constant after reading (one value in every pixel, nothing "
         f"to learn or detect): {path.name}"
     ]
+
+
+def test_a_synthetic_suite_checks_its_cached_dataset_before_its_first_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BMBENCH_DATA", str(tmp_path / "data"))
+    root = ensure_default_dataset(num_images=6, size=64, seed=2)  # the suite's cached dataset, then damaged
+    bad = _first_image(root, "train")
+    _break(bad, "empty")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: s\ndataset: {kind: synthetic, images: 6, size: 64, seed: 2}\ntrain: {iters: 1}\n"
+        "variants: [yolact]\nspeed: {instances: [1], image_size: 64x64}\n"
+    )
+    ran = []
+    with pytest.raises(BmbenchError, match=rf"^split 'train': {re.escape(str(bad))} \(image id \d+\) is empty"):
+        run_suite(load_suite(suite), out=tmp_path / "out", device="cpu", runner=lambda cell, **_: ran.append(cell))
+    assert ran == []
