@@ -90,6 +90,8 @@ def _problem(path: Path, width: int, height: int) -> tuple[str | None, bool]:
             pixels = to_rgb(image)
     except UnidentifiedImageError:
         return "is not an image file Pillow can read", False
+    except PermissionError as err:
+        return f"cannot be read ({err.strerror or err})", False
     except (OSError, SyntaxError, ValueError) as err:  # Pillow raises these for truncated or corrupt data
         return f"is truncated or corrupt ({' '.join(str(err).split()) or type(err).__name__})", False
     constant = bool(pixels.size) and bool((pixels == pixels.flat[0]).all())

@@ -36,12 +36,12 @@ from bmbench.evaluation.evaluators import (
     stat_names,
     summarize,
 )
+from bmbench.schema import SCORE_PREFIXES  # noqa: F401 - re-exported: what score_detections' names start with
 
 IOU_TYPES = {"segm": "mask", "bbox": "box"}  # COCOeval iouType -> metric-name prefix
 FIELDS = {"segm": "segmentation", "bbox": "bbox"}  # COCOeval iouType -> result-dict field
 STAT_NAMES = stat_names(MAX_DETS)  # AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
 BOUNDARY_STATS = ("AP", "AP50", "AP75")  # the Boundary AP numbers reported (boundary_AP, ...)
-SCORE_PREFIXES = ("mask_", "box_", "boundary_")  # the metric names that score_detections returns start so
 
 
 def encode_masks(masks: Tensor) -> list[dict]:
