@@ -170,13 +170,10 @@ def import_module_families(module: str) -> list[Found]:
     if not isinstance(heads, Mapping) or not heads:
         raise BmbenchError(f"{where}: no {MODULE_ATTRIBUTE} dict (family name -> bmbench.plugins.Family) in it")
     package, version = _distribution_of(module)
-    version = version or getattr(loaded, "__version__", None)
+    top = sys.modules.get(module.split(".")[0])
+    version = version or getattr(loaded, "__version__", None) or getattr(top, "__version__", None)
     found = []
     for name, family in heads.items():
         check_family(name, family, where)
         found.append(Found(name, family, Origin("module", module, package, version, source_digest(family.build))))
     return found
-
-
-def module_is_loaded(module: str) -> bool:
-    return module in sys.modules

@@ -13,6 +13,7 @@ DatasetSpec, bmbench.training.config.TrainConfig, EvalSpec, bmbench.bench.option
       - {family: blendmask, K: [1, 4], M: [1, 7], R: [28, 56]}
       - {family: blendmask, K: [4], M: [1, 7], R: [56], seeds: [0, 1, 2]}   # an entry may give its own seeds
     variants: [yolact, centermask, maskrcnn]   # fixed extra variants: presets or spec strings
+    plugins: [mypkg.heads]           # modules whose BMBENCH_HEADS families the grid may name (docs/plugins.md)
     eval: {boxes: predicted}         # predicted | oracle
     speed: {instances: [1, 10, 100], image_size: 1088x800, trunk: r50, dtype: fp32, budget_s: 0.25}
                                      # image_size is W x H, as in `bmbench speed --image-size`
@@ -46,7 +47,7 @@ from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import BoxSource
 from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS
 from bmbench.training.config import TrainConfig, image_size_for
-from bmbench.variants import FAMILIES, VariantSpec, parse_spec
+from bmbench.variants import FAMILIES, VariantSpec, load_plugins, parse_spec
 
 DatasetKind = Literal["synthetic", "coco"]
 DATASET_KINDS: tuple[str, ...] = get_args(DatasetKind)
@@ -106,6 +107,7 @@ class SuiteSpec:
     specs: tuple[VariantSpec, ...]  # the grid's valid combinations, then the fixed variants, without duplicates
     spec_seeds: tuple[tuple[int, ...], ...]  # each spec's seeds, in the order of specs
     skipped: tuple[str, ...]  # the grid's invalid combinations, each "spec-ish: reason"
+    plugins: tuple[str, ...] = ()  # modules loaded for their head families before the grid was read
 
     def resolved(self) -> dict[str, Any]:
         """The suite as plain data with every default filled in (for meta.json)."""
@@ -124,7 +126,7 @@ class SuiteSpec:
             "speed": speed_dict(self.speed),
             "specs": [str(spec) for spec in self.specs],
             "skipped": list(self.skipped),
-        }
+        } | ({"plugins": list(self.plugins)} if self.plugins else {})
 
 
 def speed_dict(speed: SweepConfig) -> dict[str, Any]:
@@ -193,7 +195,13 @@ def _load_grid_entry(err: Errors, key: str, raw: Any) -> GridEntry:
         raise err(f"{key}.family", "missing")
     family = raw["family"]
     if not isinstance(family, str) or family not in FAMILIES:
-        raise err(f"{key}.family", f"unknown family {family!r} (known: {', '.join(FAMILIES)})")
+        load_plugins()  # an installed plugin's family is found by its entry point
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise err(
+            f"{key}.family",
+            f"unknown family {family!r} (known: {', '.join(FAMILIES)}); a plugin's family needs its package "
+            "installed (a bmbench.heads entry point) or its module in the suite's plugins: list",
+        )
     own = tuple(FAMILIES[family].defaults)
     axes = []
     for axis in raw:
@@ -240,8 +248,9 @@ def load_suite(path: Path | str) -> SuiteSpec:
         raise err("", f"malformed YAML: {where}{problem}") from None
     if raw is None:
         raise err("", "empty file (a suite needs at least a grid or variants)")
-    sections = ("name", "dataset", "train", "seeds", "grid", "variants", "eval", "speed")
+    sections = ("name", "dataset", "train", "seeds", "grid", "variants", "eval", "speed", "plugins")
     field_mapping(err, "", raw, sections)
+    plugins = _load_plugins(err, raw.get("plugins", []))
 
     name = field_str(err, "name", raw.get("name", path.stem))
     if not _NAME_RE.match(name):
@@ -294,4 +303,17 @@ def load_suite(path: Path | str) -> SuiteSpec:
         specs=tuple(chosen),
         spec_seeds=tuple(tuple(sorted(values)) for values in chosen.values()),
         skipped=tuple(skipped),
+        plugins=plugins,
     )
+
+
+def _load_plugins(err: Errors, raw: Any) -> tuple[str, ...]:
+    """The suite's plugins: modules, each loaded now (its families registered) so that the grid may name them."""
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise err("plugins", f"expected a list of module names, got {describe_value(raw)}")
+    for i, module in enumerate(raw):
+        try:
+            load_plugins([module])
+        except BmbenchError as why:
+            raise err(f"plugins[{i}]", str(why)) from None
+    return tuple(raw)

@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("bmbench.cli.evaluate", "evaluate_cli", "Mask and box AP of a checkpoint, detections or references."),
     "ablate": ("bmbench.cli.ablate", "ablate_cli", "Run a suite's grid of cells: train, evaluate, time; resumable."),
     "report": ("bmbench.cli.report", "report_cli", "Write the markdown report and a verdict on each finding."),
+    "check-head": (
+        "bmbench.cli.check_head",
+        "check_head_cli",
+        "Check that a mask head keeps the contract.",
+    ),
 }
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from bmbench.cli.console import console
+from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.cli.progress import RichEvents
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
@@ -61,9 +62,11 @@ def evaluate_cli(
             "--max-dets", help="Detections kept per image, in post-processing and in COCOeval's maxDets (COCO: 100)."
         ),
     ] = MAX_DETS,
+    plugin: PluginOption = None,
 ) -> None:
     """Evaluate a checkpoint (writes detections.json and metrics.csv), score a detections file, or score reference
     masks built from the ground truth (what a mask AP means on the dataset)."""
+    load_plugin_options(plugin)
     sources = [
         name
         for name, given in (("CHECKPOINT", checkpoint), ("--detections", detections), ("--reference", reference))

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from bmbench.cli.console import console
+from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.cli.progress import RichEvents
 from bmbench.models.backbone import TRUNKS
 from bmbench.training.config import PROTOCOLS, TrainConfig
@@ -71,8 +72,10 @@ def train_cli(
     semantic_level: Annotated[
         str, typer.Option("--semantic-level", help="p3 | p2: the FPN level the auxiliary semantic loss reads.")
     ] = TrainConfig.semantic_level,
+    plugin: PluginOption = None,
 ) -> None:
     """Train a variant and write checkpoint.pt, train_log.csv and meta.json."""
+    load_plugin_options(plugin)
     spec = parse_spec(variant)
     config = TrainConfig(
         protocol=protocol,  # type: ignore[arg-type] - check_config names a bad one

@@ -1,4 +1,5 @@
-"""`bmbench variants`: the presets (or given specs) with K, M, R, parameters and analytic FLOPs per stage."""
+"""`bmbench variants`: every family with where it came from, then the presets (or given specs) with K, M, R,
+parameters and FLOPs per stage (a closed form; a plugin without one: counted by torch.utils.flop_counter)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,31 @@ from rich.table import Table
 
 from bmbench.bench.cost import REFERENCE_IMAGE, REFERENCE_INSTANCES, describe
 from bmbench.cli.console import console
+from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.errors import BmbenchError
 from bmbench.models.backbone import TRUNKS
-from bmbench.variants import PRESETS, parse_specs
+from bmbench.variants import FAMILIES, PRESETS, VariantSpec, family_origin, parse_specs
+
+
+def default_specs() -> list[VariantSpec]:
+    """The presets, then each family without a preset (a plugin's) at its defaults."""
+    specs = list(PRESETS.values())
+    preset_families = {spec.family for spec in specs}
+    return specs + [VariantSpec(name, **f.defaults) for name, f in FAMILIES.items() if name not in preset_families]
+
+
+def family_rows() -> list[dict[str, str]]:
+    """One row per registered family: name, fields with defaults, fixed fields, origin, summary."""
+    return [
+        {
+            "family": name,
+            "fields": ",".join(f"{key}={value}" for key, value in family.defaults.items()),
+            "fixed": ",".join(f"{key}={value}" for key, value in family.fixed.items()) or "–",
+            "origin": str(family_origin(name)),
+            "summary": family.summary,
+        }
+        for name, family in FAMILIES.items()
+    ]
 
 
 def variants_cli(
@@ -22,16 +45,26 @@ def variants_cli(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     trunk: Annotated[str, typer.Option(help=f"Trunk widths for parameters and FLOPs: {', '.join(TRUNKS)}.")] = "r50",
+    plugin: PluginOption = None,
 ) -> None:
     """List the variant presets with K, M, R, mask-branch parameters and analytic GFLOPs of each stage
     (800x1088 image, N=100, COCO's 80 classes)."""
     if trunk not in TRUNKS:
         raise BmbenchError(f"unknown trunk {trunk!r} (known: {', '.join(TRUNKS)})")
-    chosen = [spec for text in specs for spec in parse_specs(text)] if specs else list(PRESETS.values())
+    load_plugin_options(plugin)
+    chosen = [spec for text in specs for spec in parse_specs(text)] if specs else default_specs()
     rows = describe(chosen, trunk=trunk)
+    for row, spec in zip(rows, chosen, strict=True):
+        row["origin"] = str(family_origin(spec.family))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    families = Table(title="Mask-head families")
+    for column in ("family", "fields", "fixed", "origin", "summary"):
+        families.add_column(column)
+    for family in family_rows():
+        families.add_row(*family.values())
+    console().print(families)
     H, W = REFERENCE_IMAGE
     table = Table(title=f"Mask-head variants — GFLOPs at {W}x{H}, N={REFERENCE_INSTANCES}, trunk {trunk}")
     for column in (
@@ -59,3 +92,10 @@ def variants_cli(
             *(f"{row[f'{stage}_gflops']:.2f}" for stage in ("bottom", "top", "merge", "paste", "total")),
         )
     console().print(table)
+    counted = sorted({str(row["variant"]) for row in rows if row["flops_from"] == "flop_counter"})
+    if counted:
+        console().print(
+            f"GFLOPs of {', '.join(counted)}: no formula in the plugin, counted with torch.utils.flop_counter on one "
+            "run (convolutions and matmuls only)",
+            markup=False,
+        )

@@ -15,12 +15,15 @@ def test_help_lists_the_commands() -> None:
     assert "variants" in result.output
 
 
-def test_variants_json_lists_the_five_presets_over_four_families() -> None:
+def test_variants_json_lists_the_six_presets_over_five_families() -> None:
     result = runner.invoke(app, ["variants", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert [r["variant"] for r in rows] == ["yolact", "centermask", "blendmask", "blendmask-adelaidet", "maskrcnn"]
-    assert {r["family"] for r in rows} == {"yolact", "centermask", "blendmask", "maskrcnn"}
+    assert [r["variant"] for r in rows] == [
+        "yolact", "centermask", "blendmask", "blendmask-adelaidet", "condinst", "maskrcnn"
+    ]  # fmt: skip
+    assert {r["family"] for r in rows} == {"yolact", "centermask", "blendmask", "condinst", "maskrcnn"}
+    assert {r["origin"] for r in rows} == {"built in"} and {r["flops_from"] for r in rows} == {"formula"}
     for row in rows:
         assert {"K", "M", "R", "bottom_gflops", "top_gflops", "merge_gflops", "paste_gflops", "mask_params"} <= set(row)
         assert row["total_gflops"] > 0
