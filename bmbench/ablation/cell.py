@@ -24,7 +24,7 @@ from bmbench.errors import BmbenchError, as_disk_error
 from bmbench.results import write_table
 from bmbench.schema import SPEC_KEYS, SUMMARY_METRICS
 from bmbench.training.config import TrainConfig
-from bmbench.variants import VariantSpec
+from bmbench.variants import VariantSpec, family_origin
 
 RESULT_FILE = "result.json"
 DISK_ERROR = "disk-error"  # a record's status when the disk refused a write: never stored, the suite stops there
@@ -55,12 +55,19 @@ class Cell:
             "train": train_dict(self.train),
             "eval": eval_dict(self.eval),
             "speed": speed_dict(self.speed),
-        }
+        } | _plugin_identity(self.spec)
 
     @property
     def cell_id(self) -> str:
         text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:CELL_ID_LENGTH]
+
+
+def _plugin_identity(spec: VariantSpec) -> dict[str, Any]:
+    """A plugin family's package, version and source digest, for the cell's config (so its id): a changed plugin
+    makes new cells instead of reusing old ones. Built-in families add nothing (their ids stay as they were)."""
+    plugin = family_origin(spec.family).identity()
+    return {"plugin": plugin} if plugin is not None else {}
 
 
 def expand_cells(suite: SuiteSpec) -> list[Cell]:
@@ -125,6 +132,7 @@ def summary_row(cell: Cell, result: dict[str, Any]) -> dict[str, Any]:
         "variant": spec.name,
         "spec": str(spec),
         "family": spec.family,
+        "origin": str(family_origin(spec.family)),  # "built in", or the plugin's package and version
         **{key: getattr(spec, key) for key in SPEC_KEYS},
         "seed": cell.seed,
         **{f"dataset_{key}": value for key, value in asdict(data).items()},

@@ -16,6 +16,7 @@ from bmbench.ablation.fields import format_size
 from bmbench.ablation.run import run_suite
 from bmbench.ablation.suite import load_suite
 from bmbench.cli.console import console
+from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.results import Event
 
 
@@ -132,9 +133,11 @@ def ablate_cli(
         list[str] | None,
         typer.Option("--only", help="Run only this cell id (or unique prefix); repeatable.", show_default=False),
     ] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Run a suite's grid: each cell (one variant, one seed) trains, is evaluated (mask/box AP) and has its mask
     branch timed at the suite's instance counts. Finished cells are reused; exit status 1 if any cell failed."""
+    load_plugin_options(plugin)
     spec = load_suite(suite)
     if dry_run:
         plan = plan_suite(spec, out, force=force, retry_failed=retry_failed, only=only)
