@@ -8,7 +8,7 @@ visible after the later ones are drawn.
 
 Two named difficulties (`DIFFICULTIES`): ``light``, the default, which a 2-core CPU learns in minutes (2–4
 instances, half-extent 0.12–0.35 of the side, a flat background, instance colours kept apart from it), and
-``hard``, the scenes of bmbench before issue 12 (3–9 instances, half-extent 0.05–0.42, textured backgrounds;
+``hard``, the scenes of bmbench 0.1.0 (3–9 instances, half-extent 0.05–0.42, textured backgrounds;
 the same images as were written then).
 
 Each annotation carries ``"subsets": [...]`` (pycocotools ignores the field), the subsets it belongs to
@@ -64,10 +64,10 @@ class Difficulty:
 
 
 DIFFICULTIES = {
-    # 2–4 instances in all (2–3 placed, plus a touching partner in 60 % of the images). Measured in issue 12: 8.7
+    # 2–4 instances in all (2–3 placed, plus a touching partner in 60 % of the images). Measured: 8.7
     # oracle mask AP after 300 joint steps at 128 px, where `hard` reached 1.5.
     "light": Difficulty(2, 3, (0.12, 0.35), 0.6, textured=False, min_contrast=80.0),
-    # The scenes before issue 12: at 256 px the sizes span COCO's small (< 32^2 px), medium and large (> 96^2 px).
+    # The scenes of bmbench 0.1.0: at 256 px the sizes span COCO's small (< 32^2 px), medium and large (> 96^2 px).
     "hard": Difficulty(3, 8, (0.05, 0.42), 0.6, textured=True, min_contrast=0.0),
 }
 

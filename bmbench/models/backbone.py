@@ -30,8 +30,9 @@ class TrunkSpec:
     tower_convs: int  # convs per FCOS tower
     # the FPN levels the basis module (bottom) reads, finest first (bmbench.models.heads.base.BasisModule). The
     # paper's P3-P5 (summed at stride 8, upsampled x2 to the stride-4 bases); the small trunk adds P2 (stride 4),
-    # added after the upsample, because at the CPU's 128-px images P3 is a 16x16 map: measured (issue 12, 300
-    # joint steps, 128 px, K=4 M=7 R=56, one seed) 24.2 oracle mask AP with P2 against 16.4 with P3-P5 alone
+    # added after the upsample, because at the CPU's 128-px images P3 is a 16x16 map: measured (bmbench 0.3.0, P2
+    # then summed in at stride 4; 300 joint steps, 128 px, K=4 M=7 R=56, one seed) 24.2 oracle mask AP with P2
+    # against 16.4 with P3-P5 alone
     basis_levels: tuple[str, ...] = ("p3", "p4", "p5")
 
 

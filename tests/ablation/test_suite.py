@@ -106,7 +106,7 @@ speed: {instances: [50, 5], image_size: 640x480, trunk: small, dtype: bf16, budg
                                         train="train2017", val="val2017")  # fmt: skip
     assert suite.train.lr == 1.0 and isinstance(suite.train.lr, float)
     assert suite.seeds == (0, 1)
-    assert suite.train.image_size is None  # training reads the COCO images' own size (issue 12: sizes follow data)
+    assert suite.train.image_size is None  # training reads the COCO images' own size (sizes follow the data)
     assert suite.speed == SweepConfig(
         instances=(5, 50), image_size=(480, 640), trunk="small", dtype="bf16", budget_s=1.0
     )

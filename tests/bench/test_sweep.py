@@ -49,7 +49,7 @@ def test_tiny_sweep_writes_columns_meta_and_scaling(tmp_path: Path) -> None:
     assert set(blend["spec"]) == {"blendmask:K=2,M=2,R=8", "blendmask:K=2,M=2,R=16"}
     # One row per (variant, axis value, N, stage).
     assert not branch.duplicated(["variant", "axis_value", "instances", "stage"]).any()
-    # Each stage is its own measurement (issue 13): bottom and top take no per-instance input, so one measurement of
+    # Each stage is its own measurement: bottom and top take no per-instance input, so one measurement of
     # the spec stands at every N; merge, paste and total are measured at each N, with their intervals.
     r16 = blend[blend["R"] == 16]
     for stage in ("bottom", "top"):

@@ -32,7 +32,7 @@ def test_bmbench_warnings_print_as_one_line_once_and_others_as_python_does(capsy
 
 
 def test_detections_without_segmentation_say_mask_ap_was_skipped(tmp_path: Path) -> None:
-    """Issue 15: box-only detections scored box AP and said nothing about the missing mask AP."""
+    """Box-only detections once scored box AP and said nothing about the missing mask AP."""
     root = write_synthetic_dataset(tmp_path / "ds", num_images=4, size=96, seed=1)
     gt = json.loads((root / "annotations" / "instances_val.json").read_text())
     boxes = [

@@ -198,7 +198,7 @@ def _perfect(ann_file: Path) -> list[dict]:
 
 
 def test_empty_segmentation_is_skipped_alike_by_every_reader(tmp_path: Path) -> None:
-    """Issue 15: `segmentation: []` crashed scoring and references (pycocotools IndexError) while training skipped
+    """`segmentation: []` once crashed scoring and references (pycocotools IndexError) while training skipped
     it. Every reader now skips it with the same one counted warning, and scores as if the entry were absent."""
     anns = _annotations()
     anns[1]["segmentation"] = []

@@ -51,7 +51,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def modest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # The scenes before issue 12 (now the `hard` difficulty): crowds, all COCO size ranges.
+    # The scenes of bmbench 0.1.0 (now the `hard` difficulty): crowds, all COCO size ranges.
     root = tmp_path_factory.mktemp("synth") / "ds"
     return write_synthetic_dataset(root, num_images=24, size=256, seed=1, difficulty="hard")
 

@@ -159,7 +159,7 @@ def test_malformed_ground_truth_is_named(constructed: Path, field: str, value: o
 
 
 def test_cli_skips_an_empty_segmentation_with_one_tidy_warning(tmp_path: Path) -> None:
-    """Issue 15: `segmentation: []` gave a pycocotools IndexError traceback (exit 1); the ground truth is now read
+    """`segmentation: []` once gave a pycocotools IndexError traceback (exit 1); the ground truth is now read
     twice (references, then scoring) and the skip is said once, as one line with its count and no source line."""
     root = write_synthetic_dataset(tmp_path / "ds", num_images=8, size=96, seed=1)
     ann_file = root / "annotations" / "instances_val.json"

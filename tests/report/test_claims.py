@@ -174,8 +174,8 @@ def test_suite_cells_average_seeds(tmp_path: Path) -> None:
 
 def test_correlated_bases_keep_the_verdict_and_say_so(base: pd.DataFrame, tmp_path: Path) -> None:
     """Bases r near 1 means one map up to a scale and an offset per basis, which K and M still combine per
-    position: the verdict is judged as usual and the evidence notes the correlation (it no longer reads
-    not measured, as it did before issue 12's measurements)."""
+    position: the verdict is judged as usual and the evidence notes the correlation (not 'not measured':
+    the quick suite's K=4 bases reached r 0.96 while K=4 still gained 3 AP over K=1)."""
     checks = (claims.check_single_base, claims.check_four_bases, claims.check_best_cell, claims.check_attention_side)
     collapsed = cells_of(base.assign(bases_corr=0.99), tmp_path)
     for check in checks:

@@ -96,14 +96,14 @@ class BasisModule(nn.Module):
 
     With `levels` starting at P2 (the small trunk's, see bmbench.models.backbone.TrunkSpec), P2 is refined by a
     conv of its own (``lateral``) and added after the upsample, before the stride-4 conv: the tower stays at
-    stride 8, and the bases see stride-4 detail for two stride-4 convs instead of five (issue 12's probe, the quick
+    stride 8, and the bases see stride-4 detail for two stride-4 convs instead of five (measured on the quick
     suite's finetune cell K=4 M=7 R=56, one seed: 24.4 oracle mask AP in 106 s of training, against 23.1 in 121 s
     with all four levels summed at P2 and the tower there, bmbench 0.3.0).
 
     The BlendMask bottom module (and the YOLACT protonet / CenterMask saliency branch, with K=32 / K=1).
     Lightly adapted from AdelaiDet's basis module: ``features[p3..p5]: Tensor[B, C, H/8.., W/8..]`` (and
     ``features["p2"]: Tensor[B, C, H/4, W/4]``) -> ``Tensor[B, K, H/4, W/4]``. `norm` picks the conv blocks (see
-    `conv_block`): "GN" by default, AdelaiDet's recipe (issue 12's probe, 300 joint steps at 128 px: 17.9 oracle
+    `conv_block`): "GN" by default, AdelaiDet's recipe (measured: 300 joint steps at 128 px, 17.9 oracle
     mask AP against 15.5 without), None for the plain conv + ReLU of checkpoints written before. The 1x1
     predictor keeps PyTorch's default initialisation, as in AdelaiDet.
     """
