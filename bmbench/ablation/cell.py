@@ -27,6 +27,8 @@ from bmbench.training.config import TrainConfig
 from bmbench.variants import VariantSpec, family_origin
 
 RESULT_FILE = "result.json"
+DATA_ID_KEY = "data_id"  # result.json: the identity of the data the cell was measured on
+PREVIOUS_SUFFIX = ".previous"  # .<cell-id>.previous/: a finished folder kept until its rerun has finished
 DISK_ERROR = "disk-error"  # a record's status when the disk refused a write: never stored, the suite stops there
 
 
@@ -46,7 +48,9 @@ class Cell:
     speed: SweepConfig  # how its mask branch is timed (the suite's speed settings)
 
     def config(self) -> dict[str, Any]:
-        """The resolved config that the id hashes: everything that changes the cell's results."""
+        """The resolved config that the id hashes: everything that changes the cell's results but the data's
+        content, which the dataset's root path does not pin: its identity (bmbench.ablation.datacheck) is recorded
+        in result.json and checked whenever the cell would be reused."""
         return {
             "bmbench": bmbench.__version__,
             "spec": str(self.spec),
@@ -86,12 +90,21 @@ class PlannedCell:
     cell: Cell  # the cell
     action: str  # "run" or "reuse"
     previous: dict[str, Any] | None  # its result.json when one exists
+    stale: bool = False  # it runs again because its result was measured on other data than the dataset's now
 
 
 def plan_suite(
-    suite: SuiteSpec, out: Path, *, force: bool = False, retry_failed: bool = False, only: list[str] | None = None
+    suite: SuiteSpec,
+    out: Path,
+    *,
+    force: bool = False,
+    retry_failed: bool = False,
+    only: list[str] | None = None,
+    data_id: str | None = None,
 ) -> list[PlannedCell]:
-    """Which cells run and which are reused; reads only. ``only`` restricts to cell ids (or unique prefixes)."""
+    """Which cells run and which are reused; reads only. ``only`` restricts to cell ids (or unique prefixes).
+    ``data_id``: the dataset's identity now (None: unknown); a finished cell that recorded another one is stale
+    and runs again (a result recorded without one, by an older bmbench, is reused)."""
     cells = expand_cells(suite)
     if only:
         cells = _select(cells, only)
@@ -99,8 +112,10 @@ def plan_suite(
     plan = []
     for cell in cells:
         previous = read_result(suite_dir / cell.cell_id)
-        rerun = force or previous is None or (retry_failed and previous.get("status") != "ok")
-        plan.append(PlannedCell(cell, "run" if rerun else "reuse", previous))
+        recorded = (previous or {}).get(DATA_ID_KEY)
+        stale = data_id is not None and recorded is not None and recorded != data_id
+        rerun = force or previous is None or stale or (retry_failed and previous.get("status") != "ok")
+        plan.append(PlannedCell(cell, "run" if rerun else "reuse", previous, stale))
     return plan
 
 
@@ -115,12 +130,21 @@ def _select(cells: list[Cell], only: list[str]) -> list[Cell]:
     return [cell for cell in cells if cell.cell_id in chosen]
 
 
+def previous_dir(cell_dir: Path) -> Path:
+    """Where a finished cell's folder waits while the cell runs again (bmbench.ablation.previous)."""
+    return cell_dir.parent / f".{cell_dir.name}{PREVIOUS_SUFFIX}"
+
+
 def read_result(cell_dir: Path) -> dict[str, Any] | None:
-    """A cell's result.json, or None when absent (or unreadable, which atomic writes should make impossible)."""
-    try:
-        return json.loads((cell_dir / RESULT_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    """A cell's result.json, else the one of its finished folder set aside while it runs again (so that a rerun
+    cut short keeps its old result), or None when neither is there (or readable, which atomic writes should make
+    impossible)."""
+    for folder in (cell_dir, previous_dir(cell_dir)):
+        try:
+            return json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None
 
 
 def summary_row(cell: Cell, result: dict[str, Any]) -> dict[str, Any]:

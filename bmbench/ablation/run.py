@@ -16,7 +16,6 @@ stale result. Every file is written atomically; ``kill -9`` loses at most the ce
 from __future__ import annotations
 
 import errno
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -25,17 +24,21 @@ from pathlib import Path
 import torch
 
 from bmbench.ablation.cell import (
+    DATA_ID_KEY,
     DISK_ERROR,
     RESULT_FILE,
     Cell,
     CellRunner,
+    PlannedCell,
     expand_cells,
     json_safe,
     plan_suite,
     write_curves,
     write_summary,
 )
+from bmbench.ablation.datacheck import current_data_id, data_folder, suite_data_id
 from bmbench.ablation.executors import EXECUTORS
+from bmbench.ablation.previous import drop_previous, fresh_cell_dir, settle_previous
 from bmbench.ablation.runner import prepare_data, run_cell, val_split, write_references
 from bmbench.ablation.suite import SuiteSpec
 from bmbench.device import resolve_device, resolve_dtype
@@ -113,7 +116,9 @@ def run_suite(
     prepare = prepare or prepare_data
     check_out_dir(Path(out))
     suite_dir = Path(out).resolve() / suite.name  # absolute: Ray workers may start elsewhere
-    plan = plan_suite(suite, out, force=force, retry_failed=retry_failed, only=only)
+    data_id = current_data_id(suite)  # a finished cell measured on other data runs again
+    plan = plan_suite(suite, out, force=force, retry_failed=retry_failed, only=only, data_id=data_id)
+    _note_stale(plan, suite, events)
     outcome = SuiteOutcome(suite_dir=suite_dir, total=len(plan))
     results = {p.cell.cell_id: p.previous for p in plan if p.action == "reuse" and p.previous is not None}
     outcome.reused = len(results)
@@ -122,8 +127,11 @@ def run_suite(
     try:
         check_writable(suite_dir)  # a read-only, forbidden or full folder is refused here, before any training
         data_dir = prepare(suite, device) if todo else None  # a missing dataset fails here, before any write
+        if data_id is None and data_dir is not None:  # generated just now
+            data_id = suite_data_id(suite, data_dir)
         with suite_lock(suite_dir):
             remove_stale_temporaries(suite_dir)
+            settle_previous(suite_dir)  # a rerun killed outright: its cell's old result goes back in place
             meta = run_metadata(
                 device=_driver_device(device), dtype=suite.speed.dtype, suite=suite.resolved(), executor=executor
             )
@@ -141,8 +149,7 @@ def run_suite(
             def starting(cell: Cell) -> None:
                 # Just before a cell runs: an empty folder (with --force, the old result goes only now, so that an
                 # interrupted forced run keeps the results it has not redone yet).
-                shutil.rmtree(suite_dir / cell.cell_id, ignore_errors=True)
-                (suite_dir / cell.cell_id).mkdir(parents=True)
+                fresh_cell_dir(suite_dir / cell.cell_id)  # a finished folder waits aside until the rerun finishes
                 emit(events, "cell", "start", data={"cell": cell})
 
             stopped = False  # by a disk error: the tables are then rewritten only where the disk still lets them
@@ -163,8 +170,9 @@ def run_suite(
                 ):
                     if result.get("status") == DISK_ERROR:  # a cell's write refused: stop before the next cell
                         raise DiskError(*result["disk_error"])
-                    result = json_safe(result)
+                    result = json_safe(result) | ({DATA_ID_KEY: data_id} if data_id is not None else {})
                     write_json(suite_dir / cell.cell_id / RESULT_FILE, result)  # last: the cell is now done
+                    drop_previous(suite_dir / cell.cell_id)
                     results[cell.cell_id] = result
                     outcome.ran += 1
                     write_summary(suite_dir, everything, results)
@@ -174,6 +182,8 @@ def run_suite(
                 stopped = True
                 raise
             finally:  # also on Ctrl-C or an executor's failure: the tables list exactly the cells finished on disk
+                with suppress(OSError):  # a cell cut short while it ran again gets its old folder back (else: next run)
+                    settle_previous(suite_dir)
                 with suppress(DiskError) if stopped else nullcontext():
                     write_summary(suite_dir, everything, results)
                     write_curves(suite_dir, everything, results)
@@ -184,6 +194,18 @@ def run_suite(
         raise disk.keeping(_kept(suite_dir, disk.code)) from err
     outcome.failed = [p.cell.cell_id for p in plan if (results.get(p.cell.cell_id) or {}).get("status") != "ok"]
     return outcome
+
+
+def _note_stale(plan: list[PlannedCell], suite: SuiteSpec, events: EventHook | None) -> None:
+    """Say which finished cells run again because their data changed since they ran."""
+    stale = [p.cell.cell_id for p in plan if p.stale]
+    if stale:
+        where = data_folder(suite)
+        message = (
+            f"{len(stale)} finished cell(s) were measured on other data than {where} holds now (its annotations or "
+            f"images changed since): running them again: {', '.join(stale)}"
+        )
+        emit(events, "data", "note", message=message)
 
 
 def _kept(suite_dir: Path, code: int) -> str:

@@ -12,11 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from bmbench.ablation.cell import RESULT_FILE, Cell, PlannedCell, plan_suite
+from bmbench.ablation.datacheck import current_data_id
 from bmbench.ablation.fields import format_size
 from bmbench.ablation.run import run_suite
 from bmbench.ablation.suite import load_suite
 from bmbench.cli.console import console
 from bmbench.cli.plugin import PluginOption, load_plugin_options
+from bmbench.cli.signals import sigterm_as_interrupt, stop_code, stop_word
 from bmbench.results import Event
 
 
@@ -103,6 +105,7 @@ def print_plan(plan: list[PlannedCell], skipped: tuple[str, ...]) -> None:
         table.add_column(column)
     for p in plan:
         previous = "" if p.previous is None else str(p.previous.get("status"))
+        previous += ", data changed" if p.stale else ""
         action = "[yellow]run[/]" if p.action == "run" else "[green]reuse[/]"
         table.add_row(p.cell.cell_id, p.cell.spec.name, str(p.cell.spec), str(p.cell.seed), action, previous)
     out = console()
@@ -140,7 +143,7 @@ def ablate_cli(
     load_plugin_options(plugin)
     spec = load_suite(suite)
     if dry_run:
-        plan = plan_suite(spec, out, force=force, retry_failed=retry_failed, only=only)
+        plan = plan_suite(spec, out, force=force, retry_failed=retry_failed, only=only, data_id=current_data_id(spec))
         print_plan(plan, spec.skipped)
         to_run = sum(p.action == "run" for p in plan)
         console().print(
@@ -157,7 +160,7 @@ def ablate_cli(
             f"{what} once ({spec.train.trunk_iters} steps of {spec.train.batch_size} images), for every cell[/]"
         )
     try:
-        with RichSuiteProgress() as progress:
+        with sigterm_as_interrupt(), RichSuiteProgress() as progress:
             outcome = run_suite(
                 spec,
                 out=out,
@@ -170,12 +173,12 @@ def ablate_cli(
                 address=address,
                 events=progress,
             )
-    except KeyboardInterrupt:
-        kept = len(list((out / spec.name).glob(f"*/{RESULT_FILE}")))
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated): the same line, its own exit status
+        kept = sum(not p.parent.name.startswith(".") for p in (out / spec.name).glob(f"*/{RESULT_FILE}"))
         console(stderr=True).print(
-            f"interrupted: {kept} finished cells kept in {out / spec.name}; run the same command again to resume"
+            f"{stop_word(err)}: {kept} finished cells kept in {out / spec.name}; run the same command again to resume"
         )
-        raise typer.Exit(130) from None  # not KeyboardInterrupt: the group would add its generic line
+        raise typer.Exit(stop_code(err)) from None  # not KeyboardInterrupt: the group would add its generic line
     console().print(
         f"{spec.name}: {outcome.total} cells, ran {outcome.ran}, reused {outcome.reused}, "
         f"failed {len(outcome.failed)}; summary: {outcome.suite_dir / 'summary.csv'}"
