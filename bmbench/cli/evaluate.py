@@ -12,6 +12,7 @@ from rich.table import Table
 from bmbench.cli.console import console
 from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.cli.progress import RichEvents
+from bmbench.cli.replace import EVALUATE_FILES, check_replaceable, replacing
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
 from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS, check_evaluator, check_max_dets
@@ -63,6 +64,9 @@ def evaluate_cli(
         ),
     ] = MAX_DETS,
     plugin: PluginOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the evaluation that --out holds already (as a whole, once done).")
+    ] = False,
 ) -> None:
     """Evaluate a checkpoint (writes detections.json and metrics.csv), score a detections file, or score reference
     masks built from the ground truth (what a mask AP means on the dataset)."""
@@ -84,28 +88,26 @@ def evaluate_cli(
         check_out_dir(out)  # before any work: a parent that is a file fails here, not after scoring
     if reference is not None:
         out = out or Path("results") / "reference" / f"{data.name if data else 'synthetic'}-{split}-{reference}"
-        metrics = evaluate_reference(reference, data, split=split, out=out, evaluator=evaluator, max_dets=max_dets)
-        title = f"reference masks {reference!r} on {split}"
     elif detections is not None:
         out = out or detections.parent / f"{detections.stem}-scores-{split}"
-        metrics = evaluate_detections(detections, data, split=split, out=out, evaluator=evaluator, max_dets=max_dets)
-        title = f"{detections} on {split}"
     else:
         out = out or checkpoint.parent / f"eval-{split}-{boxes}"
-        with RichEvents() as events:
-            metrics = evaluate(
-                checkpoint,
-                data,
-                boxes=boxes,
-                split=split,
-                device=device,
-                out=out,
-                batch_size=batch_size,
-                evaluator=evaluator,
-                max_dets=max_dets,
-                events=events,
-            )
-        title = f"{checkpoint} on {split}, {boxes} boxes — {metrics['inference_images_per_s']:.1f} images/s"
+    check_replaceable(out, EVALUATE_FILES, force=force)  # an earlier evaluation is never mixed with this one
+    scoring = {"split": split, "evaluator": evaluator, "max_dets": max_dets}
+    with replacing(out, EVALUATE_FILES) as target:
+        if reference is not None:
+            metrics = evaluate_reference(reference, data, out=target, **scoring)
+            title = f"reference masks {reference!r} on {split}"
+        elif detections is not None:
+            metrics = evaluate_detections(detections, data, out=target, **scoring)
+            title = f"{detections} on {split}"
+        else:
+            with RichEvents() as events:
+                metrics = evaluate(
+                    checkpoint, data, boxes=boxes, device=device, out=target, batch_size=batch_size, events=events,
+                    **scoring,
+                )  # fmt: skip
+            title = f"{checkpoint} on {split}, {boxes} boxes — {metrics['inference_images_per_s']:.1f} images/s"
     table = Table(title=title)
     table.add_column("")
     for name in STAT_NAMES[:6]:

@@ -12,6 +12,8 @@ from rich.table import Table
 from bmbench.cli.console import console
 from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.cli.progress import RichEvents
+from bmbench.cli.replace import TRAIN_FILES, check_replaceable, held_run, replacing
+from bmbench.cli.signals import sigterm_as_interrupt, stop_code, stop_word
 from bmbench.models.backbone import TRUNKS
 from bmbench.training.config import PROTOCOLS, TrainConfig
 from bmbench.training.train import train
@@ -73,6 +75,9 @@ def train_cli(
         str, typer.Option("--semantic-level", help="p3 | p2: the FPN level the auxiliary semantic loss reads.")
     ] = TrainConfig.semantic_level,
     plugin: PluginOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the run that --out holds already (as a whole, once trained).")
+    ] = False,
 ) -> None:
     """Train a variant and write checkpoint.pt, train_log.csv and meta.json."""
     load_plugin_options(plugin)
@@ -92,12 +97,24 @@ def train_cli(
         init=init,
     )
     out = out or default_train_dir(spec.name, protocol, seed)
-    with RichEvents() as events:
-        result = train(spec, config, data_dir=data, out=out, device=device, trunk_cache=trunk_cache, events=events)
+    check_replaceable(out, TRAIN_FILES, force=force)
+    held = held_run(out, TRAIN_FILES) is not None
+    try:
+        with sigterm_as_interrupt(), replacing(out, TRAIN_FILES) as target, RichEvents() as events:
+            options = {"device": device, "trunk_cache": trunk_cache, "events": events}
+            result = train(spec, config, data_dir=data, out=target, **options)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated): say what was kept
+        console(stderr=True).print(
+            f"{stop_word(err)}: training stopped before its checkpoint was written, so {out} "
+            f"{'keeps the run it held' if held else 'holds no new run'}; a shared trunk or pretraining finished "
+            "before the stop stays cached; nothing half-written was left",
+            soft_wrap=True,
+        )
+        raise typer.Exit(stop_code(err)) from None  # not KeyboardInterrupt: the group would add its generic line
     table = Table(title=f"trained {spec} ({protocol})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.metrics.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console().print(table)
-    console().print(f"checkpoint: {result.checkpoint}", soft_wrap=True)
+    console().print(f"checkpoint: {out / result.checkpoint.name}", soft_wrap=True)

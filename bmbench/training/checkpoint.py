@@ -3,6 +3,7 @@ checks, and rebuilding the model it describes."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BmbenchError(f"checkpoint {path} not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle before refusing it: one line is ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever torch.load raises, the file is not a usable checkpoint
         raise BmbenchError(f"checkpoint {path} is corrupted or not a torch file ({type(err).__name__})") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
@@ -67,7 +70,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [key for key in _CHECKPOINT_KEYS if key not in state]
     if missing:
         raise BmbenchError(f"checkpoint {path} lacks {', '.join(missing)}")
+    _check_finite(state["model"], path)
     return state
+
+
+def _check_finite(weights: Any, path: Path) -> None:
+    """Refuse weights holding NaN or infinities (a diverged training): they would score AP 0 as if measured."""
+    if not isinstance(weights, dict):
+        raise BmbenchError(f"checkpoint {path}: its model weights are not a state dict")
+    tensors = {name: value for name, value in weights.items() if torch.is_tensor(value) and value.is_floating_point()}
+    bad = [name for name, value in tensors.items() if not bool(torch.isfinite(value).all())]
+    if bad:
+        raise BmbenchError(
+            f"checkpoint {path}: {len(bad)} of its {len(tensors)} weight tensors hold NaN or infinite values "
+            f"(first: {bad[0]}); the training diverged, so it cannot be scored (retrain, e.g. with a lower --lr)"
+        )
 
 
 def model_from_checkpoint(state: dict[str, Any], path: Path) -> InstanceSegmenter:

@@ -10,6 +10,7 @@ error, so that a checkpoint of another architecture never half-loads in silence.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ def read_state_dict(init: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise BmbenchError(f"--init {init}: no such file (give a state-dict file or torchvision:<WeightsEnum>)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle before refusing it: one line is ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever torch.load raises, the file is not a usable state dict
         raise BmbenchError(f"--init {init}: not a torch state-dict file ({type(err).__name__})") from None
     for key in ("model", "state_dict"):  # torchvision's reference scripts and most trainers nest it
