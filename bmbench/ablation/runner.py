@@ -30,13 +30,12 @@ from bmbench.evaluation.evaluate import evaluate, evaluate_reference
 from bmbench.evaluation.references import REFERENCES
 from bmbench.evaluation.scoring import SCORE_PREFIXES
 from bmbench.results import device_name, git_commit, write_table
+from bmbench.schema import CURVE_PREFIXES, REFERENCES_TABLE
 from bmbench.training.checkpoint import snapshot_path
 from bmbench.training.train import train
 
-CURVE_PREFIXES = ("mask_AP", "box_AP", "boundary_AP")  # the metrics a learning curve keeps at each step
 SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload
 TRUNKS_DIR = "trunks"
-REFERENCES_STEM = "references"  # <suite>/references.csv: one row per reference kind, COCOeval's 0..1
 
 
 def prepare_data(suite: SuiteSpec, device: str) -> Path:
@@ -124,7 +123,7 @@ def write_references(suite: SuiteSpec, suite_dir: Path, data_dir: Path) -> None:
         {"reference": kind, "split": split, **evaluate_reference(kind, data_dir, split=split, **scoring)}
         for kind in REFERENCES
     ]
-    write_table(pd.DataFrame(rows), suite_dir / REFERENCES_STEM)
+    write_table(pd.DataFrame(rows), suite_dir / REFERENCES_TABLE.stem)
 
 
 def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) -> dict[str, Any]:
