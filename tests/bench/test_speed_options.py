@@ -71,7 +71,7 @@ def test_config_defaults_are_the_headline_sweep_sized_for_the_device() -> None:
     assert config.axis == "R" and config.values == (14, 28, 56)
     assert config.schedule == "interleaved" and config.runs == 1 and not config.prime
     assert config.instances == (1, 2, 5, 10, 20, 50, 100)
-    assert [label for label, _ in config.variants] == ["yolact", "centermask", "blendmask", "maskrcnn"]
+    assert [label for label, _ in config.variants] == ["yolact", "centermask", "blendmask", "condinst", "maskrcnn"]
     assert config.image_size == (416, 544) and config.trunk == "small" and config.threads >= 1
     # the paper's setting everywhere else, and whatever the command gives on the CPU too
     assert parse_values(None, "R", device=torch.device("cuda")) == [28, 56, 112] == parse_values(None, "R")
