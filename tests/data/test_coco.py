@@ -131,7 +131,8 @@ def test_malformed_json_names_file_and_position(hand: Path) -> None:
 
 def test_missing_image_names_image_and_annotation_file(hand: Path) -> None:
     (hand / "val2017" / "img2.png").unlink()
-    with pytest.raises(BmbenchError, match=r"split 'val': \S*img2\.png \(image id 2\) is missing, listed in \S*instances_val2017\.json$"):
+    expected = r"split 'val': \S*img2\.png \(image id 2\) is missing, listed in \S*instances_val2017\.json$"
+    with pytest.raises(BmbenchError, match=expected):
         CocoInstanceDataset(hand, "val")
 
 
