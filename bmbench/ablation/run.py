@@ -137,6 +137,7 @@ def run_suite(
             )
             meta |= {"requested_device": device, "workers": workers}
             meta["cells"] = {p.cell.cell_id: str(p.cell.spec) for p in plan}
+            meta["suite_cells"] = [cell.cell_id for cell in everything]  # the summary's rows (the report checks them)
             write_json(suite_dir / "meta.json", meta)
             if data_dir is not None:  # rescored whenever cells run (None: nothing to run, or a test's fake preparer)
                 kinds, split = ", ".join(REFERENCES), val_split(suite.dataset)

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from bmbench.errors import BmbenchError, BmbenchWarning
+from bmbench.report.cells import check_summary
 from bmbench.report.stats import aggregate
 from bmbench.schema import (
     BASES_CORR,
@@ -61,6 +62,7 @@ CURVES_REQUIRED = ("spec", "family", "step", "mask_AP")
 CURVES_OPTIONAL = (SEED, "fraction")  # computed when absent (seed 0; step / the cell's last step)
 REFERENCES_REQUIRED = ("reference", "mask_AP")
 ENV_META_KEYS = ("device", "device_name", "cpu_model", "dtype", "threads", "torch", "torchvision", "git_commit")
+META_PROBLEM = "meta_problem"  # read_meta: what is wrong with a meta.json that cannot be read (truncated, ...)
 UNKNOWN_DEVICE = "unknown device"
 DEFAULT_DTYPE = "fp32"  # run_metadata's default
 
@@ -100,6 +102,7 @@ class AblationSuite:
     meta: dict[str, Any]
     curves: pd.DataFrame | None = None  # curves.csv: one row per cell and evaluation step, AP in points; None: absent
     references: pd.DataFrame | None = None  # references.csv: one row per reference mask kind, AP in points
+    notes: list[str] = field(default_factory=list)  # where the summary disagreed with the cells' result.json
 
     def per_n(self, part: str = "mask", unit: str = "ms") -> dict[int, str]:
         """N -> the ``{part}_{unit}_n{N}`` column, by N (``mask``/``ms``: the whole mask branch's median ms)."""
@@ -178,11 +181,21 @@ class Environment:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    """``meta.json`` of a run folder, or {} when absent or unreadable (the report says so, it does not fail)."""
+    """``meta.json`` of a run folder, or {} when absent or unreadable; one that is truncated or not JSON warns and
+    reads as ``{META_PROBLEM: what is wrong}``, which the report shows in place of the run's command."""
+    path = folder / "meta.json"
     try:
-        data = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        # bmbench writes one JSON object: a text that does not end as one was cut short
+        problem = "empty" if not text.strip() else "truncated" if not text.rstrip().endswith("}") else "not JSON"
+        message = f"{path}: {problem}; the run's command, device and versions are unknown"
+        warnings.warn(message, BmbenchWarning, stacklevel=2)
+        return {META_PROBLEM: problem}
     return data if isinstance(data, dict) else {}
 
 
@@ -283,18 +296,25 @@ def own_specs(run: StoredSpeedRun) -> dict[str, str]:
 
 
 def load_ablation(folder: Path) -> AblationSuite:
-    frame = read_table(folder, "summary")
-    if frame is None:
-        raise BmbenchError(f"{folder}: no summary table")
-    check_columns(frame, SUMMARY_TABLE, folder / "summary", required=SUMMARY_REQUIRED)
+    meta = read_meta(folder)
+    try:
+        frame, problem = read_table(folder, "summary"), None
+    except BmbenchError as err:  # a truncated parquet, say: the cells' own results may still be whole
+        frame, problem = None, str(err)
+    if frame is not None:
+        check_columns(frame, SUMMARY_TABLE, folder / "summary", required=SUMMARY_REQUIRED)
+    frame, notes = check_summary(frame, folder, meta, problem)  # never a truncated or stale summary as if whole
+    if problem is not None and frame.empty:
+        raise BmbenchError(problem)
+    for note in notes:
+        warnings.warn(f"{folder}: {note}", BmbenchWarning, stacklevel=2)
     frame = _numeric_spec_keys(frame.copy())
     _ap_in_points(frame)
     for column in frame.columns:
         if PER_N_RE.match(str(column)):
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    meta = read_meta(folder)
     name = str(frame["suite"].iloc[0]) if "suite" in frame.columns and len(frame) else folder.name
-    return AblationSuite(name, folder, frame, meta, load_curves(folder), load_references(folder))
+    return AblationSuite(name, folder, frame, meta, load_curves(folder), load_references(folder), notes)
 
 
 def _ap_in_points(frame: pd.DataFrame) -> None:
@@ -384,7 +404,7 @@ def _split_suite(suite: AblationSuite) -> dict[tuple[str, str], AblationSuite]:
             key = "cell_id" if "cell_id" in curves and "cell_id" in rows else "spec"
             curves = curves[curves[key].isin(rows[key])].reset_index(drop=True)
         parts[(str(device), str(dtype))] = AblationSuite(
-            suite.name, suite.path, rows, suite.meta, curves, suite.references
+            suite.name, suite.path, rows, suite.meta, curves, suite.references, suite.notes
         )
     return parts
 

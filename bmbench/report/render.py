@@ -20,7 +20,7 @@ from bmbench.report import curves, figures, references, stats, tables
 from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Verdict, judge_findings
 from bmbench.report.figures import FigureResult
 from bmbench.report.findings import FINDINGS
-from bmbench.report.load import AblationSuite, Environment, StoredSpeedRun, load_results
+from bmbench.report.load import META_PROBLEM, AblationSuite, Environment, StoredSpeedRun, load_results
 from bmbench.results import git_commit, write_text
 
 TITLE = "bmbench report: BlendMask-family mask heads, measured here"
@@ -130,6 +130,8 @@ def environment_block(env: Environment) -> list[str]:
     rows = []
     for kind, run in [*(("speed", r) for r in env.speed_runs), *(("ablate", s) for s in env.suites)]:
         row = {"run": f"{kind} `{run.name}`", "command": f"`{_meta_value(run.meta, 'command')}`"}
+        if META_PROBLEM in run.meta:  # say why nothing is known, rather than show a dash
+            row["command"] = f"meta.json {run.meta[META_PROBLEM]}"
         row |= {title: _meta_value(run.meta, key) for title, key in RUN_COLUMNS.items()}
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -186,6 +188,7 @@ def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) ->
     lines = [f"### Ablation suite `{suite.name}`", ""]
     ok = int(suite.frame["status"].astype(str).eq("ok").sum())
     lines += [f"{ok} of {len(suite.frame)} cells succeeded.", ""]
+    lines += [*(f"**Warning:** {note}." for note in suite.notes), ""] if suite.notes else []
     if "eval_boxes" in suite.frame and suite.frame["eval_boxes"].astype(str).eq("oracle").any():
         lines += [
             "Masks were scored on ground-truth boxes (`eval: {boxes: oracle}`): box AP is 100 by construction, and "
