@@ -81,6 +81,14 @@ class Origin:
 
 
 BUILT_IN = Origin("built in")
+# Where each family that a plugin added in this process came from (bmbench.variants registers them); built-in
+# families are absent. It lives in this leaf so that every run's meta.json can list it (bmbench.results).
+ORIGINS: dict[str, Origin] = {}
+
+
+def loaded_plugins() -> dict[str, dict[str, str | None]]:
+    """Each plugin family registered in this process and its identity (package or module, version, digest)."""
+    return {name: origin.identity() or {} for name, origin in ORIGINS.items()}
 
 
 class Found(NamedTuple):

@@ -26,6 +26,7 @@ import torch
 import torchvision
 
 from bmbench.errors import KEPT_FILES, BmbenchError, DiskError, is_disk_error
+from bmbench.plugins import loaded_plugins
 
 
 def _current_umask() -> int:
@@ -173,6 +174,8 @@ def run_metadata(*, device: torch.device, dtype: str = "fp32", **extra: Any) -> 
     if device.type == "cuda":
         meta["cuda"] = torch.version.cuda
         meta["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+    if plugins := loaded_plugins():  # the head plugins' packages and versions, so that a changed one shows
+        meta["plugins"] = plugins
     return meta | extra
 
 
@@ -233,7 +236,7 @@ def check_out_dir(path: Path, option: str = "--out", *, file: bool = False) -> P
         raise BmbenchError(f"{option} {path}: {ancestor} is a file, not a folder")
     if ancestor.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
         why = "is on a read-only file system" if _read_only(ancestor) else "is not writable (permission denied)"
-        raise BmbenchError(f"{option} {path}: {ancestor} {why}")
+        raise BmbenchError(f"{option} {path}: {ancestor} {why}; nothing was written")
     return path
 
 

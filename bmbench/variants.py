@@ -36,6 +36,7 @@ from bmbench.models.segmenter import InstanceSegmenter
 from bmbench.plugins import (
     BUILT_IN,
     HOW_TO_REGISTER,
+    ORIGINS,
     Family,
     Found,
     Origin,
@@ -80,7 +81,6 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-ORIGINS: dict[str, Origin] = {}  # where each family that a plugin added came from (built-in families: absent)
 _loaded = {"entry_points": False, "modules": set()}  # what load_plugins has read in this process
 
 

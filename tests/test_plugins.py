@@ -89,6 +89,8 @@ def test_variants_speed_and_a_micro_ablate_with_the_installed_example(
     assert timed.exit_code == 0, timed.output
     frame = pd.read_csv(speed_out / "speed.csv")
     assert set(frame["variant"]) == {"polarmask:A=8,R=8"} and (frame["median_ms"] > 0).all()
+    meta = json.loads((speed_out / "meta.json").read_text())
+    assert meta["plugins"]["polarmask"]["name"] == "bmbench-polarmask" and meta["plugins"]["polarmask"]["version"]
 
     monkeypatch.setenv("BMBENCH_DATA", str(tmp_path / "data"))
     suite = tmp_path / "micro.yaml"
