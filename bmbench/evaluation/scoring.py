@@ -153,8 +153,9 @@ def _bad_detection(det: dict, where: str, gt: COCO, present: list[str]) -> None:
     raise BmbenchError(f"{where} segmentation size {segm.get('size')} differs from image {image['id']}'s {size}")
 
 
-def _gt_counts_over(gt: COCO, image_ids: Sequence[int] | None, max_dets: int) -> None:
-    """Warn, with counts, when some image has more (non-crowd) ground-truth instances than `max_dets`."""
+def _gt_counts_over(gt: COCO, image_ids: Sequence[int] | None, max_dets: int, detections: list[dict]) -> None:
+    """Warn, with counts, when some image has more (non-crowd) ground-truth instances than `max_dets`, and say how
+    many of `detections` COCOeval then leaves unscored (it keeps the best `max_dets` per image and class)."""
     wanted = set(gt.imgs) if image_ids is None else set(image_ids)
     counts: dict[int, int] = {}
     for ann in gt.dataset["annotations"]:
@@ -163,10 +164,17 @@ def _gt_counts_over(gt: COCO, image_ids: Sequence[int] | None, max_dets: int) ->
     over = {image: n for image, n in counts.items() if n > max_dets}
     if over:
         worst = max(over, key=over.get)
+        per_class: dict[tuple[Any, Any], int] = {}
+        for det in detections:
+            if det.get("image_id") in over:
+                key = (det.get("image_id"), det.get("category_id"))
+                per_class[key] = per_class.get(key, 0) + 1
+        there, unscored = sum(per_class.values()), sum(max(0, n - max_dets) for n in per_class.values())
         warnings.warn(
             f"{len(over)} image(s) have more ground-truth instances than max_dets={max_dets} (most: {over[worst]} in "
-            f"image {worst}): at most {max_dets} detections per image are kept (per image and class by COCOeval), "
-            "so recall there may not reach 1; raise max_dets (--max-dets)",
+            f"image {worst}): COCOeval scores at most {max_dets} detections per image and class, which leaves "
+            f"{unscored} of the {there} detections in those images unscored, and a detector that keeps at most "
+            f"{max_dets} per image cannot reach full recall there; raise max_dets (--max-dets)",
             BmbenchWarning,
             stacklevel=3,
         )
@@ -257,7 +265,7 @@ def score_detections(
             raise BmbenchError(f"{gt_json}: image ids {missing[:5]} are not in the ground truth")
     present = _check_detections(detections, gt, source)
     columns = breakdown_names(gt, str(gt_json)) if breakdown else {"subsets": {}, "classes": {}}
-    _gt_counts_over(gt, image_ids, max_dets)
+    _gt_counts_over(gt, image_ids, max_dets, detections)
     if not detections:
         return _empty_metrics(gt, image_ids, iou_types, max_dets, columns, boundary)
     if not set(iou_types) & set(present):
