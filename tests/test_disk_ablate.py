@@ -124,7 +124,9 @@ def test_a_read_only_folder_by_chmod(tmp_path: Path, monkeypatch: pytest.MonkeyP
         line = assert_one_line(result, errno.EACCES, str(suite_dir))
         assert line.endswith("3 finished cells kept; make the folder writable and rerun to resume")
         result = invoke("report", "--results", str(tmp_path / "out"), "--out", str(suite_dir / "r.md"))
-        assert result.exit_code == 2 and result.stderr.strip().endswith("is not writable (permission denied)")
+        assert result.exit_code == 2 and result.stderr.strip().endswith(
+            "is not writable (permission denied); nothing was written"
+        )
         elsewhere = invoke("report", "--results", str(tmp_path / "out"), "--out", str(tmp_path / "mine" / "r.md"))
         assert elsewhere.exit_code == 0, elsewhere.output  # reading a read-only folder is fine
     finally:
@@ -149,7 +151,8 @@ def test_a_read_only_file_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         result = invoke("ablate", str(tmp_path / "disk.yaml"), "--out", str(mount), "--device", "cpu")
         assert (
             result.exit_code == 2
-            and result.stderr.strip() == f"error: --out {mount}: {mount} is on a read-only file system"
+            and result.stderr.strip()
+            == f"error: --out {mount}: {mount} is on a read-only file system; nothing was written"
         )
         refuses_report(tmp_path / "out", mount / "report.md")
         elsewhere = invoke("report", "--results", str(tmp_path / "out"), "--out", str(tmp_path / "mine" / "r.md"))
