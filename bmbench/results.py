@@ -26,6 +26,7 @@ import torch
 import torchvision
 
 from bmbench.errors import KEPT_FILES, BmbenchError, DiskError, is_disk_error
+from bmbench.plugins import loaded_plugins
 
 
 def _current_umask() -> int:
@@ -173,6 +174,8 @@ def run_metadata(*, device: torch.device, dtype: str = "fp32", **extra: Any) -> 
     if device.type == "cuda":
         meta["cuda"] = torch.version.cuda
         meta["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+    if plugins := loaded_plugins():  # the head plugins' packages and versions, so that a changed one shows
+        meta["plugins"] = plugins
     return meta | extra
 
 
