@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,9 +254,12 @@ def write_synthetic_dataset(
     """Write the synthetic dataset of `difficulty` under `out` (which must be absent or empty) and return `out`.
 
     The output is byte-identical for equal arguments: image i draws from its own `numpy` Generator seeded with
-    (seed, i), and no global random state is used.
+    (seed, i), and no global random state is used. It is written to a hidden sibling folder renamed to `out` once
+    whole, so that an interrupted run leaves nothing behind and a rerun starts afresh.
     """
     get_difficulty(difficulty)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise BmbenchError(f"synthetic dataset: the seed must be a non-negative integer, got {seed!r}")
     if num_images < 2:
         raise BmbenchError(f"synthetic dataset: need at least 2 images, got {num_images}")
     if size < 64:
@@ -265,6 +269,20 @@ def write_synthetic_dataset(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BmbenchError(f"{out}: exists and is not an empty directory; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = out.parent / f".{out.name}-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir()  # not mkdtemp: mkdir gives an ordinary folder's mode, which the dataset keeps
+    try:
+        _write_splits(
+            scratch, num_images=num_images, size=size, seed=seed, val_fraction=val_fraction, difficulty=difficulty
+        )
+        os.rename(scratch, out)  # onto an absent or empty folder
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # gone already unless the writing stopped
+    return out
+
+
+def _write_splits(out: Path, *, num_images: int, size: int, seed: int, val_fraction: float, difficulty: str) -> None:
     num_val = min(max(1, round(num_images * val_fraction)), num_images - 1)
     splits = {"train": range(num_images - num_val), "val": range(num_images - num_val, num_images)}
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)]
@@ -295,7 +313,6 @@ def write_synthetic_dataset(
         }
         text = json.dumps(dataset, separators=(",", ":"))
         (out / "annotations" / f"instances_{split}.json").write_text(text, encoding="utf-8")
-    return out
 
 
 def describe_dataset(root: Path) -> dict[str, int]:
