@@ -45,8 +45,6 @@ from bmbench.plugins import (
 )
 from bmbench.schema import SPEC_KEYS
 
-__all__ = ["FAMILIES", "Family", "ORIGINS", "VariantSpec", "load_plugins", "parse_spec", "parse_specs"]
-
 FAMILIES: dict[str, Family] = {
     "blendmask": Family(
         defaults={"K": 4, "M": 7, "R": 56},
