@@ -301,6 +301,7 @@ PRESETS: dict[str, VariantSpec] = {
 # The family presets, one per built-in family: the default set of `speed` and of tables.
 FAMILY_PRESETS = ("yolact", "centermask", "blendmask", "condinst", "maskrcnn")
 
+_EMPTY_ITEM = re.compile(r",\s*,")  # two commas with nothing between
 _SPEC_RE = re.compile(r"^\s*(?P<head>[A-Za-z0-9_\-]+)\s*(?::(?P<body>.*))?$")
 
 
@@ -313,6 +314,8 @@ def parse_spec(text: str) -> VariantSpec:
     if match is None:
         raise BmbenchError(f"bad variant spec {text!r}: expected a preset name or family:K=4,M=7,R=56")
     head, body = match["head"], match["body"]
+    if body and _EMPTY_ITEM.search(body):  # "K=4,,M=7": a value lost between the commas, not a spec to guess at
+        raise BmbenchError(f"bad variant spec {text!r}: an empty item between two commas")
     if head in PRESETS:
         base = PRESETS[head]
     elif _known_family(head):
@@ -339,6 +342,8 @@ def parse_spec(text: str) -> VariantSpec:
 
 def parse_specs(text: str) -> list[VariantSpec]:
     """Parse a comma list of presets or specs; specs with fields are separated by ';' or by a family name."""
+    if _EMPTY_ITEM.search(text.replace(";", ",")):
+        raise BmbenchError(f"bad variant list {text!r}: an empty item between two separators")
     items: list[str] = []
     for part in (p.strip() for p in text.replace(";", ",").split(",")):
         if not part:
