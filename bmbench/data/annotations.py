@@ -36,6 +36,7 @@ class AnnotationCheck:
     clipped: int  # kept annotations whose box ran partly outside their image, clipped to it
     filled_area: int  # kept annotations without an area, given their mask's
     reboxed: tuple[Any, ...] = ()  # ids of kept annotations whose bbox disagreed with their mask: the mask's extent
+    dropped_parts: tuple[Any, ...] = ()  # ids of kept annotations that lost a polygon part of under 3 points
 
     @property
     def num_skipped(self) -> int:
@@ -58,6 +59,12 @@ class AnnotationCheck:
             parts.append(
                 f"{count} of {self.total} had a bbox that disagrees with {_its(len(self.reboxed))} mask (IoU with the "
                 f"mask's extent under {BOX_MIN_IOU}: {_ids(self.reboxed)}); the mask's extent is used as the box"
+            )
+        if self.dropped_parts:  # the rest of the mask is kept: its area and AP change without another sign
+            count = _plural(len(self.dropped_parts), "annotation", "annotations")
+            parts.append(
+                f"dropped the polygon parts of under 3 points (or an odd count of numbers) from {count}, keeping "
+                f"the rest of {_its(len(self.dropped_parts))} mask: {_ids(self.dropped_parts)}"
             )
         return f"{self.path}: {', '.join(parts)}" if parts else ""
 
@@ -174,6 +181,7 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
     skipped: dict[str, list] = {EMPTY_MASK: [], TINY_BOX: []}
     clipped = filled_area = 0
     reboxed: list[Any] = []
+    dropped_parts: list[Any] = []
     for ann in data["annotations"]:
         ann_id = ann["id"]
         image = images.get(ann["image_id"])
@@ -191,6 +199,7 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
         if "area" in ann and (isinstance(ann["area"], bool) or not isinstance(ann["area"], int | float)):
             raise BmbenchError(f"{path}: annotation {ann_id} has a malformed area {ann['area']!r}")
         segm = _mask(ann, image, path)
+        lost_part = isinstance(segm, list) and len(segm) < len(ann["segmentation"])
         x, y, w, h = bbox
         W, H = image["width"], image["height"]
         if w < 1 or h < 1:
@@ -220,6 +229,8 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
             ann["area"] = float(mask_utils.area(rle))
             filled_area += 1
         kept.append(ann)
+        if lost_part:
+            dropped_parts.append(ann_id)
     check = AnnotationCheck(
         path=path,
         total=len(data["annotations"]),
@@ -227,5 +238,6 @@ def check_coco(data: Any, path: Path) -> tuple[dict, AnnotationCheck]:
         clipped=clipped,
         filled_area=filled_area,
         reboxed=tuple(reboxed),
+        dropped_parts=tuple(dropped_parts),
     )
     return {**data, "annotations": kept}, check
