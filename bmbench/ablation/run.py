@@ -8,9 +8,12 @@ Store layout, under ``<out>/<suite-name>/``::
     references.csv, .parquet   reference masks (built from the ground truth) scored on the val split, before the cells
     <cell-id>/result.json      written last and atomically: its presence means the cell is done (ok or failed)
     <cell-id>/...              whatever the cell runner writes (checkpoint, metrics, speed table)
+    .<cell-id>.previous/       a finished cell's folder while the cell runs again (bmbench.ablation.previous)
 
 A cell id is a short hash of the cell's resolved config, so editing the suite makes new cells and never reuses a
-stale result. Every file is written atomically; ``kill -9`` loses at most the cells in flight.
+stale result; the data's content, which the config names only by its path, is checked apart: each result.json
+records the data's identity, and a cell whose data changed since runs again (bmbench.ablation.datacheck). Every
+file is written atomically; ``kill -9`` loses at most the work of the cells in flight, never a finished result.
 """
 
 from __future__ import annotations
