@@ -10,6 +10,7 @@ interrupted run keeps what it measured.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -77,9 +78,16 @@ def default_out_dir(
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Refuse a folder that cannot be created (a regular file on its path) or that already holds a speed run (runs
-    are never overwritten); before any work starts."""
+    """Refuse a folder that cannot be created (a regular file on its path) or that already holds a finished speed run
+    (runs are never overwritten); before any work starts. A run that stopped part-way (its meta.json still says
+    ``running``: interrupted, or a write failed) is measured again into the same folder."""
     out_dir = results.check_out_dir(Path(out_dir))  # the check every command makes, then a speed run's own
+    try:
+        unfinished = json.loads((out_dir / "meta.json").read_text(encoding="utf-8")).get("status") == "running"
+    except (OSError, ValueError, AttributeError):
+        unfinished = False
+    if unfinished:
+        return
     for name in ("speed.csv", "peers.csv", "formulations.csv", "meta.json"):
         if (out_dir / name).exists():
             raise BmbenchError(f"--out {out_dir}: it already holds a run ({name}); choose another folder")

@@ -264,3 +264,14 @@ def test_runs_two_write_a_second_run_with_the_same_probe_and_a_stability_table(t
     assert run.stability is not None and len(run.repeats) == 1
     speed_runs, _ = discover(tmp_path)
     assert [r.name for r in speed_runs] == ["run"] and [r.name for r in speed_runs[0].repeats] == ["run2"]
+
+
+def test_a_run_that_stopped_part_way_is_measured_again_into_the_same_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "speed.csv").write_text("partial")
+    (out / "meta.json").write_text(json.dumps({"status": "running"}))  # interrupted, or a write failed
+    check_out_dir(out)  # no refusal: the rerun resumes there
+    (out / "meta.json").write_text(json.dumps({"status": "done"}))
+    with pytest.raises(BmbenchError, match="already holds a run"):
+        check_out_dir(out)
