@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import bmbench.cli.ablate
 from bmbench.ablation.cell import RESULT_FILE, Cell
-from bmbench.ablation.run import run_suite
+from bmbench.ablation.driver import run_suite
 from bmbench.cli import app
 from bmbench.results import write_table, write_torch
 

@@ -33,8 +33,9 @@ from disk_fault_tools import (
 )
 
 import bmbench.cli.ablate
-from bmbench.ablation.cell import DISK_ERROR, RESULT_FILE, execute_cell, expand_cells
-from bmbench.ablation.run import run_suite
+from bmbench.ablation.cell import RESULT_FILE, expand_cells
+from bmbench.ablation.driver import run_suite
+from bmbench.ablation.executors import DISK_ERROR, execute_cell
 from bmbench.ablation.suite import load_suite
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import DiskError

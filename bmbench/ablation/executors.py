@@ -1,30 +1,87 @@
-"""Where a suite's cells run: in this process, in N local processes, or as Ray tasks.
+"""Where a suite's cells are executed: in this process, in N local processes, or as Ray tasks; and
+`execute_cell`, which every executor calls to run one cell (through a runner: bmbench.ablation.measure.measure_cell
+for real, a fake in tests) into its result record.
 
 An executor takes the cells to run and yields ``(cell, result record)`` as each finishes, in completion order; the
-caller (``bmbench.ablation.run.run_suite``) stores every record, so only this process writes result files and
-the summary.
-A cell's own failure is a "failed" record (see ``execute_cell``); a worker process that dies (killed by the kernel
-for memory, a crash) is one too, for that cell alone.
+caller (``bmbench.ablation.driver.run_suite``) stores every record, so only this process writes result files and
+the summary. A cell's own failure is a "failed" record (see ``execute_cell``); a worker process that dies (killed by
+the kernel for memory, a crash) is one too, for that cell alone.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
+import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bmbench.ablation.cell import Cell, CellRunner, execute_cell
+from bmbench.ablation.cell import Cell
 from bmbench.bench.options import default_threads
-from bmbench.errors import BmbenchError
+from bmbench.errors import BmbenchError, as_disk_error
+
+DISK_ERROR = "disk-error"  # a record's status when the disk refused a write: never stored, the suite stops there
 
 Finished = Iterator[tuple[Cell, dict[str, Any]]]
 Starting = Callable[[Cell], None]  # called in this process just before a cell is run or submitted
+CellRunner = Callable[..., dict[str, Any]]  # runner(cell, *, cell_dir, device, data_dir) -> measured values
+
+
+def _must_be_finite(key: str) -> bool:
+    # NaN is legitimate for mask_APs/m/l (COCOeval has no object of that size), not for these.
+    return "loss" in key or key in ("mask_AP", "box_AP") or key.startswith("mask_ms_n")
+
+
+def _non_finite(values: dict[str, Any]) -> list[str]:
+    return [
+        key
+        for key, value in values.items()
+        if _must_be_finite(key) and isinstance(value, float) and not math.isfinite(value)
+    ]
+
+
+def execute_cell(
+    runner: CellRunner, cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None
+) -> dict[str, Any]:
+    """Run one cell and return its result record; an exception, OOM or a NaN becomes status "failed", never a
+    raise (KeyboardInterrupt and SystemExit still propagate); a write the disk refused becomes status DISK_ERROR
+    (as a record, so that it crosses every executor alike). Writes nothing itself: the caller stores it."""
+    started = datetime.now(timezone.utc)
+    begin = time.perf_counter()
+    record: dict[str, Any] = {"cell_id": cell.cell_id, "suite": cell.suite, "config": cell.config()}
+    try:
+        measured = runner(cell, cell_dir=cell_dir, device=device, data_dir=data_dir)
+        env = measured.pop("env", {})
+        curve = measured.pop("curve", [])
+        bad = _non_finite(measured)
+        status, error = ("failed", f"non-finite values: {', '.join(bad)}") if bad else ("ok", None)
+        record |= {"status": status, "error": error, "measured": measured, "env": env, "curve": curve}
+    except Exception as err:  # noqa: BLE001 - a failing cell is recorded and the suite goes on
+        disk = as_disk_error(err)
+        if disk is not None:  # not the cell's fault: the caller stops the suite, and the cell runs again later
+            return record | {"status": DISK_ERROR, "error": str(disk), "disk_error": [disk.path, disk.code]}
+        record |= {"status": "failed", "error": f"{type(err).__name__}: {err}".strip(), "measured": {}, "env": {}}
+        record["traceback"] = traceback.format_exc()
+        _free_accelerator_memory()
+    record |= {
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.perf_counter() - begin, 3),
+    }
+    return record
+
+
+def _free_accelerator_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _failed(cell: Cell, error: str) -> dict[str, Any]:
@@ -43,7 +100,7 @@ def _slot_device(device: str, slot: int) -> str:
     return device
 
 
-def run_local(
+def execute_local(
     todo: list[Cell],
     *,
     runner: CellRunner,
@@ -119,7 +176,7 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
-def run_ray(
+def execute_ray(
     todo: list[Cell],
     *,
     runner: CellRunner,
@@ -168,4 +225,4 @@ def run_ray(
             ray.shutdown()
 
 
-EXECUTORS: dict[str, Callable[..., Finished]] = {"local": run_local, "ray": run_ray}
+EXECUTORS: dict[str, Callable[..., Finished]] = {"local": execute_local, "ray": execute_ray}

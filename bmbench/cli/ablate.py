@@ -11,10 +11,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bmbench.ablation.cell import RESULT_FILE, Cell, PlannedCell, plan_suite
-from bmbench.ablation.datacheck import current_data_id
+from bmbench.ablation.cell import RESULT_FILE, Cell
+from bmbench.ablation.dataset import current_data_id
+from bmbench.ablation.driver import run_suite
 from bmbench.ablation.fields import format_size
-from bmbench.ablation.run import run_suite
+from bmbench.ablation.plan import PlannedCell, plan_suite
 from bmbench.ablation.suite import load_suite
 from bmbench.cli.console import console
 from bmbench.cli.plugin import PluginOption, load_plugin_options

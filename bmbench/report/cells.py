@@ -20,8 +20,8 @@ import pandas as pd
 
 from bmbench.schema import SPEC_KEYS
 
-RESULT_FILE = "result.json"  # a cell's record, as bmbench.ablation.cell writes it (the report imports no ablation)
-SUITE_CELLS_KEY = "suite_cells"  # meta.json: the ids of every cell of the suite (bmbench.ablation.run writes it)
+RESULT_FILE = "result.json"  # a cell's record, as bmbench.ablation.driver writes it (the report imports no ablation)
+SUITE_CELLS_KEY = "suite_cells"  # meta.json: the ids of every cell of the suite (bmbench.ablation.driver writes it)
 PLANNED_CELLS_KEY = "cells"  # meta.json: id -> spec of the cells the last run planned (a subset with --only)
 TRAIN_FIELDS = ("protocol", "iters", "batch_size", "lr", "trunk")  # the summary's columns from the train config
 RELATIVE_TOLERANCE = 1e-6  # a CSV round trip keeps floats exactly; anything more is a different value
@@ -58,7 +58,7 @@ def expected_cells(meta: dict[str, Any], frame: pd.DataFrame | None) -> list[str
 
 
 def row_from_result(record: dict[str, Any], variants: dict[str, str]) -> dict[str, Any]:
-    """The summary row of a cell, rebuilt from its result.json (the columns bmbench.ablation.cell.summary_row
+    """The summary row of a cell, rebuilt from its result.json (the columns bmbench.ablation.summary.summary_row
     writes, read from the record's config, measured values and env). `variants`: spec -> the variant name the
     summary gives it (a preset's name), when another row of the summary has that spec."""
     config = record.get("config") or {}

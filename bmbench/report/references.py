@@ -1,4 +1,4 @@
-"""The reference masks of a suite's val split (``references.csv``, written by bmbench.ablation.runner before the
+"""The reference masks of a suite's val split (``references.csv``, written by bmbench.ablation.dataset before the
 cells): masks built from the ground truth, each with one kind of knowledge, scored like the cells. They say what a
 mask AP means on the data: how far a cell is from the best its features' resolution allows (``stride-4``), and how
 much a smaller R can cost at most (``roi-28`` against ``roi-56``), so that a gap the grid cannot show is read as the

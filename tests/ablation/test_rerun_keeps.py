@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import bmbench.cli.ablate
 from bmbench.ablation.cell import expand_cells
-from bmbench.ablation.run import run_suite
+from bmbench.ablation.driver import run_suite
 from bmbench.ablation.suite import load_suite
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import bmbench.cli
 import bmbench.cli.ablate
 from bmbench.ablation.cell import Cell, expand_cells
-from bmbench.ablation.run import run_suite, suite_lock
+from bmbench.ablation.driver import run_suite, suite_lock
 from bmbench.ablation.suite import load_suite
 from bmbench.bench.options import default_threads
 from bmbench.cli.ablate import ablate_cli
@@ -192,7 +192,7 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_run import fake_runner, no_data
-from bmbench.ablation.run import run_suite
+from bmbench.ablation.driver import run_suite
 from bmbench.ablation.suite import load_suite
 run_suite(load_suite({path!r}), out={out!r}, device="cpu", runner=fake_runner, prepare=no_data)
 """

@@ -74,8 +74,8 @@ def test_a_finished_cell_runs_again_when_its_val_annotations_change(tmp_path: Pa
 
 def test_a_replaced_image_makes_the_cell_stale_too(tmp_path: Path, tiny_coco: Path) -> None:
     """The image side of the identity (name, size, mtime), through the planner alone."""
-    from bmbench.ablation.cell import plan_suite
-    from bmbench.ablation.datacheck import current_data_id
+    from bmbench.ablation.dataset import current_data_id
+    from bmbench.ablation.plan import plan_suite
 
     suite_path = tmp_path / "tinycoco.yaml"
     suite_path.write_text(textwrap.dedent(TINY_COCO_SUITE.format(root=tiny_coco)))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bmbench.ablation.executors import run_ray
+from bmbench.ablation.executors import execute_ray
 from bmbench.cli import app
 from bmbench.cli.speed import trace_line
 from bmbench.errors import BmbenchError
@@ -18,7 +18,7 @@ from bmbench.errors import BmbenchError
 def test_ray_executor_without_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(BmbenchError) as raised:
-        list(run_ray([], runner=None, suite_dir=tmp_path, device="cpu", data_dir=None, starting=None))  # type: ignore
+        list(execute_ray([], runner=None, suite_dir=tmp_path, device="cpu", data_dir=None, starting=None))  # type: ignore
     assert str(raised.value) == "--executor ray needs Ray: pip install 'bmbench[ray]'"
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from bmbench.ablation.run import run_suite
+from bmbench.ablation.driver import run_suite
 from bmbench.ablation.suite import load_suite
 from bmbench.cli import app
 from bmbench.data.coco import PIXEL_MEAN, PIXEL_STD, CocoInstanceDataset, check_split

@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from bmbench.ablation.runner import write_references
+from bmbench.ablation.dataset import write_references
 from bmbench.ablation.suite import load_suite
 from bmbench.cli import app
 from bmbench.data.coco import CocoInstanceDataset

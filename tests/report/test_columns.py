@@ -13,8 +13,9 @@ from report_fixtures import curves_frame, suite_frame, write_results, write_spee
 from typer.testing import CliRunner
 
 from bmbench import schema
-from bmbench.ablation.cell import expand_cells, summary_row
+from bmbench.ablation.cell import expand_cells
 from bmbench.ablation.suite import load_suite
+from bmbench.ablation.summary import summary_row
 from bmbench.errors import BmbenchError, BmbenchWarning
 from bmbench.report import load
 
@@ -35,7 +36,7 @@ speed: {instances: [1, 5], image_size: 64x64}
 def test_every_column_the_summary_writer_writes_is_in_the_schema(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(textwrap.dedent(SUITE))
     (cell,) = expand_cells(load_suite(tmp_path / "s.yaml"))
-    measured = {  # one of each kind of name a real cell measures (bmbench.ablation.runner.run_cell)
+    measured = {  # one of each kind of name a real cell measures (bmbench.ablation.measure.measure_cell)
         "mask_AP": 0.2, "mask_AP_person": 0.1, "boundary_AP": 0.1, "mask_ms_n5": 3.0, "merge_ms_n5": 1.0,
         "mask_gflops_n5": 0.4, "paste_gflops_n5": 0.1, "mask_params": 1e5, "train_s": 9.0, "final_loss_mask": 0.3,
         "pretrain_train_s": 20.0, "trunk_reused": True, "infer_images_per_s": 4.0, "bases_corr": 0.5,

@@ -15,7 +15,7 @@ from bmbench.report import load
 from bmbench.report.references import reference_table
 from bmbench.report.render import suite_section
 
-STORED = {  # COCOeval's 0..1, as bmbench.ablation.runner.write_references stores them
+STORED = {  # COCOeval's 0..1, as bmbench.ablation.dataset.write_references stores them
     "box": 0.007,
     "foreground": 0.388,
     "class-foreground": 0.719,

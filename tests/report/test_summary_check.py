@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from bmbench.ablation.cell import Cell, expand_cells
-from bmbench.ablation.run import run_suite
+from bmbench.ablation.driver import run_suite
 from bmbench.ablation.suite import load_suite
 from bmbench.errors import BmbenchWarning
 from bmbench.report.load import load_results

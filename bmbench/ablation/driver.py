@@ -1,4 +1,10 @@
-"""Run a suite: expand it into cells (variant × seed), skip the finished ones, run the rest, keep a summary table.
+"""The driver of ``bmbench ablate``: run a suite's unfinished cells and keep its tables, resumably.
+
+`run_suite` plans the suite (bmbench.ablation.plan: which cells run, which are reused), prepares its dataset once
+(bmbench.ablation.dataset), hands the cells to an executor (bmbench.ablation.executors: this process, local
+processes or Ray), which runs each through ``execute_cell`` and the runner (bmbench.ablation.measure.measure_cell),
+and stores every record that comes back as ``result.json``, then rebuilds the tables (bmbench.ablation.summary).
+Only this process writes result files and tables.
 
 Store layout, under ``<out>/<suite-name>/``::
 
@@ -7,43 +13,42 @@ Store layout, under ``<out>/<suite-name>/``::
     curves.csv, .parquet       one row per finished cell and evaluated step (the learning curves)
     references.csv, .parquet   reference masks (built from the ground truth) scored on the val split, before the cells
     <cell-id>/result.json      written last and atomically: its presence means the cell is done (ok or failed)
-    <cell-id>/...              whatever the cell runner writes (checkpoint, metrics, speed table)
+    <cell-id>/...              whatever the cell's runner writes (checkpoint, metrics, speed table)
     .<cell-id>.previous/       a finished cell's folder while the cell runs again (bmbench.ablation.previous)
 
 A cell id is a short hash of the cell's resolved config, so editing the suite makes new cells and never reuses a
 stale result; the data's content, which the config names only by its path, is checked apart: each result.json
-records the data's identity, and a cell whose data changed since runs again (bmbench.ablation.datacheck). Every
+records the data's identity, and a cell whose data changed since runs again (bmbench.ablation.dataset). Every
 file is written atomically; ``kill -9`` loses at most the work of the cells in flight, never a finished result.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from bmbench.ablation.cell import (
-    DATA_ID_KEY,
-    DISK_ERROR,
-    RESULT_FILE,
-    Cell,
-    CellRunner,
-    PlannedCell,
-    expand_cells,
-    json_safe,
-    plan_suite,
-    write_curves,
-    write_summary,
+from bmbench.ablation.cell import DATA_ID_KEY, RESULT_FILE, Cell, expand_cells
+from bmbench.ablation.dataset import (
+    current_data_id,
+    data_folder,
+    prepare_data,
+    suite_data_id,
+    val_split,
+    write_references,
 )
-from bmbench.ablation.datacheck import current_data_id, data_folder, suite_data_id
-from bmbench.ablation.executors import EXECUTORS
+from bmbench.ablation.executors import DISK_ERROR, EXECUTORS, CellRunner
+from bmbench.ablation.measure import measure_cell
+from bmbench.ablation.plan import PlannedCell, plan_suite
 from bmbench.ablation.previous import drop_previous, fresh_cell_dir, settle_previous
-from bmbench.ablation.runner import prepare_data, run_cell, val_split, write_references
 from bmbench.ablation.suite import SuiteSpec
+from bmbench.ablation.summary import write_curves, write_summary
 from bmbench.device import resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError, DiskError, as_disk_error
 from bmbench.evaluation.references import REFERENCES
@@ -103,7 +108,7 @@ def run_suite(
 ) -> SuiteOutcome:
     """Run the suite's unfinished cells and keep ``summary.csv``/``.parquet`` and ``meta.json`` up to date.
 
-    ``runner`` and ``prepare`` default to the real ones (train → evaluate → time; dataset generation); tests
+    ``runner`` and ``prepare`` default to the real ones (measure_cell: train → evaluate → time; prepare_data); tests
     inject fakes. ``device`` is resolved per cell by the runner's process (``auto``, ``cpu``, ``cuda``).
     `events` receives: suite start (total cells, completed = reused, data: plan), cell start and cell end (data:
     cell, and result at the end). The summary is rebuilt from every finished cell of the suite, not only the
@@ -115,7 +120,7 @@ def run_suite(
         raise BmbenchError(f"--workers must be >= 1, got {workers}")
     if executor == "local":  # asking for CUDA (or fp16 on the CPU) where it cannot run fails before any write
         resolve_dtype(suite.speed.dtype, resolve_device(device))
-    runner = runner or run_cell
+    runner = runner or measure_cell
     prepare = prepare or prepare_data
     check_out_dir(Path(out))
     suite_dir = Path(out).resolve() / suite.name  # absolute: Ray workers may start elsewhere
@@ -198,6 +203,18 @@ def run_suite(
         raise disk.keeping(_kept(suite_dir, disk.code)) from err
     outcome.failed = [p.cell.cell_id for p in plan if (results.get(p.cell.cell_id) or {}).get("status") != "ok"]
     return outcome
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities -> None, recursively: result.json stays standard JSON (COCOeval's "no such object size"
+    is NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def _note_stale(plan: list[PlannedCell], suite: SuiteSpec, events: EventHook | None) -> None:

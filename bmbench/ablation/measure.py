@@ -1,9 +1,9 @@
-"""One ablation cell for real: train (reusing the suite's shared trunk), evaluate AP, time the mask branch.
+"""One ablation cell measured for real: train (reusing the suite's shared trunk), evaluate AP (at the end of the
+schedule and at each curve step), time the mask branch, and count its analytic cost.
 
-Before the cells, ``write_references`` scores the reference masks (bmbench.evaluation.references: masks built from
-the ground truth) on the suite's val split, so that the report can say how much of a mask AP the data leaves to a
-head at each resolution. A cell's folder ends up holding ``train/`` (checkpoint, log), ``eval/`` (detections,
-metrics), ``speed.csv`` and ``.parquet`` (one row per N and stage), then ``result.json``, which the caller writes.
+An executor runs `measure_cell` through bmbench.ablation.executors.execute_cell, which turns what it returns (or
+raises) into the cell's record. A cell's folder ends up holding ``train/`` (checkpoint, log), ``eval/`` (detections,
+metrics), ``speed.csv`` and ``.parquet`` (one row per N and stage), then ``result.json``, which the driver writes.
 The shared trunks of a suite are cached in ``<out>/<suite>/trunks/``, keyed by everything that changes them.
 """
 
@@ -14,49 +14,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from bmbench.ablation.cell import Cell
-from bmbench.ablation.suite import DatasetSpec, SuiteSpec
+from bmbench.ablation.dataset import val_split
 from bmbench.bench.cost import describe
 from bmbench.bench.sweep import run_sweep
 from bmbench.bench.workload import MASK_STAGES, NUM_CLASSES
-from bmbench.data.coco import check_split
-from bmbench.data.synth import ensure_default_dataset
 from bmbench.device import resolve_device
-from bmbench.errors import BmbenchError
-from bmbench.evaluation.evaluate import evaluate, evaluate_reference
-from bmbench.evaluation.references import REFERENCES
+from bmbench.evaluation.evaluate import evaluate
 from bmbench.evaluation.scoring import SCORE_PREFIXES
 from bmbench.results import device_name, git_commit, write_table
-from bmbench.schema import CURVE_PREFIXES, REFERENCES_TABLE
+from bmbench.schema import CURVE_PREFIXES
 from bmbench.training.checkpoint import snapshot_path
 from bmbench.training.train import train
 
 SPEED_SEED = 0  # one box sample and feature draw for every cell, so that cells are timed on the same workload
 TRUNKS_DIR = "trunks"
-
-
-def prepare_data(suite: SuiteSpec, device: str) -> Path:
-    """The suite's dataset folder, generated once for a synthetic one (in $BMBENCH_DATA or results/data), and its
-    train and val splits checked as every reader checks them. Runs in the driver before any cell, so that cells
-    never race to generate it and a broken file fails once, here, not in every cell after its training."""
-    data = suite.dataset
-    if data.kind == "synthetic":
-        options = {} if data.difficulty is None else {"difficulty": data.difficulty}
-        root = ensure_default_dataset(num_images=data.images, size=data.size, seed=data.seed, **options)
-        splits: tuple[str, ...] = ("train", "val")
-    else:
-        root = Path(data.root).expanduser()
-        if data.train not in ("train", "train2017"):
-            raise BmbenchError(
-                f"{suite.path}: dataset.train: training reads the 'train' split only, got {data.train!r}"
-            )
-        splits = (data.train, data.val)
-    for split in splits:
-        check_split(root, split)  # the readers' own check, images included: bad files fail before any cell trains
-    return root.resolve()
 
 
 def _speed(cell: Cell, device: torch.device) -> tuple[dict[str, float], Any]:
@@ -108,25 +82,7 @@ def curve_steps(iters: int, percents: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(steps))
 
 
-def val_split(dataset: DatasetSpec) -> str:
-    """The split a suite's cells are scored on."""
-    return "val" if dataset.kind == "synthetic" else dataset.val
-
-
-def write_references(suite: SuiteSpec, suite_dir: Path, data_dir: Path) -> None:
-    """Score every reference mask kind on the suite's val split and write ``references.csv``/``.parquet`` in
-    `suite_dir` (one row per kind: ``reference`` and its metrics, as the summary stores them). Malformed ground
-    truth raises BmbenchError here, before any cell trains."""
-    split = val_split(suite.dataset)
-    scoring = {"evaluator": suite.eval.evaluator, "max_dets": suite.eval.max_dets}  # the cells' rules (eval:)
-    rows = [
-        {"reference": kind, "split": split, **evaluate_reference(kind, data_dir, split=split, **scoring)}
-        for kind in REFERENCES
-    ]
-    write_table(pd.DataFrame(rows), suite_dir / REFERENCES_TABLE.stem)
-
-
-def run_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) -> dict[str, Any]:
+def measure_cell(cell: Cell, *, cell_dir: Path, device: str, data_dir: Path | None) -> dict[str, Any]:
     """Train → evaluate → time one cell; returns its flat measurements and an ``env`` block. Raises on failure
     (the caller records it)."""
     torch_device = resolve_device(device)
