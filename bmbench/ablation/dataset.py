@@ -2,7 +2,7 @@
 cells are scored on, the reference masks scored on that split (``references.csv``), and its identity, recorded
 with each finished cell and checked before the cell is reused.
 
-Before the cells, ``write_references`` scores the reference masks (bmbench.evaluation.references: masks built from
+Before the cells, ``write_references`` scores the reference masks (bmbench.evaluation.reference_masks: masks built from
 the ground truth) on the suite's val split, so that the report can say how much of a mask AP the data leaves to a
 head at each resolution.
 
@@ -25,7 +25,7 @@ from bmbench.data.coco import check_split
 from bmbench.data.synth import dataset_name, default_dataset_dir, ensure_default_dataset
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import evaluate_reference
-from bmbench.evaluation.references import REFERENCES
+from bmbench.evaluation.reference_masks import REFERENCES
 from bmbench.results import write_table
 from bmbench.schema import REFERENCES_TABLE
 from bmbench.training.trunk import data_identity

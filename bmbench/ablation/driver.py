@@ -51,7 +51,7 @@ from bmbench.ablation.suite import SuiteSpec
 from bmbench.ablation.summary import write_curves, write_summary
 from bmbench.device import resolve_device, resolve_dtype
 from bmbench.errors import BmbenchError, DiskError, as_disk_error
-from bmbench.evaluation.references import REFERENCES
+from bmbench.evaluation.reference_masks import REFERENCES
 from bmbench.results import EventHook, check_out_dir, check_writable, emit, file_lock, run_metadata, write_json
 
 

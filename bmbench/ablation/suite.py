@@ -44,8 +44,8 @@ from bmbench.ablation.fields import (
 from bmbench.bench.options import SUITE_SPEED_FIELDS, SweepConfig
 from bmbench.data.synth import DIFFICULTIES
 from bmbench.errors import BmbenchError
+from bmbench.evaluation.cocoeval import EVALUATORS, MAX_DETS
 from bmbench.evaluation.evaluate import BoxSource
-from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS
 from bmbench.training.config import TrainConfig, image_size_for
 from bmbench.variants import FAMILIES, VariantSpec, load_plugins, parse_spec
 

@@ -14,9 +14,9 @@ from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.cli.progress import RichEvents
 from bmbench.cli.replace import EVALUATE_FILES, check_replaceable, replacing
 from bmbench.errors import BmbenchError
+from bmbench.evaluation.cocoeval import EVALUATORS, MAX_DETS, check_evaluator, check_max_dets
 from bmbench.evaluation.evaluate import BOX_SOURCES, evaluate, evaluate_detections, evaluate_reference
-from bmbench.evaluation.evaluators import EVALUATORS, MAX_DETS, check_evaluator, check_max_dets
-from bmbench.evaluation.references import REFERENCES
+from bmbench.evaluation.reference_masks import REFERENCES
 from bmbench.evaluation.scoring import STAT_NAMES
 from bmbench.results import check_out_dir
 

@@ -1,2 +1,3 @@
-"""Evaluation: inference to COCO detections (evaluate), COCOeval scoring (scoring), masks built from the ground
-truth (references)."""
+"""Evaluation: a checkpoint, a detections file or a reference kind evaluated into metrics on disk (evaluate),
+COCO scoring of detections (scoring: AP, subsets, classes), the COCOeval back-ends behind it (cocoeval:
+pycocotools | faster-coco-eval), Boundary IoU (boundary), and masks built from the ground truth (reference_masks)."""

@@ -25,8 +25,8 @@ import torch
 from bmbench.data.coco import CocoInstanceDataset, check_split, collate
 from bmbench.device import resolve_device, synchronize
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.evaluators import MAX_DETS, check_evaluator, check_max_dets
-from bmbench.evaluation.references import check_reference, score_reference
+from bmbench.evaluation.cocoeval import MAX_DETS, check_evaluator, check_max_dets
+from bmbench.evaluation.reference_masks import check_reference, score_reference
 from bmbench.evaluation.scoring import SCORE_PREFIXES, detections_to_coco, metrics_frame, score_detections
 from bmbench.models.diagnostics import basis_correlation
 from bmbench.models.fcos import level_points
@@ -241,7 +241,7 @@ def evaluate_reference(
     evaluator: str = "pycocotools",
     max_dets: int = MAX_DETS,
 ) -> dict[str, Any]:
-    """Score reference masks `kind` (one of bmbench.evaluation.references.REFERENCES: masks built from the ground
+    """Score reference masks `kind` (one of bmbench.evaluation.reference_masks.REFERENCES: masks built from the ground
     truth) on `split` of `data_dir`; with `out`, write ``metrics.csv``/``.parquet`` there. Returns the mask metrics.
     `evaluator` and `max_dets` as for a checkpoint, so that references and cells are scored alike. The split goes
     through the same dataset check as training and evaluation (its images too), so that a dataset they refuse is

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from bmbench.data.coco import load_coco, read_json
 from bmbench.errors import BmbenchError, BmbenchWarning
-from bmbench.evaluation.evaluators import (
+from bmbench.evaluation.cocoeval import (
     MAX_DETS,
     GroundTruth,
     boundary_run,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 import bmbench
-from bmbench.report import curves, figures, references, stats, tables
+from bmbench.report import curves, figures, reference_table, stats, tables
 from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Verdict, judge_findings
 from bmbench.report.figures import FigureResult
 from bmbench.report.findings import FINDINGS
@@ -206,7 +206,7 @@ def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) ->
     )
     lines += _table("Baselines side by side", tables.baselines_table(suite))
     lines += _table("Mask AP per class (mean ± std over seeds)", tables.class_table(suite))
-    lines += _table("Reference masks on the val split", references.reference_table(suite), references.NOTE)
+    lines += _table("Reference masks on the val split", reference_table.reference_table(suite), reference_table.NOTE)
     lines += _table(
         "Gaps between BlendMask cells, with their intervals",
         tables.gaps_table(suite),

@@ -26,7 +26,7 @@ from bmbench.ablation.suite import load_suite
 from bmbench.bench.options import default_threads
 from bmbench.cli.ablate import ablate_cli
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.references import REFERENCES, score_reference
+from bmbench.evaluation.reference_masks import REFERENCES, score_reference
 
 FAKE_SUITE = """
 name: fake

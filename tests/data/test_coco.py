@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from bmbench.data.coco import CocoInstanceDataset, check_coco, collate, find_split
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError, BmbenchWarning
-from bmbench.evaluation.references import score_reference
+from bmbench.evaluation.reference_masks import score_reference
 from bmbench.evaluation.scoring import score_detections
 
 W, H = 80, 60  # hand-written images are landscape, so resizing has to keep the aspect

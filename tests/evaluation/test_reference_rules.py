@@ -21,7 +21,7 @@ from bmbench.cli import app
 from bmbench.data.coco import CocoInstanceDataset
 from bmbench.errors import BmbenchError, BmbenchWarning
 from bmbench.evaluation.evaluate import evaluate_reference
-from bmbench.evaluation.references import REFERENCES
+from bmbench.evaluation.reference_masks import REFERENCES
 from bmbench.evaluation.scoring import score_detections
 from bmbench.schema import REFERENCES_TABLE
 

@@ -10,9 +10,9 @@ import pytest
 from report_fixtures import suite_frame, write_suite
 
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.references import REFERENCES
+from bmbench.evaluation.reference_masks import REFERENCES
 from bmbench.report import load
-from bmbench.report.references import reference_table
+from bmbench.report.reference_table import reference_table
 from bmbench.report.render import suite_section
 
 STORED = {  # COCOeval's 0..1, as bmbench.ablation.dataset.write_references stores them

@@ -1,9 +1,8 @@
-"""The reference masks of a suite's val split (``references.csv``, written by bmbench.ablation.dataset before the
-cells): masks built from the ground truth, each with one kind of knowledge, scored like the cells. They say what a
-mask AP means on the data: how far a cell is from the best its features' resolution allows (``stride-4``), and how
-much a smaller R can cost at most (``roi-28`` against ``roi-56``), so that a gap the grid cannot show is read as the
-data's limit, not the head's.
-"""
+"""The report's table of the reference masks of a suite's val split (``references.csv``, scored by
+bmbench.ablation.dataset before the cells): masks built from the ground truth, each with one kind of knowledge,
+scored like the cells. They say what a mask AP means on the data: how far a cell is from the best its features'
+resolution allows (``stride-4``), and how much a smaller R can cost at most (``roi-28`` against ``roi-56``), so that
+a gap the grid cannot show is read as the data's limit, not the head's."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from bmbench.report.load import AblationSuite
 from bmbench.report.tables import fmt_num
 from bmbench.schema import BOUNDARY_AP, THIN_AP, TOUCHING_AP
 
-KNOWS = {  # reference kind -> what its masks know (bmbench.evaluation.references)
+KNOWS = {  # reference kind -> what its masks know (bmbench.evaluation.reference_masks)
     "box": "the box only",
     "foreground": "every instance's pixels in the box",
     "class-foreground": "the class's pixels in the box",

@@ -1,4 +1,4 @@
-"""The COCOeval implementations that bmbench scores with, behind one function, with the same numbers.
+"""The COCOeval back-ends that bmbench scores with, behind one function, with the same numbers.
 
 - ``pycocotools``: the reference (default).
 - ``faster``: faster-coco-eval (``pip install 'bmbench[faster]'``), C++ matching and accumulation, several times

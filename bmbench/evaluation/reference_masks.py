@@ -38,7 +38,7 @@ from torchvision.ops import roi_align
 
 from bmbench.data.coco import load_coco
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.evaluators import MAX_DETS
+from bmbench.evaluation.cocoeval import MAX_DETS
 from bmbench.evaluation.scoring import encode_masks, score_detections
 from bmbench.models.paste import paste_roi_masks
 

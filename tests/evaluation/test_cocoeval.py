@@ -21,7 +21,7 @@ from pycocotools.cocoeval import COCOeval
 from bmbench.data.coco import load_coco
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.evaluators import GroundTruth, check_evaluator, run_cocoeval, stat_names, summarize
+from bmbench.evaluation.cocoeval import GroundTruth, check_evaluator, run_cocoeval, stat_names, summarize
 from bmbench.evaluation.scoring import encode_masks, score_detections
 
 COMPARED = [f"{prefix}_{name}" for prefix in ("mask", "box") for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")]

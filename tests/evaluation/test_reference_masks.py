@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bmbench.cli import app
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.references import REFERENCES, reference_detections, score_reference
+from bmbench.evaluation.reference_masks import REFERENCES, reference_detections, score_reference
 
 SIZE = 64
 
