@@ -188,32 +188,54 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         new_h, new_w = max(round(h * scale), 1), max(round(w * scale), 1)
         image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)  # (3, h, w)
         image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", antialias=True)[0]
-        mean, std = torch.tensor(PIXEL_MEAN)[:, None, None], torch.tensor(PIXEL_STD)[:, None, None]
-        image = (image - mean) / std
         masks = self._masks(image_id, anns, (new_h, new_w), antialias=scale < 1)  # (N, new_h, new_w)
         labels = torch.tensor([self.category_id_to_label[ann["category_id"]] for ann in anns], dtype=torch.int64)
         iscrowd = torch.tensor([int(ann["iscrowd"]) for ann in anns], dtype=torch.uint8)
         if self._flipped(index):
             image, masks = image.flip(-1), masks.flip(-1)
-        keep = masks.flatten(1).bool().any(dim=1)  # small instances can vanish when downscaled
-        masks, labels, iscrowd = masks[keep], labels[keep], iscrowd[keep]
-        # Boxes are the transformed masks' extent (pixel edges), so they agree with the masks exactly; thin
-        # parts lost in downscaling no longer stretch the box.
-        boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # (N, 4) xyxy
-        pad_h, pad_w = _round_up(new_h), _round_up(new_w)
-        image = F.pad(image, (0, pad_w - new_w, 0, pad_h - new_h))
-        masks = F.pad(masks, (0, pad_w - new_w, 0, pad_h - new_h))
-        target = {
-            "boxes": boxes,
-            "labels": labels,
-            "masks": masks,
-            "iscrowd": iscrowd,
-            "image_id": int(image_id),
-            "orig_size": (h, w),
-            "size": (new_h, new_w),
-            "scale": float(scale),
-        }
-        return image, target
+        return build_item(image, masks, labels, iscrowd, image_id=image_id, orig_size=(h, w), scale=scale)
+
+
+def build_item(
+    image: Tensor,
+    masks: Tensor,
+    labels: Tensor,
+    iscrowd: Tensor,
+    *,
+    image_id: int,
+    orig_size: tuple[int, int],
+    scale: float,
+) -> tuple[Tensor, dict[str, Any]]:
+    """One dataset item, as every reader gives it (this one and the training stream, bmbench.data.stream), from an
+    image resized to h x w and its masks at that size: (image: Tensor[3, H, W] normalised, target).
+
+    Takes `image` Tensor[3, h, w] in 0..1, `masks` Tensor[N, h, w] uint8, `labels` Tensor[N] int64 and `iscrowd`
+    Tensor[N] uint8. Instances the resize emptied are dropped; the image is normalised; image and masks are
+    zero-padded (bottom, right) to H x W, multiples of SIZE_DIVISOR. The target holds boxes Tensor[N, 4] xyxy,
+    labels, masks Tensor[N, H, W], iscrowd, image_id, orig_size, size (h, w) and scale.
+    """
+    new_h, new_w = image.shape[-2:]
+    mean, std = torch.tensor(PIXEL_MEAN)[:, None, None], torch.tensor(PIXEL_STD)[:, None, None]
+    image = (image - mean) / std
+    keep = masks.flatten(1).bool().any(dim=1)  # small instances can vanish when downscaled
+    masks, labels, iscrowd = masks[keep], labels[keep], iscrowd[keep]
+    # Boxes are the transformed masks' extent (pixel edges), so they agree with the masks exactly; thin
+    # parts lost in downscaling no longer stretch the box.
+    boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # (N, 4) xyxy
+    pad_h, pad_w = _round_up(new_h), _round_up(new_w)
+    image = F.pad(image, (0, pad_w - new_w, 0, pad_h - new_h))
+    masks = F.pad(masks, (0, pad_w - new_w, 0, pad_h - new_h))
+    target = {
+        "boxes": boxes,
+        "labels": labels,
+        "masks": masks,
+        "iscrowd": iscrowd,
+        "image_id": int(image_id),
+        "orig_size": orig_size,
+        "size": (new_h, new_w),
+        "scale": float(scale),
+    }
+    return image, target
 
 
 def _round_up(side: int) -> int:

@@ -6,8 +6,9 @@ same batches whatever the batch size, another seed gives others, and no scene is
 unseen.
 
 A batch is exactly what `bmbench.training.loop.training_batches` yields for a COCO dataset: the scene is drawn at
-`render_size`, resized to `image_size` and normalised as `bmbench.data.coco.CocoInstanceDataset` does, and collated
-by `bmbench.data.coco.collate`. There are no flips: fresh scenes are already mirror-symmetric in distribution.
+`render_size`, resized to `image_size`, made into an item by `bmbench.data.coco.build_item` as a COCO dataset's
+are, and collated by `bmbench.data.coco.collate`. There are no flips: fresh scenes are already mirror-symmetric in
+distribution.
 
 Letters: B images per batch, N instances of an image, H x W the padded image.
 """
@@ -22,9 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import masks_to_boxes
 
-from bmbench.data.coco import PIXEL_MEAN, PIXEL_STD, SIZE_DIVISOR, collate
+from bmbench.data.coco import SIZE_DIVISOR, build_item, collate
 from bmbench.data.synth import CATEGORIES, DEFAULT_DIFFICULTY, get_difficulty, render_image, synthetic_info
 from bmbench.errors import BmbenchError
 
@@ -59,25 +59,9 @@ def scene_sample(
             masks = (resized >= 0.5).to(torch.uint8)
         else:
             masks = torch.zeros((0, image_size, image_size), dtype=torch.uint8)
-    mean, std = torch.tensor(PIXEL_MEAN)[:, None, None], torch.tensor(PIXEL_STD)[:, None, None]
-    image = (image - mean) / std
-    keep = masks.flatten(1).bool().any(dim=1)  # small instances can vanish when downscaled
-    masks, labels = masks[keep], labels[keep]
-    boxes = masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])  # (N, 4) xyxy, pixel edges
-    padded = -(-image_size // SIZE_DIVISOR) * SIZE_DIVISOR
-    image = F.pad(image, (0, padded - image_size, 0, padded - image_size))
-    masks = F.pad(masks, (0, padded - image_size, 0, padded - image_size))
-    target = {
-        "boxes": boxes,
-        "labels": labels,
-        "masks": masks,
-        "iscrowd": torch.zeros(len(labels), dtype=torch.uint8),
-        "image_id": int(index),
-        "orig_size": (render_size, render_size),
-        "size": (image_size, image_size),
-        "scale": float(scale),
-    }
-    return image, target
+    iscrowd = torch.zeros(len(labels), dtype=torch.uint8)
+    orig_size = (render_size, render_size)
+    return build_item(image, masks, labels, iscrowd, image_id=index, orig_size=orig_size, scale=scale)
 
 
 def synthetic_batches(
