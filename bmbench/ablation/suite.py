@@ -42,7 +42,7 @@ from bmbench.ablation.fields import (
     load_dataclass,
 )
 from bmbench.bench.options import SUITE_SPEED_FIELDS, SweepConfig
-from bmbench.data.synth import DIFFICULTIES
+from bmbench.data.scenes import DIFFICULTIES
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.cocoeval import EVALUATORS, MAX_DETS
 from bmbench.evaluation.evaluate import BoxSource

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from bmbench.cli.console import console
-from bmbench.data.synth import CATEGORIES, DEFAULT_DIFFICULTY, DIFFICULTIES, describe_dataset, write_synthetic_dataset
+from bmbench.data.scenes import CATEGORIES, DEFAULT_DIFFICULTY, DIFFICULTIES
+from bmbench.data.synth import describe_dataset, write_synthetic_dataset
 from bmbench.results import check_out_dir
 
 data_app = typer.Typer(help="Datasets: generate the synthetic shapes dataset (COCO layout).", no_args_is_help=True)

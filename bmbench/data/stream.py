@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bmbench.data.coco import SIZE_DIVISOR, build_item, collate
-from bmbench.data.synth import CATEGORIES, DEFAULT_DIFFICULTY, get_difficulty, render_image, synthetic_info
+from bmbench.data.scenes import CATEGORIES, DEFAULT_DIFFICULTY, get_difficulty, render_image
+from bmbench.data.synth import synthetic_info
 from bmbench.errors import BmbenchError
 
 STREAM_TAG = 0x5354524D  # "STRM": a last seed word no dataset image uses (numpy ignores trailing zero words)

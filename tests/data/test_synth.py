@@ -16,16 +16,14 @@ from typer.testing import CliRunner
 
 from bmbench.cli import _Group
 from bmbench.cli.data import data_app
-from bmbench.data import synth
+from bmbench.data import scenes, synth
+from bmbench.data.scenes import CATEGORIES, DEFAULT_DIFFICULTY, render_image
 from bmbench.data.synth import (
-    CATEGORIES,
-    DEFAULT_DIFFICULTY,
     default_dataset_dir,
     ensure_default_dataset,
     instance_subsets,
     is_thin,
     opened_fraction,
-    render_image,
     thin_radius,
     touching_pairs,
     write_synthetic_dataset,
@@ -101,7 +99,7 @@ def test_masks_agree_with_bbox_and_area(modest: Path) -> None:
         mask = coco.annToMask(ann)
         ys, xs = np.nonzero(mask)
         assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
-        assert ann["area"] == int(mask.sum()) >= synth.MIN_VISIBLE_AREA
+        assert ann["area"] == int(mask.sum()) >= scenes.MIN_VISIBLE_AREA
         assert ann["iscrowd"] == 0 and ann["category_id"] in coco.cats
 
 
