@@ -10,13 +10,13 @@ import typer
 from rich.table import Table
 
 from bmbench.cli.console import console
+from bmbench.cli.options import DataOption, DeviceOption, config_options
 from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.cli.progress import RichEvents
 from bmbench.cli.replace import TRAIN_FILES, check_replaceable, held_run, replacing
 from bmbench.cli.signals import sigterm_as_interrupt, stop_code, stop_word
-from bmbench.models.backbone import TRUNKS
-from bmbench.training.config import PROTOCOLS, TrainConfig
-from bmbench.training.train import train
+from bmbench.training.config import TrainConfig
+from bmbench.training.train import TrainResult, train
 from bmbench.variants import parse_spec
 
 
@@ -26,54 +26,18 @@ def default_train_dir(name: str, protocol: str, seed: int) -> Path:
     return Path("results") / "train" / f"{slug}-{protocol}-s{seed}"
 
 
+@config_options(TrainConfig)
 def train_cli(
     variant: Annotated[str, typer.Argument(help="Preset or spec, e.g. blendmask or blendmask:K=4,M=7,R=56.")],
-    data: Annotated[
-        Path | None, typer.Option("--data", help="COCO-format dataset folder. Default: the synthetic shapes.")
-    ] = None,
-    iters: Annotated[int, typer.Option(help="Optimiser steps (shared-trunk: of the head).")] = TrainConfig.iters,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = TrainConfig.batch_size,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (warm-up, then cosine decay).")] = TrainConfig.lr,
-    protocol: Annotated[
-        str,
-        typer.Option(
-            help=f"{' | '.join(PROTOCOLS)}: a cached trunk and the mask head alone; end to end; or a model "
-            "pretrained once, then end to end with a fresh head."
-        ),
-    ] = TrainConfig.protocol,
+    config: TrainConfig,  # one option per field that declares a help (bmbench.cli.options)
+    data: DataOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder. Default: results/train/<variant>-<protocol>-s<seed>.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and flips.")] = TrainConfig.seed,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
-    trunk: Annotated[str, typer.Option(help=f"Backbone + detector widths: {', '.join(TRUNKS)}.")] = TrainConfig.trunk,
-    image_size: Annotated[
-        int | None,
-        typer.Option("--image-size", help="Longer image side (multiple of 32). Default: the dataset's own."),
-    ] = TrainConfig.image_size,
-    trunk_iters: Annotated[
-        int, typer.Option("--trunk-iters", help="shared-trunk / finetune: steps of the one-time stage.")
-    ] = TrainConfig.trunk_iters,
-    trunk_lr: Annotated[
-        float | None, typer.Option("--trunk-lr", help="shared-trunk / finetune: one-time stage's lr. Default: --lr.")
-    ] = TrainConfig.trunk_lr,
+    device: DeviceOption = "auto",
     trunk_cache: Annotated[
         Path | None, typer.Option("--trunk-cache", help="Folder of cached shared trunks. Default: results/trunks.")
     ] = None,
-    init: Annotated[
-        str | None,
-        typer.Option(
-            "--init",
-            help="Backbone weights: torchvision:<WeightsEnum> (e.g. torchvision:ResNet50_Weights.IMAGENET1K_V2, "
-            "downloaded) or a state-dict file. Default: random.",
-        ),
-    ] = TrainConfig.init,
-    semantic_aux: Annotated[
-        bool, typer.Option("--semantic-aux/--no-semantic-aux", help="Auxiliary semantic loss on the trunk's FPN.")
-    ] = TrainConfig.semantic_aux,
-    semantic_level: Annotated[
-        str, typer.Option("--semantic-level", help="p3 | p2: the FPN level the auxiliary semantic loss reads.")
-    ] = TrainConfig.semantic_level,
     plugin: PluginOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace the run that --out holds already (as a whole, once trained).")
@@ -82,21 +46,7 @@ def train_cli(
     """Train a variant and write checkpoint.pt, train_log.csv and meta.json."""
     load_plugin_options(plugin)
     spec = parse_spec(variant)
-    config = TrainConfig(
-        protocol=protocol,  # type: ignore[arg-type] - check_config names a bad one
-        iters=iters,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        trunk=trunk,
-        image_size=image_size,
-        trunk_iters=trunk_iters,
-        trunk_lr=trunk_lr,
-        semantic_aux=semantic_aux,
-        semantic_level=semantic_level,  # type: ignore[arg-type] - check_config names a bad one
-        init=init,
-    )
-    out = out or default_train_dir(spec.name, protocol, seed)
+    out = out or default_train_dir(spec.name, config.protocol, config.seed)
     check_replaceable(out, TRAIN_FILES, force=force)
     held = held_run(out, TRAIN_FILES) is not None
     try:
@@ -111,10 +61,15 @@ def train_cli(
             soft_wrap=True,
         )
         raise typer.Exit(stop_code(err)) from None  # not KeyboardInterrupt: the group would add its generic line
-    table = Table(title=f"trained {spec} ({protocol})")
+    print_result(result, title=f"trained {spec} ({config.protocol})")
+    console().print(f"checkpoint: {out / result.checkpoint.name}", soft_wrap=True)
+
+
+def print_result(result: TrainResult, *, title: str) -> None:
+    """The run's final metrics, one row each."""
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.metrics.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console().print(table)
-    console().print(f"checkpoint: {out / result.checkpoint.name}", soft_wrap=True)

@@ -7,9 +7,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from bmbench.cli import app
 from bmbench.cli.console import one_line_warnings
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchWarning
@@ -31,7 +31,7 @@ def test_bmbench_warnings_print_as_one_line_once_and_others_as_python_does(capsy
     assert passed_on == [(UserWarning, "something else")]  # other warnings go to Python's own hook
 
 
-def test_detections_without_segmentation_say_mask_ap_was_skipped(tmp_path: Path) -> None:
+def test_detections_without_segmentation_say_mask_ap_was_skipped(cli_app: typer.Typer, tmp_path: Path) -> None:
     """Box-only detections once scored box AP and said nothing about the missing mask AP."""
     root = write_synthetic_dataset(tmp_path / "ds", num_images=4, size=96, seed=1)
     gt = json.loads((root / "annotations" / "instances_val.json").read_text())
@@ -42,7 +42,7 @@ def test_detections_without_segmentation_say_mask_ap_was_skipped(tmp_path: Path)
     detections = tmp_path / "boxes.json"
     detections.write_text(json.dumps(boxes))
     result = CliRunner().invoke(
-        app, ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(tmp_path / "s")]
+        cli_app, ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(tmp_path / "s")]
     )
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [

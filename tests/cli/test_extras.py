@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from bmbench.ablation.executors import execute_ray
-from bmbench.cli import app
 from bmbench.cli.speed import trace_line
 from bmbench.errors import BmbenchError
 
@@ -31,7 +31,7 @@ def test_profiler_traces_name_the_tensorboard_extra(missing: str, monkeypatch: p
     assert "pip install 'bmbench[tensorboard]'" in line
 
 
-def test_evaluator_help_names_the_faster_extra() -> None:
-    result = CliRunner().invoke(app, ["evaluate", "--help"], terminal_width=400)
+def test_evaluator_help_names_the_faster_extra(cli_app: typer.Typer) -> None:
+    result = CliRunner().invoke(cli_app, ["evaluate", "--help"], terminal_width=400)
     assert result.exit_code == 0
     assert "pip install 'bmbench[faster]'" in result.stdout  # rich markup used to swallow '[faster]'

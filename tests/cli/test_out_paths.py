@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from bmbench.cli import app
 from bmbench.data.synth import write_synthetic_dataset
 
 
@@ -27,7 +27,9 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_out_under_a_regular_file_is_refused_first(command: str, tiny_data: Path, tmp_path: Path) -> None:
+def test_out_under_a_regular_file_is_refused_first(
+    cli_app: typer.Typer, command: str, tiny_data: Path, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     suite = tmp_path / "s.yaml"
@@ -36,7 +38,7 @@ def test_out_under_a_regular_file_is_refused_first(command: str, tiny_data: Path
     if command in ("train", "evaluate"):
         args += ["--data", str(tiny_data)]
     target = blocker / "out" / ("report.md" if command == "report" else "run")
-    result = CliRunner().invoke(app, [*args, "--out", str(target)])
+    result = CliRunner().invoke(cli_app, [*args, "--out", str(target)])
     assert result.exit_code == 2, result.output
     assert result.output.strip().count("\n") == 0 and "a-file is a file, not a folder" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "s.yaml"]  # nothing written

@@ -13,9 +13,6 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from bmbench.cli import _Group
-from bmbench.cli.evaluate import evaluate_cli
-from bmbench.cli.train import train_cli
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.evaluate import evaluate, evaluate_detections
@@ -35,13 +32,6 @@ def checkpoint(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(iters=2, batch_size=2, image_size=IMAGE_SIZE, protocol="joint")
     return train("blendmask:K=2,M=2,R=8", config, data_dir=tiny_data, out=out, device="cpu").checkpoint
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer(cls=_Group, pretty_exceptions_enable=False)
-    app.command("train")(train_cli)
-    app.command("evaluate")(evaluate_cli)
-    return app
 
 
 def _val_annotations(data: Path) -> dict:
@@ -72,7 +62,7 @@ def test_oracle_boxes_give_one_detection_per_instance(checkpoint: Path, tiny_dat
     assert metrics["box_AP"] > 0.8
 
 
-def test_ground_truth_as_detections_scores_one(tiny_data: Path, tmp_path: Path) -> None:
+def test_ground_truth_as_detections_scores_one(cli_app: typer.Typer, tiny_data: Path, tmp_path: Path) -> None:
     annotations = _val_annotations(tiny_data)["annotations"]
     results = [
         {key: ann[key] for key in ("image_id", "category_id", "bbox", "segmentation")} | {"score": 1.0}
@@ -82,7 +72,7 @@ def test_ground_truth_as_detections_scores_one(tiny_data: Path, tmp_path: Path) 
     path.write_text(json.dumps(results))
     out = tmp_path / "scores"
     result = CliRunner().invoke(
-        _app(), ["evaluate", "--detections", str(path), "--data", str(tiny_data), "--out", str(out)]
+        cli_app, ["evaluate", "--detections", str(path), "--data", str(tiny_data), "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "metrics.csv")
@@ -91,14 +81,14 @@ def test_ground_truth_as_detections_scores_one(tiny_data: Path, tmp_path: Path) 
     assert evaluate_detections(path, tiny_data)["mask_AP"] == pytest.approx(1.0)
 
 
-def test_evaluate_cli_round_trip(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
+def test_evaluate_cli_round_trip(cli_app: typer.Typer, checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     args = ["evaluate", str(checkpoint), "--data", str(tiny_data), "--boxes", "oracle", "--device", "cpu"]
-    result = CliRunner().invoke(_app(), [*args, "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(cli_app, [*args, "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "o" / "detections.json").is_file() and "mask" in result.output
 
 
-def test_evaluate_cli_errors_exit_2(checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
+def test_evaluate_cli_errors_exit_2(cli_app: typer.Typer, checkpoint: Path, tiny_data: Path, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     foreign = tmp_path / "foreign.pt"
@@ -122,7 +112,7 @@ def test_evaluate_cli_errors_exit_2(checkpoint: Path, tiny_data: Path, tmp_path:
     }
     for name, args in cases.items():
         out = tmp_path / f"out-{name.replace(' ', '-')}"
-        result = CliRunner().invoke(_app(), [*args, "--out", str(out)])
+        result = CliRunner().invoke(cli_app, [*args, "--out", str(out)])
         assert result.exit_code == 2, (name, result.output)
         assert "error:" in result.output and "Traceback" not in result.output, name
         assert not out.exists(), name

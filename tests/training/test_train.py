@@ -13,9 +13,6 @@ from typer.testing import CliRunner
 
 import bmbench.training.steps as steps_module
 import bmbench.training.train as train_module
-from bmbench.cli import _Group
-from bmbench.cli.evaluate import evaluate_cli
-from bmbench.cli.train import train_cli
 from bmbench.data.coco import CocoInstanceDataset, collate
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
@@ -39,13 +36,6 @@ IMAGE_SIZE = 64  # the tiny dataset's 96 px images are resized to 64: evaluation
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "synth", num_images=8, size=96)
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer(cls=_Group, pretty_exceptions_enable=False)
-    app.command("train")(train_cli)
-    app.command("evaluate")(evaluate_cli)
-    return app
 
 
 RUN_KEYS = ("trunk_cache", "log_every", "events")  # train() keywords that are not TrainConfig fields
@@ -139,7 +129,7 @@ def test_bad_options_fail_before_writing(kwargs: dict, message: str, tiny_data: 
     assert not (tmp_path / "run").exists()
 
 
-def test_train_cli_errors_exit_2(tiny_data: Path, tmp_path: Path) -> None:
+def test_train_cli_errors_exit_2(cli_app: typer.Typer, tiny_data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     cases = [
         ["train", "blendmask", "--data", str(tiny_data), "--protocol", "sideways", "--out", str(tmp_path / "a")],
@@ -148,16 +138,16 @@ def test_train_cli_errors_exit_2(tiny_data: Path, tmp_path: Path) -> None:
         ["train", "blendmask", "--data", str(tiny_data), "--semantic-level", "p4", "--out", str(tmp_path / "d")],
     ]
     for args in cases:
-        result = runner.invoke(_app(), args)
+        result = runner.invoke(cli_app, args)
         assert result.exit_code == 2, result.output
         assert "error:" in result.output and "Traceback" not in result.output
     assert not any((tmp_path / name).exists() for name in "abcd")
 
 
-def test_train_cli_writes_a_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+def test_train_cli_writes_a_checkpoint(cli_app: typer.Typer, tiny_data: Path, tmp_path: Path) -> None:
     args = ["train", TINY["yolact"], "--data", str(tiny_data), "--iters", "1", "--batch-size", "2"]
     args += ["--protocol", "joint", "--image-size", str(IMAGE_SIZE), "--device", "cpu", "--out", str(tmp_path / "run")]
-    result = CliRunner().invoke(_app(), args)
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
     assert "train_images_per_s" in result.output
