@@ -73,11 +73,29 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """How AP is measured."""
+    """How AP is measured. A field whose metadata has a "help" is also an option of `bmbench evaluate`, with that
+    help (bmbench.cli.options generates them)."""
 
-    boxes: BoxSource = "predicted"  # predicted (the detector's boxes) | oracle (ground-truth boxes: masks alone)
-    evaluator: str = field(default="pycocotools", metadata={"choices": EVALUATORS})  # pycocotools | faster
-    max_dets: int = field(default=MAX_DETS, metadata={"minimum": 1})  # detections per image kept and scored
+    # predicted (the detector's boxes) | oracle (ground-truth boxes: masks alone)
+    boxes: BoxSource = field(
+        default="predicted",
+        metadata={"help": f"{' | '.join(get_args(BoxSource))}: the detector's boxes, or ground-truth boxes."},
+    )
+    evaluator: str = field(  # pycocotools | faster
+        default="pycocotools",
+        metadata={
+            "choices": EVALUATORS,
+            "help": f"{' | '.join(EVALUATORS)}: COCOeval implementation (the same numbers; faster needs the faster "
+            "extra: pip install 'bmbench\\[faster]').",  # rich markup would eat a bare [faster]
+        },
+    )
+    max_dets: int = field(  # detections per image kept and scored
+        default=MAX_DETS,
+        metadata={
+            "minimum": 1,
+            "help": "Detections kept per image, in post-processing and in COCOeval's maxDets (COCO: 100).",
+        },
+    )
     # learning curve: each cell is also evaluated at these percentages of its schedule (100: the final model)
     curve: tuple[int, ...] = field(default=(25, 50, 100), metadata={"minimum": 1, "sorted": True})
 

@@ -38,6 +38,8 @@ from bmbench.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 BoxSource = Literal["predicted", "oracle"]  # where the boxes that masks are scored on come from
 BOX_SOURCES: tuple[str, ...] = get_args(BoxSource)
+Source = Literal["checkpoint", "detections", "reference"]  # what evaluate_source scores
+SOURCES: tuple[str, ...] = get_args(Source)
 DETECTIONS_FILE = "detections.json"
 METRICS_STEM = "metrics"
 
@@ -254,6 +256,34 @@ def evaluate_reference(
     if out is not None:
         _write_scores(Path(out), metrics, reference=kind, split=split)
     return metrics
+
+
+def evaluate_source(
+    kind: Source,
+    source: Path | str,
+    data_dir: Path | None = None,
+    *,
+    out: Path | None = None,
+    boxes: str = "predicted",
+    device: str = "auto",
+    batch_size: int = 8,
+    events: EventHook | None = None,
+    split: str = "val",
+    evaluator: str = "pycocotools",
+    max_dets: int = MAX_DETS,
+) -> dict[str, Any]:
+    """Evaluate one source of masks, `kind` saying which: a checkpoint file (:func:`evaluate`, which alone takes
+    `boxes`, `device`, `batch_size` and `events`), a COCO results file (:func:`evaluate_detections`) or a kind of
+    reference masks (:func:`evaluate_reference`), each scored by the same rules. Returns the metrics."""
+    scoring: dict[str, Any] = {"split": split, "evaluator": evaluator, "max_dets": max_dets}
+    if kind == "reference":
+        return evaluate_reference(str(source), data_dir, out=out, **scoring)
+    if kind == "detections":
+        return evaluate_detections(Path(source), data_dir, out=out, **scoring)
+    if kind != "checkpoint":
+        raise BmbenchError(f"unknown source kind {kind!r} (use {', '.join(SOURCES)})")
+    run = {"boxes": boxes, "device": device, "batch_size": batch_size, "events": events}
+    return evaluate(Path(source), data_dir, out=out, **run, **scoring)
 
 
 def _data_dir(data_dir: Path | None) -> Path:

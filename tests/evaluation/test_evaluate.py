@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
-from bmbench.evaluation.evaluate import evaluate, evaluate_detections
+from bmbench.evaluation.evaluate import evaluate, evaluate_detections, evaluate_source
 from bmbench.training.config import TrainConfig
 from bmbench.training.train import train
 
@@ -145,3 +145,17 @@ def test_basis_correlation_of_constructed_maps() -> None:
 def test_evaluate_reports_the_bases_correlation(checkpoint: Path, tiny_data: Path) -> None:
     metrics = evaluate(checkpoint, tiny_data, boxes="oracle", device="cpu")
     assert -1.0 <= metrics["bases_corr"] <= 1.0  # K=2 bases: measured, not NaN
+
+
+def test_evaluate_source_scores_a_results_file_as_evaluate_detections_does(tiny_data: Path, tmp_path: Path) -> None:
+    results = [
+        {key: ann[key] for key in ("image_id", "category_id", "bbox", "segmentation")} | {"score": 1.0}
+        for ann in _val_annotations(tiny_data)["annotations"]
+    ]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(results))
+    scored = evaluate_source("detections", path, tiny_data)
+    assert scored["mask_AP"] == pytest.approx(1.0)
+    assert scored == pytest.approx(evaluate_detections(path, tiny_data), nan_ok=True)
+    with pytest.raises(BmbenchError, match="unknown source kind 'psychic'"):
+        evaluate_source("psychic", path, tiny_data)  # type: ignore[arg-type]
