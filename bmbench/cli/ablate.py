@@ -13,10 +13,10 @@ from rich.table import Table
 
 from bmbench.ablation.cell import RESULT_FILE, Cell
 from bmbench.ablation.dataset import current_data_id
-from bmbench.ablation.driver import run_suite
+from bmbench.ablation.driver import SuiteOutcome, run_suite
 from bmbench.ablation.fields import format_size
 from bmbench.ablation.plan import PlannedCell, plan_suite
-from bmbench.ablation.suite import load_suite
+from bmbench.ablation.suite import SuiteSpec, load_suite
 from bmbench.cli.console import console
 from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.cli.signals import sigterm_as_interrupt, stop_code, stop_word
@@ -145,13 +145,41 @@ def ablate_cli(
     spec = load_suite(suite)
     if dry_run:
         plan = plan_suite(spec, out, force=force, retry_failed=retry_failed, only=only, data_id=current_data_id(spec))
-        print_plan(plan, spec.skipped)
-        to_run = sum(p.action == "run" for p in plan)
-        console().print(
-            f"{spec.name}: {len(plan)} cells, {to_run} to run, {len(plan) - to_run} reused; "
-            f"speed at N={list(spec.speed.instances)}, {format_size(spec.speed.image_size)} (dry run: nothing written)"
-        )
+        print_dry_run(spec, plan)
         return
+    print_notes(spec, out)
+    try:
+        with sigterm_as_interrupt(), RichSuiteProgress() as progress:
+            outcome = run_suite(
+                spec, out=out, device=device, force=force, retry_failed=retry_failed, only=only, executor=executor,
+                workers=workers, address=address, events=progress,
+            )  # fmt: skip
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated): the same line, its own exit status
+        raise stopped(err, out / spec.name) from None  # not KeyboardInterrupt: the group would add its generic line
+    print_outcome(spec, outcome)
+
+
+def stopped(err: KeyboardInterrupt, suite_dir: Path) -> typer.Exit:
+    """Say what a stopped run kept and how to resume; the exit to raise (130 for Ctrl-C, 143 for SIGTERM)."""
+    kept = sum(not p.parent.name.startswith(".") for p in suite_dir.glob(f"*/{RESULT_FILE}"))
+    console(stderr=True).print(
+        f"{stop_word(err)}: {kept} finished cells kept in {suite_dir}; run the same command again to resume"
+    )
+    return typer.Exit(stop_code(err))
+
+
+def print_dry_run(spec: SuiteSpec, plan: list[PlannedCell]) -> None:
+    """The plan, and what running it would do (nothing is written)."""
+    print_plan(plan, spec.skipped)
+    to_run = sum(p.action == "run" for p in plan)
+    console().print(
+        f"{spec.name}: {len(plan)} cells, {to_run} to run, {len(plan) - to_run} reused; "
+        f"speed at N={list(spec.speed.instances)}, {format_size(spec.speed.image_size)} (dry run: nothing written)"
+    )
+
+
+def print_notes(spec: SuiteSpec, out: Path) -> None:
+    """Before a run: the grid's skipped combinations, and the one-time stage the first cell may train."""
     for line in spec.skipped:
         console().print(f"skipped (invalid combination): {escape(line)}")
     if spec.train.protocol in ("finetune", "shared-trunk"):  # the one-time stage runs inside the first cell
@@ -160,26 +188,10 @@ def ablate_cli(
             f"[cyan]note: unless cached in {escape(str(out / spec.name / 'trunks'))}, the first cell also trains the "
             f"{what} once ({spec.train.trunk_iters} steps of {spec.train.batch_size} images), for every cell[/]"
         )
-    try:
-        with sigterm_as_interrupt(), RichSuiteProgress() as progress:
-            outcome = run_suite(
-                spec,
-                out=out,
-                device=device,
-                force=force,
-                retry_failed=retry_failed,
-                only=only,
-                executor=executor,
-                workers=workers,
-                address=address,
-                events=progress,
-            )
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated): the same line, its own exit status
-        kept = sum(not p.parent.name.startswith(".") for p in (out / spec.name).glob(f"*/{RESULT_FILE}"))
-        console(stderr=True).print(
-            f"{stop_word(err)}: {kept} finished cells kept in {out / spec.name}; run the same command again to resume"
-        )
-        raise typer.Exit(stop_code(err)) from None  # not KeyboardInterrupt: the group would add its generic line
+
+
+def print_outcome(spec: SuiteSpec, outcome: SuiteOutcome) -> None:
+    """The counts and the summary's path; exit status 1 when a cell failed."""
     console().print(
         f"{spec.name}: {outcome.total} cells, ran {outcome.ran}, reused {outcome.reused}, "
         f"failed {len(outcome.failed)}; summary: {outcome.suite_dir / 'summary.csv'}"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_run import KILL_SCRIPT, InterruptOn, app, fake_runner, no_data, run, suite_file
+import typer
+from test_run import KILL_SCRIPT, InterruptOn, fake_runner, no_data, run, suite_file
 from typer.testing import CliRunner
 
 import bmbench.cli.ablate
@@ -75,7 +76,9 @@ def test_a_forced_rerun_killed_outright_is_settled_by_the_next_run(tmp_path: Pat
     assert hidden(out / "fake") == []
 
 
-def test_sigterm_on_ablate_says_what_was_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_on_ablate_says_what_was_kept(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGTERM unwinds as Ctrl-C does: the same line, exit status 143."""
 
     def terminated_on_second(cell, **kwargs):  # noqa: ANN001, ANN003, ANN202 - a runner
@@ -88,7 +91,7 @@ def test_sigterm_on_ablate_says_what_was_kept(tmp_path: Path, monkeypatch: pytes
     )
     path, out = suite_file(tmp_path), tmp_path / "out"
     before = signal.getsignal(signal.SIGTERM)
-    result = CliRunner().invoke(app, ["ablate", str(path), "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(cli_app, ["ablate", str(path), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 143
     said = " ".join(result.output.split())
     assert f"terminated (SIGTERM): 1 finished cells kept in {out / 'fake'}; run the same command again" in said

@@ -18,13 +18,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import bmbench.cli
 import bmbench.cli.ablate
 from bmbench.ablation.cell import Cell, expand_cells
 from bmbench.ablation.driver import run_suite, suite_lock
 from bmbench.ablation.suite import load_suite
 from bmbench.bench.options import default_threads
-from bmbench.cli.ablate import ablate_cli
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.reference_masks import REFERENCES, score_reference
 
@@ -286,19 +284,6 @@ def test_ray_executor_runs_a_two_cell_micro_suite(tmp_path: Path) -> None:
 # --- the CLI -----------------------------------------------------------------------------------------------------
 
 
-def _cli_app() -> typer.Typer:
-    """`bmbench` itself once `ablate` is registered there; until then the same group class with only `ablate`."""
-    if any(command.name == "ablate" for command in bmbench.cli.app.registered_commands):
-        return bmbench.cli.app
-    local = typer.Typer(cls=bmbench.cli._Group, pretty_exceptions_enable=False, add_completion=False)
-    local.callback()(lambda: None)
-    local.command("ablate")(ablate_cli)
-    return local
-
-
-app = _cli_app()
-
-
 MICRO_SUITE = """
 name: micro
 dataset: {kind: synthetic, images: 8, size: 64, seed: 0}
@@ -311,12 +296,14 @@ speed: {instances: [1, 5], image_size: 64x64, trunk: small, budget_s: 0.01}
 """
 
 
-def test_micro_suite_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_micro_suite_end_to_end_through_the_cli(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real runner: a tiny synthetic dataset, a few iterations, speed at two instance counts."""
     monkeypatch.setenv("BMBENCH_DATA", str(tmp_path / "data"))
     path, out = suite_file(tmp_path, MICRO_SUITE, "micro.yaml"), tmp_path / "out"
     args = ["ablate", str(path), "--out", str(out), "--device", "cpu"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     suite_dir = out / "micro"
     summary = pd.read_parquet(suite_dir / "summary.parquet")
@@ -346,14 +333,14 @@ def test_micro_suite_end_to_end_through_the_cli(tmp_path: Path, monkeypatch: pyt
     assert no_temporaries(out)
 
     start = time.perf_counter()
-    again = CliRunner().invoke(app, args)
+    again = CliRunner().invoke(cli_app, args)
     assert again.exit_code == 0 and "ran 0, reused 2" in again.output
     assert time.perf_counter() - start < 10
 
 
-def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+def test_cli_dry_run_prints_the_plan_and_writes_nothing(cli_app: typer.Typer, tmp_path: Path) -> None:
     path, out = suite_file(tmp_path), tmp_path / "out"
-    result = CliRunner().invoke(app, ["ablate", str(path), "--out", str(out), "--dry-run"])
+    result = CliRunner().invoke(cli_app, ["ablate", str(path), "--out", str(out), "--dry-run"])
     assert result.exit_code == 0, result.output
     for cell in expand_cells(load_suite(path)):
         assert cell.cell_id in result.output
@@ -369,51 +356,61 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
         ("variants: [yolact]\ntrain: {bogus: 1}\n", "train.bogus: unknown key"),
     ],
 )
-def test_cli_rejects_an_invalid_suite_with_exit_2_and_writes_nothing(tmp_path: Path, text: str, message: str) -> None:
+def test_cli_rejects_an_invalid_suite_with_exit_2_and_writes_nothing(
+    cli_app: typer.Typer, tmp_path: Path, text: str, message: str
+) -> None:
     path, out = suite_file(tmp_path, text), tmp_path / "out"
-    result = CliRunner().invoke(app, ["ablate", str(path), "--out", str(out)])
+    result = CliRunner().invoke(cli_app, ["ablate", str(path), "--out", str(out)])
     assert result.exit_code == 2
     assert f"error: {path}: {message}" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
 
 
-def test_cli_missing_suite_file_exits_2(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["ablate", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "out")])
+def test_cli_missing_suite_file_exits_2(cli_app: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_app, ["ablate", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "none.yaml: no such file" in result.output
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_exit_status_says_whether_every_cell_succeeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_exit_status_says_whether_every_cell_succeeded(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bmbench.cli.ablate, "run_suite", partial(run_suite, runner=fake_runner, prepare=no_data))
     out = tmp_path / "out"
     args = ["ablate", "--out", str(out), "--device", "cpu"]
-    failing = CliRunner().invoke(app, [*args, str(suite_file(tmp_path))])
+    failing = CliRunner().invoke(cli_app, [*args, str(suite_file(tmp_path))])
     assert failing.exit_code == 1, failing.output
     assert "ran 4, reused 0, failed 2" in failing.output
-    passing = CliRunner().invoke(app, [*args, str(suite_file(tmp_path, FAKE_SUITE.replace("2, 3, ", ""), "ok.yaml"))])
+    passing = CliRunner().invoke(
+        cli_app, [*args, str(suite_file(tmp_path, FAKE_SUITE.replace("2, 3, ", ""), "ok.yaml"))]
+    )
     assert passing.exit_code == 0, passing.output
     assert "cells" in passing.output
 
 
-def test_cli_only_and_force_pick_the_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_only_and_force_pick_the_cells(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bmbench.cli.ablate, "run_suite", partial(run_suite, runner=fake_runner, prepare=no_data))
     path, out = suite_file(tmp_path), tmp_path / "out"
     first = expand_cells(load_suite(path))[0].cell_id
     args = ["ablate", str(path), "--out", str(out), "--device", "cpu", "--only", first[:5]]
-    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(cli_app, args).exit_code == 0
     assert [p.parent.name for p in (out / "fake").rglob("result.json")] == [first]
-    again = CliRunner().invoke(app, [*args, "--force"])
+    again = CliRunner().invoke(cli_app, [*args, "--force"])
     assert again.exit_code == 0 and "1 cells, ran 1, reused 0" in again.output
-    bad = CliRunner().invoke(app, [*args[:-1], "nope"])
+    bad = CliRunner().invoke(cli_app, [*args[:-1], "nope"])
     assert bad.exit_code == 2 and "--only nope: no cell of this suite" in bad.output
 
 
-def test_cli_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_ctrl_c_says_what_was_kept_and_how_to_resume(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     interrupt = partial(run_suite, runner=InterruptOn(2), prepare=no_data)
     monkeypatch.setattr(bmbench.cli.ablate, "run_suite", interrupt)
     path, out = suite_file(tmp_path), tmp_path / "out"
-    result = CliRunner().invoke(app, ["ablate", str(path), "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(cli_app, ["ablate", str(path), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 130
     assert f"interrupted: 1 finished cells kept in {out / 'fake'}; run the same command again to resume" in (
         " ".join(result.output.split())
