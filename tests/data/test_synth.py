@@ -14,8 +14,6 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
-from bmbench.cli import _Group
-from bmbench.cli.data import data_app
 from bmbench.data import scenes, synth
 from bmbench.data.scenes import CATEGORIES, DEFAULT_DIFFICULTY, render_image
 from bmbench.data.synth import (
@@ -248,27 +246,21 @@ def test_interrupted_generation_leaves_nothing(tmp_path: Path, monkeypatch: pyte
     assert list(tmp_path.iterdir()) == []
 
 
-def _cli() -> typer.Typer:
-    root = typer.Typer(cls=_Group)  # the real app's group: BmbenchError -> one line, exit code 2
-    root.add_typer(data_app, name="data")
-    return root
-
-
-def test_cli_writes_dataset(tmp_path: Path) -> None:
+def test_cli_writes_dataset(cli_app: typer.Typer, tmp_path: Path) -> None:
     args = ["data", "synth", "--out", str(tmp_path / "ds"), "--images", "3", "--size", "64"]
-    result = CliRunner().invoke(_cli(), args)
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     assert "3 light images" in result.output and "4 classes" in result.output and "touching" in result.output
     assert (tmp_path / "ds" / "annotations" / "instances_val.json").is_file()
     args = ["data", "synth", "--out", str(tmp_path / "hard"), "--images", "2", "--size", "64", "--difficulty", "hard"]
-    result = CliRunner().invoke(_cli(), args)
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     assert "2 hard images" in result.output
 
 
 @pytest.mark.parametrize(("option", "value"), [("--images", "1"), ("--size", "48"), ("--difficulty", "medium")])
-def test_cli_rejects_bad_values_in_one_line(tmp_path: Path, option: str, value: str) -> None:
-    result = CliRunner().invoke(_cli(), ["data", "synth", "--out", str(tmp_path / "ds"), option, value])
+def test_cli_rejects_bad_values_in_one_line(cli_app: typer.Typer, tmp_path: Path, option: str, value: str) -> None:
+    result = CliRunner().invoke(cli_app, ["data", "synth", "--out", str(tmp_path / "ds"), option, value])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and value in lines[0]

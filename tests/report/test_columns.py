@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from report_fixtures import curves_frame, suite_frame, write_results, write_speed_run, write_suite
 from typer.testing import CliRunner
 
@@ -90,13 +91,11 @@ def test_a_table_without_a_needed_column_is_refused_naming_it(tmp_path: Path) ->
         load.load_speed_run(run)
 
 
-def test_the_cli_prints_the_unknown_column_as_one_warning_line(tmp_path: Path) -> None:
-    from test_report import cli_app
-
+def test_the_cli_prints_the_unknown_column_as_one_warning_line(cli_app: typer.Typer, tmp_path: Path) -> None:
     root = write_results(tmp_path / "results")
     summary = root / "ablate" / "quick"
     pd.read_parquet(summary / "summary.parquet").assign(mystery=1.0).to_parquet(summary / "summary.parquet")
-    result = CliRunner().invoke(cli_app(), ["report", "--results", str(root), "--out", str(tmp_path / "r.md")])
+    result = CliRunner().invoke(cli_app, ["report", "--results", str(root), "--out", str(tmp_path / "r.md")])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert lines == [f"warning: {summary / 'summary'}: column(s) the summary table does not have, not read: mystery"]

@@ -13,7 +13,6 @@ from report_fixtures import suite_frame, write_results, write_speed_run, write_s
 from typer.testing import CliRunner
 
 from bmbench import schema
-from bmbench.cli.report import report_cli
 from bmbench.errors import BmbenchError
 from bmbench.report import load, render
 from bmbench.report.findings import FINDINGS
@@ -21,18 +20,6 @@ from bmbench.report.render import PUBLISHED_LABEL, build_report, figure_dir, sui
 from bmbench.report.tables import BEST_MARK, PARETO_MARK, grid_table, pareto_front
 
 NOW = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
-
-
-def cli_app() -> typer.Typer:
-    """The real app when `report` is registered there, else one that wraps report_cli the same way."""
-    from bmbench.cli import _Group, app
-
-    if any(command.name == "report" for command in app.registered_commands):
-        return app
-    local = typer.Typer(cls=_Group, pretty_exceptions_enable=False)
-    local.callback()(lambda: None)
-    local.command("report")(report_cli)
-    return local
 
 
 @pytest.fixture(scope="module")
@@ -139,24 +126,26 @@ def test_oracle_suites_say_that_box_ap_is_by_construction(tmp_path: Path, boxes:
     assert ("box AP is 100 by construction" in text) == (boxes == "oracle")
 
 
-def test_the_cli_writes_the_report_and_prints_the_verdicts(tmp_path: Path) -> None:
+def test_the_cli_writes_the_report_and_prints_the_verdicts(cli_app: typer.Typer, tmp_path: Path) -> None:
     root = write_results(tmp_path / "results")
     out = tmp_path / "out" / "r.md"
-    result = CliRunner().invoke(cli_app(), ["report", "--results", str(root), "--out", str(out)])
+    result = CliRunner().invoke(cli_app, ["report", "--results", str(root), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and "holds" in result.output and "4 figure(s) drawn" in result.output
     assert len(list((tmp_path / "out" / "r_figures").glob("*.png"))) == 4
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "unrelated"])
-def test_missing_or_empty_results_is_exit_2_with_a_clear_message(tmp_path: Path, make: str) -> None:
+def test_missing_or_empty_results_is_exit_2_with_a_clear_message(
+    cli_app: typer.Typer, tmp_path: Path, make: str
+) -> None:
     root = tmp_path / "results"
     if make != "missing":
         root.mkdir()
     if make == "unrelated":
         (root / "notes.txt").write_text("nothing here")
     out = tmp_path / "report.md"
-    result = CliRunner().invoke(cli_app(), ["report", "--results", str(root), "--out", str(out)])
+    result = CliRunner().invoke(cli_app, ["report", "--results", str(root), "--out", str(out)])
     assert result.exit_code == 2
     message = result.output.strip()
     assert message.startswith("error: --results") and len(message.splitlines()) == 1
