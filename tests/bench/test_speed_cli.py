@@ -12,7 +12,6 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import bmbench.cli
 from bmbench.bench.peers import (
     BLENDER,
     COMPILED,
@@ -24,28 +23,15 @@ from bmbench.bench.peers import (
     ROWS,
     TORCHVISION_RCNN,
 )
-from bmbench.cli import _Group
-from bmbench.cli.speed import speed_cli
-
-
-def _app() -> typer.Typer:
-    """The real app once `speed` is registered there, else a local one with the same error handling."""
-    if any(getattr(c, "name", None) == "speed" for c in bmbench.cli.app.registered_commands):
-        return bmbench.cli.app
-    app = typer.Typer(cls=_Group, pretty_exceptions_enable=False, add_completion=False)
-    app.callback()(lambda: None)
-    app.command("speed")(speed_cli)
-    return app
-
 
 runner = CliRunner()
 TINY = ["--image-size", "64x48", "--trunk", "small", "--budget-s", "0.005", "--threads", "1", "--device", "cpu"]
 
 
-def test_tiny_run_through_the_cli(tmp_path: Path) -> None:
+def test_tiny_run_through_the_cli(cli_app: typer.Typer, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["speed", "--vary", "R", "--values", "8,16", "--variants", "blendmask:K=2,M=2,R=8;maskrcnn:R=8"]
-    result = runner.invoke(_app(), [*args, "--instances", "1..2", *TINY, "--out", str(out)])
+    result = runner.invoke(cli_app, [*args, "--instances", "1..2", *TINY, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Mask branch at N=2" in result.output and "Scaling exponents" in result.output
     assert "Whole model at N=2" in result.output
@@ -55,11 +41,11 @@ def test_tiny_run_through_the_cli(tmp_path: Path) -> None:
     assert (out / "scaling.csv").exists() and json.loads((out / "meta.json").read_text())["image_size"] == "64x48"
     allocator = json.loads((out / "meta.json").read_text())["host_allocator"]
     assert allocator.startswith("glibc, freed memory reused") or platform.libc_ver()[0] != "glibc"
-    again = runner.invoke(_app(), [*args, "--instances", "1", *TINY, "--out", str(out)])
+    again = runner.invoke(cli_app, [*args, "--instances", "1", *TINY, "--out", str(out)])
     assert again.exit_code == 2 and "already holds a run" in again.output
 
 
-def test_check_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_through_the_cli(cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bmbench.bench.checks as checks
 
     monkeypatch.setattr(checks, "COPY_MIB", 4)
@@ -68,7 +54,7 @@ def test_check_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(checks, "formulation_rows", lambda w, t, compile=True: real(w, t, compile=False))
     out = tmp_path / "check"
     result = runner.invoke(
-        _app(), ["speed", "--check", "--variants", "blendmask", "--instances", "2", *TINY, "--out", str(out)]
+        cli_app, ["speed", "--check", "--variants", "blendmask", "--instances", "2", *TINY, "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     assert "Blender formulations" in result.output and "Repeatability" in result.output
@@ -104,7 +90,9 @@ if not torch.cuda.is_available():
     BAD_INPUTS.append((["--device", "cuda"], "CUDA is not available"))
 
 
-def test_refusals_before_any_work_are_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusals_before_any_work_are_one_line_exit_2(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("x")
     cases = [
@@ -113,7 +101,7 @@ def test_refusals_before_any_work_are_one_line_exit_2(tmp_path: Path, monkeypatc
         (["--precision", "1.5"], "--precision"),
     ]
     for args, message in cases:
-        result = runner.invoke(_app(), ["speed", *args])
+        result = runner.invoke(cli_app, ["speed", *args])
         assert result.exit_code == 2, result.output
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
@@ -122,10 +110,10 @@ def test_refusals_before_any_work_are_one_line_exit_2(tmp_path: Path, monkeypatc
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
-    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli_app: typer.Typer, args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the default --out would land under here
-    result = runner.invoke(_app(), ["speed", *args])
+    result = runner.invoke(cli_app, ["speed", *args])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
@@ -133,20 +121,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_runs_two_prints_the_drift_the_stability_table_and_each_runs_verdicts(tmp_path: Path) -> None:
+def test_runs_two_prints_the_drift_the_stability_table_and_each_runs_verdicts(
+    cli_app: typer.Typer, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     args = ["speed", "--values", "8,16,24", "--variants", "blendmask:K=2,M=2,R=8", "--instances", "1,2,4"]
-    result = runner.invoke(_app(), [*args, *TINY, "--runs", "2", "--no-end-to-end", "--out", str(out)])
+    result = runner.invoke(cli_app, [*args, *TINY, "--runs", "2", "--no-end-to-end", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "drift probe (conv2d 3x3" in result.output and "Stability" in result.output
     assert "finding 5:" in result.output and "finding 6:" in result.output
     assert (out / "run2" / "speed.csv").exists() and (out / "stability.csv").exists()
 
 
-def test_schedule_sequential_is_recorded(tmp_path: Path) -> None:
+def test_schedule_sequential_is_recorded(cli_app: typer.Typer, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["speed", "--values", "8", "--variants", "blendmask:K=2,M=2,R=8", "--instances", "1"]
-    result = runner.invoke(_app(), [*args, *TINY, "--schedule", "sequential", "--no-end-to-end", "--out", str(out)])
+    result = runner.invoke(cli_app, [*args, *TINY, "--schedule", "sequential", "--no-end-to-end", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert set(pd.read_csv(out / "speed.csv")["schedule"]) == {"sequential"}
     assert json.loads((out / "meta.json").read_text())["schedule"] == "sequential"
@@ -156,5 +146,7 @@ def test_every_sweep_option_of_make_config_is_a_cli_option() -> None:
     import inspect
 
     from bmbench.bench.options import make_config
+    from bmbench.cli import load_command
 
-    assert set(inspect.signature(make_config).parameters) <= set(inspect.signature(speed_cli).parameters)
+    options = {param.name for param in load_command("speed").params}
+    assert set(inspect.signature(make_config).parameters) <= options
