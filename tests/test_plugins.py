@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import bmbench.variants as variants
 from bmbench.ablation.cell import Cell
 from bmbench.ablation.suite import load_suite
-from bmbench.cli import app
 from bmbench.errors import BmbenchError
 from bmbench.variants import FAMILIES, family_origin, load_plugins, parse_spec, unregister_plugins
 
@@ -73,19 +73,19 @@ def test_the_entry_point_registers_the_family_with_its_package_and_version(insta
 
 
 def test_variants_speed_and_a_micro_ablate_with_the_installed_example(
-    installed_example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli_app: typer.Typer, installed_example: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    listed = runner.invoke(app, ["variants"])
+    listed = runner.invoke(cli_app, ["variants"])
     assert listed.exit_code == 0, listed.output
     assert "bmbench-polarmask 0.1.0 (entry point)" in listed.output and "built in" in listed.output
     assert "counted with torch.utils.flop_counter" in listed.output
-    rows = json.loads(runner.invoke(app, ["variants", "--json", "polarmask"]).output)
+    rows = json.loads(runner.invoke(cli_app, ["variants", "--json", "polarmask"]).output)
     assert rows[0]["flops_from"] == "flop_counter" and rows[0]["top_gflops"] > 0
 
     tiny = ["--image-size", "64x48", "--trunk", "small", "--budget-s", "0.005", "--threads", "1", "--device", "cpu"]
     speed_out = tmp_path / "speed"
     args = ["speed", "--variants", "polarmask:A=8,R=8", "--vary", "R", "--values", "8", "--instances", "2"]
-    timed = runner.invoke(app, [*args, *tiny, "--no-end-to-end", "--out", str(speed_out)])
+    timed = runner.invoke(cli_app, [*args, *tiny, "--no-end-to-end", "--out", str(speed_out)])
     assert timed.exit_code == 0, timed.output
     frame = pd.read_csv(speed_out / "speed.csv")
     assert set(frame["variant"]) == {"polarmask:A=8,R=8"} and (frame["median_ms"] > 0).all()
@@ -103,7 +103,7 @@ def test_variants_speed_and_a_micro_ablate_with_the_installed_example(
         "speed: {instances: [1], image_size: 64x64, trunk: small, budget_s: 0.005}\n"
     )
     out = tmp_path / "out"
-    ran = runner.invoke(app, ["ablate", str(suite), "--out", str(out), "--device", "cpu"])
+    ran = runner.invoke(cli_app, ["ablate", str(suite), "--out", str(out), "--device", "cpu"])
     assert ran.exit_code == 0, ran.output
     summary = pd.read_csv(out / "micro" / "summary.csv")
     assert list(summary["status"]) == ["ok"] and list(summary["origin"]) == ["bmbench-polarmask 0.1.0 (entry point)"]
@@ -113,7 +113,9 @@ def test_variants_speed_and_a_micro_ablate_with_the_installed_example(
     )
 
 
-def test_a_broken_entry_point_is_one_line_and_the_others_still_load(installed_example: Path) -> None:
+def test_a_broken_entry_point_is_one_line_and_the_others_still_load(
+    cli_app: typer.Typer, installed_example: Path
+) -> None:
     write_dist_info(
         installed_example, name="broken-heads", version="2.0", entry_points={"broken": "broken_heads.missing:HEAD"}
     )
@@ -125,17 +127,17 @@ def test_a_broken_entry_point_is_one_line_and_the_others_still_load(installed_ex
     assert "ModuleNotFoundError" in messages[0]
     assert "polarmask" in FAMILIES and "broken" not in FAMILIES
 
-    listed = runner.invoke(app, ["variants", "polarmask"])
+    listed = runner.invoke(cli_app, ["variants", "polarmask"])
     assert listed.exit_code == 0 and "bmbench-polarmask 0.1.0" in listed.output
 
 
-def test_an_unknown_family_lists_the_known_ones_and_how_to_register(fresh_registry: None) -> None:
+def test_an_unknown_family_lists_the_known_ones_and_how_to_register(cli_app: typer.Typer, fresh_registry: None) -> None:
     with pytest.raises(BmbenchError) as info:
         parse_spec("mine:R=28")
     message = str(info.value)
     assert "unknown family or preset 'mine'" in message and "condinst" in message and "maskrcnn" in message
     assert "bmbench.heads' entry point" in message and "--plugin MODULE" in message and "\n" not in message
-    result = runner.invoke(app, ["variants", "mine"])
+    result = runner.invoke(cli_app, ["variants", "mine"])
     assert result.exit_code == 2 and result.output.startswith("error: unknown family or preset 'mine'")
 
 
@@ -155,12 +157,12 @@ def _write_local(folder: Path, version: str) -> None:
 
 
 def test_a_plugin_module_loads_by_name_and_a_suite_names_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: None
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: None
 ) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLE))
     monkeypatch.syspath_prepend(str(tmp_path / "code"))
     _write_local(tmp_path / "code", "1.0")
-    bad = runner.invoke(app, ["variants", "--plugin", "no_such_heads"])
+    bad = runner.invoke(cli_app, ["variants", "--plugin", "no_such_heads"])
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
     assert "plugin module no_such_heads: cannot import it: ModuleNotFoundError" in bad.output
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from bmbench.cli import app
 from bmbench.errors import BmbenchError
 from bmbench.variants import parse_spec, parse_specs
 
@@ -29,8 +29,8 @@ def test_well_formed_specs_still_parse() -> None:
     assert [str(s) for s in parse_specs("blendmask:K=4,M=7;yolact")] == ["blendmask:K=4,M=7,R=56", "yolact:K=32,M=1"]
 
 
-def test_the_cli_refuses_it_in_one_line(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["train", "blendmask:K=4,,M=7", "--out", str(tmp_path / "run")])
+def test_the_cli_refuses_it_in_one_line(cli_app: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli_app, ["train", "blendmask:K=4,,M=7", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert [line for line in result.output.splitlines() if line.strip()] == [
         "error: bad variant spec 'blendmask:K=4,,M=7': an empty item between two commas"

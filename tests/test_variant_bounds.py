@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from bmbench.bench.options import AXIS_DEFAULTS
-from bmbench.cli import app
 from bmbench.errors import BmbenchError
 from bmbench.variants import ATTENTION_LIMIT, FIELD_LIMITS, PRESETS, parse_spec
 
@@ -27,8 +27,8 @@ SUITES = Path(__file__).resolve().parents[1] / "suites"
         ("blendmask:K=256,M=14,R=56", f"K·M·M = 256·14·14 = 50176 is above {ATTENTION_LIMIT}, the most attention"),
     ],
 )
-def test_absurd_fields_are_refused_in_one_line_before_building(spec: str, message: str) -> None:
-    result = CliRunner().invoke(app, ["variants", spec])
+def test_absurd_fields_are_refused_in_one_line_before_building(cli_app: typer.Typer, spec: str, message: str) -> None:
+    result = CliRunner().invoke(cli_app, ["variants", spec])
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {message}") and line.endswith(f"in spec {spec!r}")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as nnf
+import typer
 from torch import Tensor
 from typer.testing import CliRunner
 
 from bmbench.ablation.contract import CHECKS, check_gradient, check_seed, check_shapes, run_contract
-from bmbench.cli import app
 from bmbench.models.heads import BlendMaskHead
 from bmbench.plugins import Family
 from bmbench.variants import FAMILIES, VariantSpec, family_origin
@@ -96,13 +96,13 @@ def test_a_head_that_ignores_its_seed_fails_the_seed_check(broken) -> None:
         check_seed(broken("unseeded", UnseededHead), "small")
 
 
-def test_check_head_cli_exit_codes(broken) -> None:
+def test_check_head_cli_exit_codes(cli_app: typer.Typer, broken) -> None:
     broken("wrongshape", WrongShapeHead)
-    result = CliRunner().invoke(app, ["check-head", "wrongshape"])
+    result = CliRunner().invoke(cli_app, ["check-head", "wrongshape"])
     assert result.exit_code == 1
     assert (
         "FAIL shapes: merge at N=0" in result.output
         and "3 of 7 checks failed (shapes, training, evaluation)" in result.output
     )
-    unknown = CliRunner().invoke(app, ["check-head", "nosuch"])
+    unknown = CliRunner().invoke(cli_app, ["check-head", "nosuch"])
     assert unknown.exit_code == 2 and unknown.output.startswith("error: unknown family or preset 'nosuch'")

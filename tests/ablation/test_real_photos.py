@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
-
-from bmbench.cli import app
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 SUITE = """
@@ -37,7 +36,7 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def test_a_tiny_ablation_on_the_real_photos_through_the_cli(tmp_path: Path) -> None:
+def test_a_tiny_ablation_on_the_real_photos_through_the_cli(cli_app: typer.Typer, tmp_path: Path) -> None:
     val = json.loads((PHOTOS / "annotations" / "instances_val.json").read_text(encoding="utf-8"))
     images = {image["id"]: image for image in val["images"]}
     instances = Counter(ann["image_id"] for ann in val["annotations"])
@@ -46,7 +45,7 @@ def test_a_tiny_ablation_on_the_real_photos_through_the_cli(tmp_path: Path) -> N
     suite = tmp_path / "photos.yaml"
     suite.write_text(textwrap.dedent(SUITE.format(root=json.dumps(str(PHOTOS)))))
     before, out = tree(PHOTOS), tmp_path / "out"
-    result = CliRunner().invoke(app, ["ablate", str(suite), "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(cli_app, ["ablate", str(suite), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output  # the set passes the dataset check cleanly, under the default max_dets
     assert tree(PHOTOS) == before  # nothing is written beside the committed set

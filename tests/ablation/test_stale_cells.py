@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from bmbench.ablation.cell import DATA_ID_KEY, expand_cells
 from bmbench.ablation.suite import load_suite
-from bmbench.cli import app
 from bmbench.data.synth import write_synthetic_dataset
 
 TINY_COCO_SUITE = """
@@ -36,7 +36,9 @@ def tiny_coco(tmp_path: Path) -> Path:
     return write_synthetic_dataset(tmp_path / "coco", num_images=8, size=64, seed=3)
 
 
-def test_a_finished_cell_runs_again_when_its_val_annotations_change(tmp_path: Path, tiny_coco: Path) -> None:
+def test_a_finished_cell_runs_again_when_its_val_annotations_change(
+    cli_app: typer.Typer, tmp_path: Path, tiny_coco: Path
+) -> None:
     suite_path = tmp_path / "tinycoco.yaml"
     suite_path.write_text(textwrap.dedent(TINY_COCO_SUITE.format(root=tiny_coco)))
     out = tmp_path / "out"
@@ -44,10 +46,10 @@ def test_a_finished_cell_runs_again_when_its_val_annotations_change(tmp_path: Pa
     (cell,) = expand_cells(load_suite(suite_path))
     result_file = out / "tinycoco" / cell.cell_id / "result.json"
 
-    first = CliRunner().invoke(app, args)
+    first = CliRunner().invoke(cli_app, args)
     assert first.exit_code == 0, first.output
     recorded = json.loads(result_file.read_text())[DATA_ID_KEY]
-    same = CliRunner().invoke(app, args)  # nothing changed: reused, silently
+    same = CliRunner().invoke(cli_app, args)  # nothing changed: reused, silently
     assert same.exit_code == 0 and "ran 0, reused 1" in same.output and "other data" not in same.output
 
     val = tiny_coco / "annotations" / "instances_val.json"
@@ -55,9 +57,9 @@ def test_a_finished_cell_runs_again_when_its_val_annotations_change(tmp_path: Pa
     assert len(data["annotations"]) > 1
     data["annotations"] = data["annotations"][1:]  # one val instance fewer: the old scores no longer hold
     val.write_text(json.dumps(data))
-    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    dry = CliRunner().invoke(cli_app, [*args, "--dry-run"])
     assert dry.exit_code == 0 and "1 cells, 1 to run, 0 reused" in one_line(dry.output)
-    changed = CliRunner().invoke(app, args)
+    changed = CliRunner().invoke(cli_app, args)
     assert changed.exit_code == 0, changed.output
     said = one_line(changed.output)
     assert "ran 1, reused 0" in said
@@ -68,7 +70,7 @@ def test_a_finished_cell_runs_again_when_its_val_annotations_change(tmp_path: Pa
     summary = pd.read_csv(out / "tinycoco" / "summary.csv", dtype={"cell_id": str})  # an id like 6181e729 is no number
     assert list(summary["cell_id"]) == [cell.cell_id] and summary.loc[0, "status"] == "ok"
 
-    settled = CliRunner().invoke(app, args)  # the new result matches the data: reused again
+    settled = CliRunner().invoke(cli_app, args)  # the new result matches the data: reused again
     assert settled.exit_code == 0 and "ran 0, reused 1" in settled.output
 
 

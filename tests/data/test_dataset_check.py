@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from bmbench.ablation.driver import run_suite
 from bmbench.ablation.suite import load_suite
-from bmbench.cli import app
 from bmbench.data.coco import PIXEL_MEAN, PIXEL_STD, CocoInstanceDataset, check_split
 from bmbench.data.images import read_rgb, to_rgb
 from bmbench.data.synth import ensure_default_dataset, write_synthetic_dataset
@@ -66,7 +66,9 @@ CASES = ["truncated", "empty", "missing", "not an image", "wrong size"]
 
 
 @pytest.mark.parametrize("how", CASES)
-def test_every_reader_refuses_a_broken_image_in_one_line(root: Path, tmp_path: Path, how: str) -> None:
+def test_every_reader_refuses_a_broken_image_in_one_line(
+    cli_app: typer.Typer, root: Path, tmp_path: Path, how: str
+) -> None:
     bad_val = _first_image(root, "val")
     words = _break(bad_val, how)
     runner = CliRunner()
@@ -76,7 +78,7 @@ def test_every_reader_refuses_a_broken_image_in_one_line(root: Path, tmp_path: P
         + ["--out", str(tmp_path / "det")],
     }
     for name, args in commands.items():
-        result = runner.invoke(app, args)
+        result = runner.invoke(cli_app, args)
         assert result.exit_code == 2, (name, result.output)
         (line,) = result.stderr.splitlines()
         assert line.startswith(f"error: split 'val': {bad_val} (image id ") and words in line, (name, line)
@@ -86,12 +88,14 @@ def test_every_reader_refuses_a_broken_image_in_one_line(root: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty"])
-def test_training_refuses_a_broken_image_before_it_trains(root: Path, tmp_path: Path, how: str) -> None:
+def test_training_refuses_a_broken_image_before_it_trains(
+    cli_app: typer.Typer, root: Path, tmp_path: Path, how: str
+) -> None:
     bad = _first_image(root, "train")
     words = _break(bad, how)
     out = tmp_path / "run"
     args = ["train", "blendmask:K=2,M=2,R=8", "--data", str(root), "--out", str(out), "--iters", "1"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: split 'train': {bad} (image id ") and words in line
@@ -120,7 +124,9 @@ def test_a_suite_refuses_a_broken_image_before_its_first_cell(root: Path, tmp_pa
     assert ran == [] and not (tmp_path / "out" / "s" / "references.csv").exists()
 
 
-def test_an_annotation_file_that_is_not_utf8_is_refused_in_one_line(root: Path, tmp_path: Path) -> None:
+def test_an_annotation_file_that_is_not_utf8_is_refused_in_one_line(
+    cli_app: typer.Typer, root: Path, tmp_path: Path
+) -> None:
     for split in ("train", "val"):
         path = root / "annotations" / f"instances_{split}.json"
         path.write_bytes(path.read_text().encode("utf-16"))
@@ -129,7 +135,7 @@ def test_an_annotation_file_that_is_not_utf8_is_refused_in_one_line(root: Path, 
         ["evaluate", "--reference", "box", "--data", str(root), "--out", str(tmp_path / "r")],
     ]
     for args in commands:
-        result = CliRunner().invoke(app, args)
+        result = CliRunner().invoke(cli_app, args)
         assert result.exit_code == 2, result.output
         (line,) = result.stderr.splitlines()
         assert "instances_" in line and "not UTF-8 text (byte 0xff at offset 0)" in line

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import bmbench.data.synth as synth
-from bmbench.cli import app
 
 
-def test_a_negative_seed_is_refused_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_negative_seed_is_refused_in_one_line_and_writes_nothing(cli_app: typer.Typer, tmp_path: Path) -> None:
     out = tmp_path / "new" / "ds"
     result = CliRunner().invoke(
-        app, ["data", "synth", "--out", str(out), "--images", "3", "--size", "64", "--seed", "-1"]
+        cli_app, ["data", "synth", "--out", str(out), "--images", "3", "--size", "64", "--seed", "-1"]
     )
     assert result.exit_code == 2
     assert [line for line in result.output.splitlines() if line.strip()] == [
@@ -24,7 +24,9 @@ def test_a_negative_seed_is_refused_in_one_line_and_writes_nothing(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_leaves_nothing_and_the_rerun_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_leaves_nothing_and_the_rerun_succeeds(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "ds"
     args = ["data", "synth", "--out", str(out), "--images", "6", "--size", "64"]
     calls = []
@@ -37,11 +39,11 @@ def test_ctrl_c_leaves_nothing_and_the_rerun_succeeds(tmp_path: Path, monkeypatc
         return render(rng, size, difficulty)
 
     monkeypatch.setattr(synth, "render_image", interrupted)
-    stopped = CliRunner().invoke(app, args)
+    stopped = CliRunner().invoke(cli_app, args)
     assert stopped.exit_code == 130 and "nothing half-written was left" in stopped.output
     assert list(tmp_path.iterdir()) == []  # no dataset, no hidden scratch folder
     monkeypatch.setattr(synth, "render_image", render)
-    again = CliRunner().invoke(app, args)
+    again = CliRunner().invoke(cli_app, args)
     assert again.exit_code == 0, again.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     assert len(list((out / "train").iterdir())) + len(list((out / "val").iterdir())) == 6

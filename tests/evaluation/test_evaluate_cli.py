@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from bmbench.cli import app
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.evaluation.evaluate import evaluate
 from bmbench.training.config import TrainConfig
@@ -39,35 +39,39 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         (["--evaluator", "bogus"], "error: unknown evaluator 'bogus' (use pycocotools or faster)"),
     ],
 )
-def test_bad_choices_fail_in_one_line(scored: tuple[Path, Path], tmp_path: Path, options: list, message: str) -> None:
+def test_bad_choices_fail_in_one_line(
+    cli_app: typer.Typer, scored: tuple[Path, Path], tmp_path: Path, options: list, message: str
+) -> None:
     root, detections = scored
     out = tmp_path / "out"
     args = ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(out), *options]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 2 and result.stderr.splitlines() == [message]
     assert not out.exists()
 
 
 def test_faster_extra_missing_fails_in_one_line(
-    scored: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli_app: typer.Typer, scored: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # as if the extra were not installed
     root, detections = scored
     args = ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(tmp_path / "o")]
-    result = CliRunner().invoke(app, [*args, "--evaluator", "faster"])
+    result = CliRunner().invoke(cli_app, [*args, "--evaluator", "faster"])
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert "faster-coco-eval, which is not installed: pip install 'bmbench[faster]'" in result.stderr
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("evaluator", ["pycocotools", "faster"])
-def test_results_file_scores_with_either_evaluator(scored: tuple[Path, Path], tmp_path: Path, evaluator: str) -> None:
+def test_results_file_scores_with_either_evaluator(
+    cli_app: typer.Typer, scored: tuple[Path, Path], tmp_path: Path, evaluator: str
+) -> None:
     if evaluator == "faster":
         pytest.importorskip("faster_coco_eval")
     root, detections = scored
     out = tmp_path / "out"
     args = ["evaluate", "--detections", str(detections), "--data", str(root), "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--evaluator", evaluator, "--max-dets", "50"])
+    result = CliRunner().invoke(cli_app, [*args, "--evaluator", evaluator, "--max-dets", "50"])
     assert result.exit_code == 0, result.output
     assert "│ boundary" in result.stdout and "mask AP per subset and class:" in result.stdout
     frame = pd.read_csv(out / "metrics.csv").set_index(["iou_type", "metric"])["value"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from bmbench.cli import app
 from bmbench.data.synth import write_synthetic_dataset
 from bmbench.errors import BmbenchError
 from bmbench.evaluation.reference_masks import REFERENCES, reference_detections, score_reference
@@ -130,10 +130,12 @@ def test_unknown_reference_is_refused(constructed: Path) -> None:
         score_reference(constructed, "psychic")
 
 
-def test_cli_prints_and_writes_the_table(tmp_path: Path) -> None:
+def test_cli_prints_and_writes_the_table(cli_app: typer.Typer, tmp_path: Path) -> None:
     root = write_synthetic_dataset(tmp_path / "ds", num_images=8, size=96, seed=1)
     out = tmp_path / "ref"
-    result = CliRunner().invoke(app, ["evaluate", "--reference", "foreground", "--data", str(root), "--out", str(out)])
+    result = CliRunner().invoke(
+        cli_app, ["evaluate", "--reference", "foreground", "--data", str(root), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "reference masks 'foreground'" in result.output
     table = pd.read_csv(out / "metrics.csv")
@@ -158,7 +160,7 @@ def test_malformed_ground_truth_is_named(constructed: Path, field: str, value: o
         score_reference(constructed, "foreground")
 
 
-def test_cli_skips_an_empty_segmentation_with_one_tidy_warning(tmp_path: Path) -> None:
+def test_cli_skips_an_empty_segmentation_with_one_tidy_warning(cli_app: typer.Typer, tmp_path: Path) -> None:
     """`segmentation: []` once gave a pycocotools IndexError traceback (exit 1); the ground truth is now read
     twice (references, then scoring) and the skip is said once, as one line with its count and no source line."""
     root = write_synthetic_dataset(tmp_path / "ds", num_images=8, size=96, seed=1)
@@ -168,7 +170,7 @@ def test_cli_skips_an_empty_segmentation_with_one_tidy_warning(tmp_path: Path) -
     ann_file.write_text(json.dumps(data))
     ann_id, total = data["annotations"][0]["id"], len(data["annotations"])
     out = tmp_path / "ref"
-    result = CliRunner().invoke(app, ["evaluate", "--reference", "box", "--data", str(root), "--out", str(out)])
+    result = CliRunner().invoke(cli_app, ["evaluate", "--reference", "box", "--data", str(root), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         f"warning: {ann_file}: skipped 1 of {total} annotations (1 with an empty mask: id {ann_id})"
@@ -177,7 +179,9 @@ def test_cli_skips_an_empty_segmentation_with_one_tidy_warning(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("kind", ["image", "annotation"])
-def test_cli_refuses_duplicate_ids_in_one_line_and_writes_nothing(tmp_path: Path, kind: str) -> None:
+def test_cli_refuses_duplicate_ids_in_one_line_and_writes_nothing(
+    cli_app: typer.Typer, tmp_path: Path, kind: str
+) -> None:
     root = write_synthetic_dataset(tmp_path / "ds", num_images=8, size=96, seed=1)
     ann_file = root / "annotations" / "instances_val.json"
     data = json.loads(ann_file.read_text())
@@ -186,7 +190,7 @@ def test_cli_refuses_duplicate_ids_in_one_line_and_writes_nothing(tmp_path: Path
     data[key].append({**data[key][-1], "id": taken})
     ann_file.write_text(json.dumps(data))
     out = tmp_path / "ref"
-    result = CliRunner().invoke(app, ["evaluate", "--reference", "box", "--data", str(root), "--out", str(out)])
+    result = CliRunner().invoke(cli_app, ["evaluate", "--reference", "box", "--data", str(root), "--out", str(out)])
     assert result.exit_code == 2
     last = len(data[key]) - 1
     assert result.stderr.splitlines() == [f"error: {ann_file}: duplicate {kind} id {taken} ({key}[0], {key}[{last}])"]

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import typer
 from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 from bmbench.ablation.dataset import write_references
 from bmbench.ablation.suite import load_suite
-from bmbench.cli import app
 from bmbench.data.coco import CocoInstanceDataset
 from bmbench.errors import BmbenchError, BmbenchWarning
 from bmbench.evaluation.evaluate import evaluate_reference
@@ -90,10 +90,10 @@ def test_a_suite_scores_its_references_with_its_own_eval_settings(tmp_path: Path
     assert table.loc["box", "mask_AP"] == pytest.approx(1.0)  # squares fill their boxes
 
 
-def test_the_cli_scores_a_reference_with_max_dets(tmp_path: Path) -> None:
+def test_the_cli_scores_a_reference_with_max_dets(cli_app: typer.Typer, tmp_path: Path) -> None:
     root = _grid(tmp_path / "grid")
     args = ["evaluate", "--reference", "roi-28", "--data", str(root), "--max-dets", "200", "--out", str(tmp_path / "o")]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     assert "max_dets" not in result.stderr
     metrics = pd.read_csv(tmp_path / "o" / "metrics.csv")
