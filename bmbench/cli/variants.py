@@ -59,37 +59,34 @@ def variants_cli(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    print_families()
+    print_variants(rows, trunk=trunk)
+
+
+def print_families() -> None:
+    """One row per registered family (see family_rows)."""
     families = Table(title="Mask-head families")
     for column in ("family", "fields", "fixed", "origin", "summary"):
         families.add_column(column)
     for family in family_rows():
         families.add_row(*family.values())
     console().print(families)
+
+
+def print_variants(rows: list[dict], *, trunk: str) -> None:
+    """One row per variant: K, M, R, S, mask-branch parameters and GFLOPs per stage; then which were counted."""
     H, W = REFERENCE_IMAGE
     table = Table(title=f"Mask-head variants — GFLOPs at {W}x{H}, N={REFERENCE_INSTANCES}, trunk {trunk}")
-    for column in (
-        "variant",
-        "spec",
-        "K",
-        "M",
-        "R",
-        "S",
-        "params",
-        "bottom",
-        "top",
-        "merge",
-        "paste",
-        "total",
-    ):
+    stages = ("bottom", "top", "merge", "paste", "total")
+    for column in ("variant", "spec", "K", "M", "R", "S", "params", *stages):
         table.add_column(column, justify="left" if column in ("variant", "spec") else "right")
     for row in rows:
-        dash = lambda v: "–" if v is None else str(v)  # noqa: E731
         table.add_row(
             str(row["variant"]),
             str(row["spec"]),
-            *(dash(row[key]) for key in ("K", "M", "R", "S")),
+            *("–" if row[key] is None else str(row[key]) for key in ("K", "M", "R", "S")),
             f"{row['mask_params'] / 1e6:.2f}M",
-            *(f"{row[f'{stage}_gflops']:.2f}" for stage in ("bottom", "top", "merge", "paste", "total")),
+            *(f"{row[f'{stage}_gflops']:.2f}" for stage in stages),
         )
     console().print(table)
     counted = sorted({str(row["variant"]) for row in rows if row["flops_from"] == "flop_counter"})
