@@ -8,7 +8,9 @@ Letters: N instances, K bases, M attention side, R mask side.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 MASK_STAGES = ("bottom", "top", "merge", "paste")  # a mask head's stages, in order (bottom, top: once per image)
@@ -83,8 +85,29 @@ SCALING_COLUMNS = (
     "p_paired",  # the cost model fitted within each cycle on that cycle's points: the median p over cycles
     "p_paired_low",  # bootstrap 95 % interval of that median (cycles resampled)
     "p_paired_high",
-    "cycles_paired",  # cycles holding every point of the fit
+    "cycles_paired",  # cycles holding every point of the fit (the paired and the floor fit both use them)
+    "p_floor",  # the cost model fitted to each point's fastest call over those cycles: what verdicts read
+    "p_floor_low",  # bootstrap 95 % interval (cycles resampled)
+    "p_floor_high",
 )
+
+# The exponent a speed verdict reads, first present first: the floor fit, the paired fit, the pooled cost model (older
+# scaling.csv files have only the last). bench.floor explains why the floor comes first.
+JUDGED_FITS = (("floor", "p_floor"), ("paired", "p_paired"), ("pooled", "p"))
+
+
+def judged_exponent(fit: Mapping[str, object]) -> tuple[float, float, float, str]:
+    """(p, low, high, which fit) of a scaling.csv row, as a verdict reads it (JUDGED_FITS)."""
+
+    def value(column: str) -> float:
+        raw = fit.get(column)
+        return float("nan") if raw is None or raw == "" else float(raw)  # type: ignore[arg-type]
+
+    for name, column in JUDGED_FITS:
+        if not math.isnan(value(column)):
+            return value(column), value(f"{column}_low"), value(f"{column}_high"), name
+    return float("nan"), value("p_low"), value("p_high"), "pooled"
+
 
 # --- bmbench speed: samples.csv, every timed repeat of the sweep (what the paired fits and ratios are computed from)
 SAMPLE_COLUMNS = (

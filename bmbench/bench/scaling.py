@@ -24,6 +24,7 @@ N_FIT_RANGE = (10, 100)  # the N range of the log-log slope, when it holds at le
 P_RANGE = (0.05, 4.0)  # exponents searched: from nearly flat to steeper than any stage here
 P_COARSE, P_FINE = 160, 60  # grid points over P_RANGE, then across one coarse step around the best
 NO_GROWTH = 1e-9  # a marginal part below this fraction of the largest time is no growth (p undefined)
+FIT_CHUNK = 64  # rows of fit_powers searched at once
 BOOTSTRAP_SAMPLES = 300  # resamples behind p's interval (percentile, 95 %)
 BOOTSTRAP_SEED = 0
 Z95 = 1.96  # a median's 95 % interval spans about ±1.96 standard errors
@@ -60,11 +61,12 @@ def fit_loglog(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> tupl
 
 
 def _best_ab(x: np.ndarray, y: np.ndarray, powers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each p of ``powers: [P]``, the (a, b) >= 0 minimising sum(((a + b x^p - y) / y)^2): arrays a, b, sse."""
-    u = 1.0 / y  # (n,): the constant column, relative
-    v = x[None, :] ** powers[:, None] / y[None, :]  # (P, n): the power column, relative
-    suu, suv, svv = (u * u).sum(), (u[None] * v).sum(1), (v * v).sum(1)
-    sut, svt = u.sum(), v.sum(1)  # against the target: ones
+    """For each row of ``y: [B, n]`` and each p of its row of ``powers: [B, P]`` (or of one row ``[1, P]`` for all),
+    the (a, b) >= 0 minimising sum(((a + b x^p - y) / y)^2): arrays a, b, sse, each ``[B, P]``."""
+    u = 1.0 / y  # [B, n]: the constant column, relative
+    v = x[None, None, :] ** powers[:, :, None] / y[:, None, :]  # [B, P, n]: the power column, relative
+    suu, suv, svv = (u * u).sum(-1)[:, None], (u[:, None, :] * v).sum(-1), (v * v).sum(-1)
+    sut, svt = u.sum(-1)[:, None], v.sum(-1)  # against the target: ones
     det = suu * svv - suv**2
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(det > 0, (svv * sut - suv * svt) / det, 0.0)
@@ -74,24 +76,40 @@ def _best_ab(x: np.ndarray, y: np.ndarray, powers: np.ndarray) -> tuple[np.ndarr
     b = np.where(only_b, svt / svv, b)
     only_a = b < 0
     b = np.where(only_a, 0.0, b)
-    a = np.where(only_a, sut / suu, a)
-    sse = (((a[:, None] * u[None] + b[:, None] * v) - 1.0) ** 2).sum(1)
+    a = np.where(only_a, np.broadcast_to(sut / suu, a.shape), a)
+    sse = (((a[..., None] * u[:, None, :] + b[..., None] * v) - 1.0) ** 2).sum(-1)
     return a, b, sse
+
+
+def _search(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cost model's (a, b, p) for each row of ``y: [B, n]`` at the points ``x: [n]``: p on the coarse grid,
+    refined across one coarse step around its best; p is nan (and b 0) where the marginal part does not grow."""
+    rows = np.arange(len(y))
+    coarse = np.linspace(*P_RANGE, P_COARSE)
+    _, _, sse = _best_ab(x, y, coarse[None, :])  # one grid for every row
+    centre = coarse[sse.argmin(1)]
+    step = coarse[1] - coarse[0]
+    fine = np.clip(np.linspace(centre - step, centre + step, P_FINE, axis=1), *P_RANGE)
+    a, b, sse = _best_ab(x, y, fine)
+    best = sse.argmin(1)
+    a, b, p = a[rows, best], b[rows, best], fine[rows, best]
+    grows = b * x.max() ** p > NO_GROWTH * y.max(1)  # else p is not identifiable
+    return a, np.where(grows, b, 0.0), np.where(grows, p, np.nan)
+
+
+def fit_powers(x: np.ndarray | list[float], y: np.ndarray) -> np.ndarray:
+    """The cost model's p fitted to each row of ``y: [B, n]`` at ``x: [n]`` at once (nan where a row does not
+    grow): ``[B]``, what fit_cost gives row by row, for bootstraps of thousands of resamples. Rows go in chunks
+    whose [chunk, P, n] temporaries stay in cache."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return np.concatenate([_search(x, y[i : i + FIT_CHUNK])[2] for i in range(0, len(y), FIT_CHUNK)] or [np.empty(0)])
 
 
 def fit_cost(x: np.ndarray | list[float], y: np.ndarray | list[float]) -> CostFit:
     """The cost model ``t = a + b·x^p`` (a, b >= 0, p in P_RANGE) by relative least squares; needs 3 distinct x."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    coarse = np.linspace(*P_RANGE, P_COARSE)
-    a, b, sse = _best_ab(x, y, coarse)
-    best = int(np.argmin(sse))
-    step = coarse[1] - coarse[0]
-    fine = np.clip(np.linspace(coarse[best] - step, coarse[best] + step, P_FINE), *P_RANGE)
-    a, b, sse = _best_ab(x, y, fine)
-    best = int(np.argmin(sse))
-    grows = b[best] * x.max() ** fine[best] > NO_GROWTH * y.max()  # else p is not identifiable
-    p = float(fine[best]) if grows else float("nan")
-    fit = CostFit(float(a[best]), float(b[best]) if grows else 0.0, p, float("nan"), float("nan"))
+    a, b, p = (float(v[0]) for v in _search(x, y[None, :]))
+    fit = CostFit(a, b, p, float("nan"), float("nan"))
     predicted = fit.predict(x)
     spread = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float(((y - predicted) ** 2).sum()) / spread if spread > 0 else 1.0

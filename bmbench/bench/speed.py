@@ -1,8 +1,8 @@
 """A speed run on disk: the sweep, the end-to-end points, profiler traces and scaling fits under one folder.
 
 ``<out>/speed.csv`` + ``.parquet`` (schema.SPEED_COLUMNS), ``<out>/scaling.csv`` + ``.parquet``
-(schema.SCALING_COLUMNS: pooled and paired fits), ``<out>/samples.csv`` + ``.parquet`` (every timed repeat and the
-drift probe's), ``<out>/meta.json`` (with the probe's drift), and with profiling ``<out>/traces/`` and
+(schema.SCALING_COLUMNS: pooled, paired and floor fits), ``<out>/samples.csv`` + ``.parquet`` (every timed repeat
+and the drift probe's), ``<out>/meta.json`` (with the probe's drift), and with profiling ``<out>/traces/`` and
 ``<out>/profile_ops.csv``. With ``runs`` > 1 the sweep runs again into ``<out>/run2/`` (and on), and
 ``<out>/stability.csv`` compares each later run with the first. The table is checkpointed as the sweep goes, so an
 interrupted run keeps what it measured.
@@ -23,9 +23,9 @@ import torch
 
 from bmbench import results
 from bmbench.bench.checks import CheckRun, peers_table, run_checks
+from bmbench.bench.floor import with_cycle_fits
 from bmbench.bench.memory import check_fits, gib
 from bmbench.bench.options import SweepConfig
-from bmbench.bench.paired import with_paired
 from bmbench.bench.plan import Skipped, SweepPoint, plan_points
 from bmbench.bench.profile import OPERATOR_COLUMNS, profile_run
 from bmbench.bench.scaling import scaling_table
@@ -224,13 +224,13 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
 
 
 def _run_once(config: SweepConfig, out_dir: Path, progress: Progress | None) -> tuple[SweepResult, pd.DataFrame]:
-    """One pass of the sweep into `out_dir`: speed, samples and scaling tables (paired fits included)."""
+    """One pass of the sweep into `out_dir`: speed, samples and scaling tables (paired and floor fits included)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result = run_sweep(config, progress=progress, checkpoint=lambda frame: write_table(frame, out_dir / "speed"))
     write_table(result.frame, out_dir / "speed")
     if result.samples is not None:
         write_table(result.samples, out_dir / "samples")
-    scaling = with_paired(scaling_table(result.frame), result.samples, config.axis)
+    scaling = with_cycle_fits(scaling_table(result.frame), result.samples, config.axis)
     write_table(scaling, out_dir / "scaling")
     return result, scaling
 

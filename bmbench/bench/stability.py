@@ -2,9 +2,10 @@
 
 Two runs agree on a point when their 95 % intervals overlap, in milliseconds and in ``ratio_to_ref`` (which
 cancels what slowed the whole machine between the runs); the table gives the share of points that agree and the
-median |difference| of their medians. Every fit present in both runs gets a row with both exponents (paired where
-present, else pooled) and whether their intervals overlap. Whether the findings' verdicts agree is the report's to
-say (bmbench.report.claims judges each run; a verdict the runs disagree on reads "unstable here").
+median |difference| of their medians. Every fit present in both runs gets a row with both exponents (the fit a
+verdict reads: floor, else paired, else pooled) and whether their intervals overlap. Whether the findings' verdicts
+agree is the report's to say (bmbench.report.claims judges each run; a verdict the runs disagree on reads "unstable
+here").
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bmbench.schema import STABILITY_COLUMNS
+from bmbench.bench.paired import FIT_KEYS
+from bmbench.schema import STABILITY_COLUMNS, judged_exponent
 
 POINT_KEYS = ["variant", "spec", "instances", "stage"]
-FIT_KEYS = ["variant", "stage", "x", "at"]
 _MEASURES = {"points-ms": ("median_ms", "ci_low_ms", "ci_high_ms"), "points-ratio": ("ratio_to_ref",)}
 _MEASURES["points-ratio"] += ("ratio_ci_low", "ratio_ci_high")
 
@@ -42,10 +43,8 @@ def _point_row(kind: str, both: pd.DataFrame) -> dict[str, object]:
 
 
 def _fit_value(fit: pd.Series) -> tuple[float, float, float]:
-    """The fit's exponent and interval: paired where present, else the pooled cost model's."""
-    if "p_paired" in fit and not pd.isna(fit["p_paired"]):
-        return fit["p_paired"], fit["p_paired_low"], fit["p_paired_high"]
-    return fit["p"], fit["p_low"], fit["p_high"]
+    """The fit's exponent and interval, as a verdict reads them (schema.judged_exponent)."""
+    return judged_exponent(fit)[:3]
 
 
 def stability_table(
@@ -56,7 +55,7 @@ def stability_table(
     columns = [c for measure in _MEASURES.values() for c in measure]
     both = ok_a[POINT_KEYS + columns].merge(ok_b[POINT_KEYS + columns], on=POINT_KEYS, suffixes=("_a", "_b"))
     rows: list[dict[str, object]] = [_point_row(kind, both) for kind in _MEASURES]
-    fits = first_fits.merge(second_fits, on=FIT_KEYS, suffixes=("_a", "_b"))
+    fits = first_fits.merge(second_fits, on=list(FIT_KEYS), suffixes=("_a", "_b"))
     for _, fit in fits.iterrows():
         a = _fit_value(fit.rename(lambda c: c[:-2] if c.endswith("_a") else c))
         b = _fit_value(fit.rename(lambda c: c[:-2] if c.endswith("_b") else c))

@@ -336,8 +336,10 @@ def _fit(rows: pd.DataFrame) -> str:
     if pd.isna(row.get("a_ms")):
         return slope
     paired = ""
+    if not pd.isna(row.get("p_floor")):
+        paired = f"floor {row['p_floor']:.2f} [{row['p_floor_low']:.2f}, {row['p_floor_high']:.2f}]; "
     if not pd.isna(row.get("p_paired")):
-        paired = f"paired {row['p_paired']:.2f} [{row['p_paired_low']:.2f}, {row['p_paired_high']:.2f}]; "
+        paired += f"paired {row['p_paired']:.2f} [{row['p_paired_low']:.2f}, {row['p_paired_high']:.2f}]; "
     if pd.isna(row["p"]):
         return f"{paired}{row['a_ms']:.3g} ms, flat | {slope}"
     return f"{paired}{row['a_ms']:.3g} ms + p {row['p']:.2f} [{row['p_low']:.2f}, {row['p_high']:.2f}] | {slope}"

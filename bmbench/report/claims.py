@@ -33,6 +33,7 @@ from bmbench.report.load import AblationSuite, Environment, StoredSpeedRun
 from bmbench.report.tables import latency_at
 from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Check, Verdict
 from bmbench.report.verdicts import holds as _holds
+from bmbench.schema import judged_exponent
 
 __all__ = [  # the checks and the vocabulary, wherever they are defined
     "AP_MARGIN",
@@ -95,12 +96,17 @@ def _growth(fit: pd.Series) -> float:
 def _cost_text(fit: pd.Series, share: float) -> str:
     if pd.isna(fit.get("p")):
         return f"{fit['stage']}: no growth over {fit['x']} {int(fit['x_min'])}..{int(fit['x_max'])}"
-    paired = ""
-    if not pd.isna(fit.get("p_paired")):
-        paired = (
-            f"paired p {fit['p_paired']:.2f} (95 % interval {fit['p_paired_low']:.2f}..{fit['p_paired_high']:.2f}, "
-            f"{int(fit['cycles_paired'])} cycles); pooled "
+    cycle_fits = []
+    if not pd.isna(fit.get("p_floor")):
+        cycle_fits.append(
+            f"floor p {fit['p_floor']:.2f} (95 % interval {fit['p_floor_low']:.2f}..{fit['p_floor_high']:.2f})"
         )
+    if not pd.isna(fit.get("p_paired")):
+        cycle_fits.append(
+            f"paired p {fit['p_paired']:.2f} (95 % interval {fit['p_paired_low']:.2f}..{fit['p_paired_high']:.2f}, "
+            f"{int(fit['cycles_paired'])} cycles)"
+        )
+    paired = "; ".join(cycle_fits) + "; pooled " if cycle_fits else ""
     return (
         f"{fit['stage']}: {paired}{fit['a_ms']:.3g} ms fixed + {fit['b']:.3g}·{fit['x']}^{fit['p']:.2f} "
         f"(p 95 % interval {fit['p_low']:.2f}..{fit['p_high']:.2f}, fit R² {fit['fit_r2']:.3f}), "
@@ -109,12 +115,14 @@ def _cost_text(fit: pd.Series, share: float) -> str:
 
 
 def judged_fit(fit: pd.Series) -> pd.Series:
-    """The fit a verdict reads: the paired exponent and its interval where the run has them (fitted within cycles,
-    so that drift over the run cannot bend them), else the pooled cost model's."""
-    if pd.isna(fit.get("p_paired")):
+    """The fit a verdict reads (schema.judged_exponent): the floor fit where the run has one (each point's
+    fastest call, which load on the machine cannot raise), else the paired fit (within cycles, which drift over the
+    run cannot bend), else the pooled cost model's."""
+    p, low, high, name = judged_exponent(fit)
+    if name == "pooled":
         return fit
     judged = fit.copy()
-    judged["p"], judged["p_low"], judged["p_high"] = fit["p_paired"], fit["p_paired_low"], fit["p_paired_high"]
+    judged["p"], judged["p_low"], judged["p_high"] = p, low, high
     return judged
 
 

@@ -203,6 +203,7 @@ def scaling_exponents_table(run: StoredSpeedRun) -> pd.DataFrame:
             "x": fits["x"],
             "at": fits["at"],
             "fixed ms": [m[0] for m in models],
+            "floor p [95 %]": [_floor(fit) for _, fit in fits.iterrows()],
             "paired p [95 %]": [_paired(fit) for _, fit in fits.iterrows()],
             "pooled p [95 %]": [m[1] for m in models],
             "marginal": [m[2] for m in models],
@@ -213,6 +214,13 @@ def scaling_exponents_table(run: StoredSpeedRun) -> pd.DataFrame:
             "range": [f"{fmt_int(a)}..{fmt_int(b)}" for a, b in zip(fits["x_min"], fits["x_max"], strict=True)],
         }
     )
+
+
+def _floor(fit: pd.Series) -> str:
+    """The exponent fitted to each point's fastest call over the cycles, with its interval; a dash for older runs."""
+    if pd.isna(fit.get("p_floor")):
+        return DASH
+    return f"{fmt_num(fit['p_floor'], 2)} [{fmt_num(fit['p_floor_low'], 2)}, {fmt_num(fit['p_floor_high'], 2)}]"
 
 
 def _paired(fit: pd.Series) -> str:
