@@ -4,8 +4,8 @@ Two runs agree on a point when their 95 % intervals overlap, in milliseconds and
 cancels what slowed the whole machine between the runs); the table gives the share of points that agree and the
 median |difference| of their medians. Every fit present in both runs gets a row with both exponents (the fit a
 verdict reads: floor, else paired, else pooled) and whether their intervals overlap. Whether the findings' verdicts
-agree is the report's to say (bmbench.report.claims judges each run; a verdict the runs disagree on reads "unstable
-here").
+agree is the report's to say (bmbench.report.speed_findings judges each run; a verdict the runs disagree on
+reads "unstable here").
 """
 
 from __future__ import annotations

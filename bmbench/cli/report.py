@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bmbench.cli.console import console
-from bmbench.report.claims import FAILS, HOLDS
+from bmbench.report.findings import FAILS, HOLDS
 from bmbench.report.render import build_report
 from bmbench.results import check_out_dir
 

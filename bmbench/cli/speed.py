@@ -304,8 +304,8 @@ def _print_summary(run: SpeedRun, config: SweepConfig) -> None:
 
 def _print_stability(run: SpeedRun) -> None:
     """What the later runs repeated: points agreeing, exponents, and the speed findings' verdicts in each run."""
-    from bmbench.report.claims import speed_verdicts  # the report's rules, judged on each run's own tables
     from bmbench.report.load import load_speed_run
+    from bmbench.report.speed_findings import speed_verdicts  # the report's rules, judged on each run's own tables
 
     table = Table(title="Stability: each later run against the first")
     for column in ("run", "what", "first", "later", "agree"):

@@ -1,10 +1,14 @@
-"""The BlendMask paper's findings as data: each with its number in bmbench/report/paper/claims.md, its text, where it is
-stated, and what measures it. bmbench.report.claims computes their verdicts.
+"""The BlendMask paper's findings as data (each with its number in bmbench/report/paper/claims.md, its text, where it
+is stated, and what measures it) and what judging one returns: a Check (verdict and evidence) and a Verdict (a check
+with its finding, scope and environment), in the verdict words that bmbench.schema declares. speed_findings.py and
+accuracy_findings.py judge them; judge.py gathers the verdicts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from bmbench.schema import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE  # noqa: F401 - the vocabulary
 
 ABLATION = "an ablation suite over K, M and R (`bmbench ablate suites/quick.yaml`)"
 R_SWEEP = "a speed run sweeping R (`bmbench speed --vary R`)"
@@ -55,3 +59,22 @@ FINDINGS: tuple[Finding, ...] = (
         BOTH,
     ),
 )
+
+
+@dataclass(frozen=True)
+class Check:
+    verdict: str  # HOLDS, FAILS, NOT_SIGNIFICANT or NOT_MEASURED
+    evidence: str  # the numbers behind it, in one or two sentences
+
+
+@dataclass(frozen=True)
+class Verdict:
+    finding: Finding
+    verdict: str
+    evidence: str
+    scope: str  # the run(s) or suite(s) it was computed from
+    environment: str  # device · dtype
+
+
+def holds(ok: bool, evidence: str) -> Check:
+    return Check(HOLDS if ok else FAILS, evidence)

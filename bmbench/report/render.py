@@ -17,9 +17,9 @@ import pandas as pd
 
 import bmbench
 from bmbench.report import curves, figures, reference_table, stats, tables
-from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Verdict, judge_findings
 from bmbench.report.figures import FigureResult
-from bmbench.report.findings import FINDINGS
+from bmbench.report.findings import FAILS, FINDINGS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Verdict
+from bmbench.report.judge import judge_findings
 from bmbench.report.load import META_PROBLEM, AblationSuite, Environment, StoredSpeedRun, load_results
 from bmbench.results import git_commit, write_text
 

@@ -8,8 +8,8 @@ import pytest
 
 from bmbench.bench.floor import floor_fit, floor_fits, with_cycle_fits
 from bmbench.bench.scaling import fit_cost, fit_powers, scaling_table
-from bmbench.report.claims import R_BAND, R_INTERVAL_BAND, check_quadratic_in_r
-from bmbench.report.verdicts import HOLDS
+from bmbench.report.findings import HOLDS
+from bmbench.report.speed_findings import R_BAND, R_INTERVAL_BAND, check_quadratic_in_r
 from bmbench.schema import SCALING_COLUMNS
 
 R_VALUES = np.array([14.0, 28.0, 42.0, 56.0, 84.0, 112.0])

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bmbench.report.findings import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Check
 from bmbench.report.stats import ABOVE, BELOW, INSIDE, MIN_SEEDS, Difference, contrast, matched_contrast, seed_values
 from bmbench.report.tables import pareto_front, spec_label
-from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, Check
 from bmbench.schema import BASES_CORR, END_TO_END, TOUCHING_AP
 
 AP_MARGIN = 0.5  # AP points: the threshold of "about as good" (finding 3's tie, finding 8's "equal") and of "gains"

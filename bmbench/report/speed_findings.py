@@ -1,10 +1,9 @@
-"""One check per finding of the BlendMask paper (bmbench.report.findings) that computes its verdict from our tables.
+"""Findings 5, 6 and 7 of the BlendMask paper (bmbench.report.findings), judged on one speed run's own tables.
 
-A check returns ``holds``, ``does not hold``, ``not significant at this budget`` (accuracy findings, whose
-differences are compared with their spread over seeds: bmbench.report.accuracy) or ``not measured`` with the
-numbers it used; nothing is hard-coded. The speed findings (5-7) live here, the accuracy ones in accuracy.py.
-Each threshold below is a named constant with the reason for its value. Letters: N instances, K bases, M attention
-side, R mask side; AP in points (0..100), times in ms.
+A check returns ``holds``, ``does not hold``, ``not significant at this budget``, ``unstable here`` (several runs of
+one sweep disagree) or ``not measured``, with the numbers it used; nothing is hard-coded. Each threshold below is a
+named constant with the reason for its value. The accuracy findings are judged in accuracy_findings.py, and
+judge.py gathers both. Letters: N instances, K bases, M attention side, R mask side; times in ms.
 """
 
 from __future__ import annotations
@@ -14,51 +13,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from bmbench.report.accuracy import (  # findings 1-4 and 8 (re-exported: claims.check_* is the public surface)
-    AP_MARGIN,
-    COLLAPSED_BASES_R,
-    E2E_FASTER_BY,
-    K1_USABLE_FRACTION,
-    MIN_TRAINED_AP,
-    PAPER_BEST,
-    bases_note,
-    check_attention_side,
-    check_best_cell,
-    check_end_to_end,
-    check_four_bases,
-    check_single_base,
-)
-from bmbench.report.findings import FINDINGS
-from bmbench.report.load import AblationSuite, Environment, StoredSpeedRun
-from bmbench.report.tables import latency_at
-from bmbench.report.verdicts import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Check, Verdict
-from bmbench.report.verdicts import holds as _holds
+from bmbench.report.findings import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Check
+from bmbench.report.findings import holds as _holds
+from bmbench.report.load import StoredSpeedRun
 from bmbench.schema import judged_exponent
-
-__all__ = [  # the checks and the vocabulary, wherever they are defined
-    "AP_MARGIN",
-    "COLLAPSED_BASES_R",
-    "E2E_FASTER_BY",
-    "FAILS",
-    "HOLDS",
-    "K1_USABLE_FRACTION",
-    "MIN_TRAINED_AP",
-    "NOT_MEASURED",
-    "NOT_SIGNIFICANT",
-    "PAPER_BEST",
-    "Check",
-    "Verdict",
-    "bases_note",
-    "check_attention_side",
-    "check_best_cell",
-    "check_end_to_end",
-    "check_four_bases",
-    "check_linear_in_n",
-    "check_per_instance_cost",
-    "check_quadratic_in_r",
-    "check_single_base",
-    "judge_findings",
-]
 
 # Finding 5, "quadratic in R": the per-instance cost model's exponent p within ±0.3 of 2 (the band of the speed
 # issue) and its 95 % interval inside ±0.5 of 2, so that a linear-ish (≤ 1.5) or cubic-ish (≥ 2.5) growth is
@@ -267,70 +225,3 @@ def stable_speed_checks(run: StoredSpeedRun) -> dict[int, Check]:
             UNSTABLE, f"{len(seen)} runs of the same sweep disagree ({each}). Run 1: {check.evidence}"
         )
     return checks
-
-
-def _suite_times(suite: AblationSuite) -> tuple[pd.DataFrame, str]:
-    """The suite cells' times in the shape check_per_instance_cost reads, and their stage: ``merge`` when the
-    summary has merge_ms_n{N} columns, else ``total`` (mask_ms_n{N}). The paper's cell stands for BlendMask when
-    present, else every BlendMask cell is judged."""
-    stage, part = ("merge", "merge") if suite.per_n("merge") else ("total", "mask")
-    cells = suite.cells()
-    rows = [
-        {"variant": cell["spec"], "family": cell["family"], "instances": n, "stage": stage, "median_ms": cell[col]}
-        for _, cell in cells.iterrows()
-        for n, col in suite.per_n(part).items()
-        if not pd.isna(cell[col])
-    ]
-    frame = pd.DataFrame(rows, columns=["variant", "family", "instances", "stage", "median_ms"])
-    blend = frame[frame["family"] == "blendmask"]
-    paper = cells[(cells["family"] == "blendmask") & (cells["K"] == 4) & (cells["M"] == 7) & (cells["R"] == 56)]
-    if len(paper):
-        frame = pd.concat([frame[frame["family"] != "blendmask"], blend[blend["variant"] == paper["spec"].iloc[0]]])
-    return frame, stage
-
-
-def evaluate_environment(env: Environment) -> list[Verdict]:
-    """Every check that the environment's runs and suites allow, each with its scope."""
-    found: list[Verdict] = []
-
-    def add(finding: int, check: Check, scope: str) -> None:
-        found.append(Verdict(FINDINGS[finding - 1], check.verdict, check.evidence, scope, env.label))
-
-    for suite in env.suites:
-        runs, scope = suite.runs(), f"ablate `{suite.name}`"  # one row per spec and seed
-        latency = latency_at(suite)
-        add(1, bases_note(check_single_base(runs), runs), scope)
-        add(2, bases_note(check_four_bases(runs, latency[1] if latency else None), runs), scope)
-        add(3, bases_note(check_best_cell(runs), runs), scope)
-        add(4, bases_note(check_attention_side(runs), runs), scope)
-    for run in env.speed_runs:
-        scope = f"speed `{run.name}`" + (f" ({1 + len(run.repeats)} runs)" if run.repeats else "")
-        for finding, check in stable_speed_checks(run).items():
-            add(finding, check, scope)
-    if not any(v.finding.id == 7 and v.verdict != NOT_MEASURED for v in found):
-        for suite in env.suites:
-            times, stage = _suite_times(suite)
-            add(7, check_per_instance_cost(times, stage), f"ablate `{suite.name}` ({stage} times of its cells)")
-    wholes = [(f"speed `{run.name}`", run.own_rows()) for run in env.speed_runs] or [("no speed run", None)]
-    suites = [(f"ablate `{suite.name}`", suite.runs()) for suite in env.suites] or [("no ablation", None)]
-    for time_scope, whole in wholes:
-        for ap_scope, runs in suites:
-            add(8, check_end_to_end(whole, runs), f"{time_scope} + {ap_scope}")
-    return found
-
-
-def judge_findings(environments: list[Environment]) -> list[Verdict]:
-    """Verdicts for every finding, in finding order. Where some scope measured a finding, its not-measured verdicts
-    elsewhere are dropped; a finding nothing measured keeps one not-measured verdict per distinct reason."""
-    verdicts = [v for env in environments for v in evaluate_environment(env)]
-    kept: list[Verdict] = []
-    for finding in FINDINGS:
-        mine = [v for v in verdicts if v.finding.id == finding.id]
-        measured = [v for v in mine if v.verdict != NOT_MEASURED]
-        if measured:
-            kept += measured
-        elif mine:
-            kept += list({v.evidence: v for v in mine}.values())
-        else:
-            kept.append(Verdict(finding, NOT_MEASURED, f"nothing here measures it; it needs {finding.needs}", "–", "–"))
-    return kept

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from bmbench.bench.scaling import scaling_table
-from bmbench.report import claims
-from bmbench.report.claims import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT
+from bmbench.report import speed_findings
+from bmbench.report.findings import FAILS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT
 
 R_VALUES = (14, 28, 56, 84, 112)
 N_VALUES = (1, 2, 5, 10, 20, 50, 100)
@@ -32,25 +32,25 @@ def _frame(merge, paste, *, spread: float = 0.01, seed: int = 0) -> pd.DataFrame
 
 def test_quadratic_with_a_fixed_cost_holds_where_a_power_law_on_it_would_not() -> None:
     scaling = _frame(lambda R, n: 8.0 + 0.0004 * n * R**2, lambda R, n: 5.0 + 0.05 * n)
-    check = claims.check_quadratic_in_r(scaling)
+    check = speed_findings.check_quadratic_in_r(scaling)
     assert check.verdict == HOLDS, check.evidence
     assert "merge carries the growth" in check.evidence and "ms fixed" in check.evidence
     merge_r = scaling[(scaling["stage"] == "merge") & (scaling["x"] == "R")].iloc[0]
-    assert merge_r["slope"] < claims.R_BAND[0]  # the log-log slope of the same times reads sub-quadratic
+    assert merge_r["slope"] < speed_findings.R_BAND[0]  # the log-log slope of the same times reads sub-quadratic
 
 
 def test_sub_quadratic_does_not_hold() -> None:
-    check = claims.check_quadratic_in_r(_frame(lambda R, n: 0.01 * n * R**1.2, lambda R, n: 5.0 + 0.05 * n))
+    check = speed_findings.check_quadratic_in_r(_frame(lambda R, n: 0.01 * n * R**1.2, lambda R, n: 5.0 + 0.05 * n))
     assert check.verdict == FAILS, check.evidence
 
 
 def test_too_wide_an_interval_is_not_significant() -> None:
     noisy = _frame(lambda R, n: 2.0 + 0.0004 * n * R**2, lambda R, n: 5.0 + 0.05 * n, spread=0.6, seed=3)
-    assert claims.check_quadratic_in_r(noisy).verdict == NOT_SIGNIFICANT
+    assert speed_findings.check_quadratic_in_r(noisy).verdict == NOT_SIGNIFICANT
 
     def judged(**fit: float) -> str:
         row = pd.Series({"p": 1.9, "p_low": 1.2, "p_high": 2.7, "a_ms": 1.0} | fit)
-        return claims.judge_exponent(row, claims.R_BAND, claims.R_INTERVAL_BAND)
+        return speed_findings.judge_exponent(row, speed_findings.R_BAND, speed_findings.R_INTERVAL_BAND)
 
     assert judged() == NOT_SIGNIFICANT and judged(p_low=1.8, p_high=2.1) == HOLDS
     assert judged(p=1.2, p_high=1.6) == FAILS and judged(p=1.65, p_low=1.55, p_high=1.75) == NOT_SIGNIFICANT
@@ -58,13 +58,13 @@ def test_too_wide_an_interval_is_not_significant() -> None:
 
 def test_linear_in_n_with_a_large_fixed_cost_holds_and_steeper_fails() -> None:
     linear = _frame(lambda R, n: 40.0 + 0.02 * n * R / 56, lambda R, n: 60.0 + 0.3 * n)
-    check = claims.check_linear_in_n(linear)
+    check = speed_findings.check_linear_in_n(linear)
     assert check.verdict == HOLDS and "paste carries the growth" in check.evidence, check.evidence
     steep = _frame(lambda R, n: 1.0 + 0.02 * n**1.6, lambda R, n: 5.0 + 0.01 * n)
-    assert claims.check_linear_in_n(steep).verdict == FAILS
+    assert speed_findings.check_linear_in_n(steep).verdict == FAILS
 
 
 def test_without_a_cost_model_the_findings_are_not_measured() -> None:
     scaling = _frame(lambda R, n: 0.0004 * n * R**2, lambda R, n: 5.0 + 0.05 * n)
     old = scaling.drop(columns=["a_ms", "b", "p", "p_low", "p_high"])
-    assert claims.check_quadratic_in_r(old).verdict == NOT_MEASURED
+    assert speed_findings.check_quadratic_in_r(old).verdict == NOT_MEASURED
