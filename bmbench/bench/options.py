@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -180,68 +181,155 @@ class SweepConfig:
         return f"{W}x{H}"
 
 
-def make_config(
-    *,
-    vary: str = "R",
-    values: str | None = None,
-    variants: str | None = None,
-    instances: str = DEFAULT_INSTANCES,
-    image_size: str | None = None,
-    device: str = "auto",
-    dtype: str = "fp32",
-    threads: int | None = None,
-    budget_s: float = DEFAULT_BUDGET_S,
-    warmup: int = DEFAULT_WARMUP,
-    min_repeats: int = DEFAULT_MIN_REPEATS,
-    max_repeats: int = DEFAULT_MAX_REPEATS,
-    min_block_ms: float = DEFAULT_MIN_BLOCK_MS,
-    precision: float = DEFAULT_PRECISION,
-    schedule: str = DEFAULT_SCHEDULE,
-    prime: bool = DEFAULT_PRIME,
-    runs: int = 1,
-    probe_side: int | None = None,
-    seed: int = 0,
-    trunk: str | None = None,
-    compile: bool = False,
-    profile: bool = False,
-    end_to_end: bool = True,
-    peers: bool = False,
-) -> SweepConfig:
-    """Validate user text into a SweepConfig; every error is a BmbenchError naming the bad input. `image_size`,
-    `trunk` and `values` None: the paper's setting (1088x800, r50, the axis defaults) on CUDA, the CPU's sized
-    defaults (CPU_IMAGE_SIZE, CPU_TRUNK, CPU_AXIS_DEFAULTS) on the CPU."""
-    axis = parse_axis(vary)
-    resolved = resolve_device(device)
+_CPU_R = ",".join(map(str, CPU_AXIS_DEFAULTS["R"]))
+_AXES = ", ".join(f"{axis} {','.join(map(str, values))}" for axis, values in AXIS_DEFAULTS.items())
+
+
+def _help(text: str, *flags: str) -> dict[str, object]:
+    return {"help": text, "flags": flags} if flags else {"help": text}
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep as the user writes it, before validation: each field is one option of `bmbench speed` (its help in the
+    metadata; bmbench.cli.options generates the options), and make_config turns it into a SweepConfig or names the
+    bad input. A new sweep option is a field here and one in SweepConfig."""
+
+    vary: str = field(default="R", metadata=_help("Axis to sweep: R, K or M."))
+    values: str | None = field(
+        default=None,
+        metadata=_help(f"Comma list of axis values. Defaults: {_AXES}; on the CPU R {_CPU_R} (sized to finish)."),
+    )
+    variants: str | None = field(
+        default=None, metadata=_help("Comma list of presets or specs. Default: the family presets.")
+    )
+    instances: str = field(
+        default=DEFAULT_INSTANCES,
+        metadata=_help("Instance counts N: 1..100 (1-2-5 series), a..b:step, or a comma list."),
+    )
+    image_size: str | None = field(
+        default=None,
+        metadata=_help(f"Image size WxH. Default: {DEFAULT_IMAGE_SIZE} (the paper's); {CPU_IMAGE_SIZE} on the CPU."),
+    )
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N."))
+    dtype: str = field(default="fp32", metadata=_help("fp32, fp16 (CUDA only) or bf16."))
+    threads: int | None = field(default=None, metadata=_help("Torch threads. Default: all cores."))
+    budget_s: float = field(
+        default=DEFAULT_BUDGET_S,
+        metadata=_help("Seconds of timed repeats per stage, at most (the precision target stops sooner)."),
+    )
+    precision: float = field(
+        default=DEFAULT_PRECISION,
+        metadata=_help(
+            "Repeat each stage until the 95 %% interval of its median is within this fraction of it (0.03: ±3 %%), "
+            "or until --max-repeats or --budget-s; 0 turns the target off."
+        ),
+    )
+    warmup: int = field(
+        default=DEFAULT_WARMUP,
+        metadata=_help(
+            "Warm-up runs per point (on the CPU, eager: per head, at its largest N); fewer when one run exceeds the "
+            "budget."
+        ),
+    )
+    min_repeats: int = field(
+        default=DEFAULT_MIN_REPEATS,
+        metadata=_help(
+            "Timed repeats per stage that the budget cannot cut (6: the fewest with a 95 %% interval of the median)."
+        ),
+    )
+    max_repeats: int = field(default=DEFAULT_MAX_REPEATS, metadata=_help("Cap on timed repeats per stage."))
+    min_block_ms: float = field(
+        default=DEFAULT_MIN_BLOCK_MS,
+        metadata=_help(
+            "A stage faster than this is timed in blocks of back-to-back calls lasting about this long, each repeat "
+            "their mean (as timeit does); 0 (the default): one call per repeat."
+        ),
+    )
+    seed: int = field(default=0, metadata=_help("Seed of boxes, features and weights."))
+    trunk: str | None = field(
+        default=None,
+        metadata=_help(
+            f"Widths of FPN and box tower: {', '.join(TRUNKS)}. Default: {DEFAULT_TRUNK} (the paper's); {CPU_TRUNK} "
+            "on the CPU."
+        ),
+    )
+    schedule: str = field(
+        default=DEFAULT_SCHEDULE,
+        metadata=_help(
+            "interleaved: cycles of one repeat of every measurement and of a drift probe, in a shuffled order each "
+            "cycle, so that drift over the run moves every point alike; sequential: one measurement's repeats after "
+            "another (the order before cycles, kept to compare)."
+        ),
+    )
+    prime: bool = field(
+        default=DEFAULT_PRIME,
+        metadata=_help("An untimed call before every timed one (caches warmed by the stage itself)."),
+    )
+    runs: int = field(
+        default=1,
+        metadata=_help(
+            "Run the whole sweep this many times; stability.csv and the console say what the later runs repeated "
+            "(points agreeing in ms and in ratio to the probe, exponents, verdicts)."
+        ),
+    )
+    probe_side: int | None = field(
+        default=None,
+        metadata=_help(
+            "The drift probe's image side (a 3x3 64-channel convolution). Default: sized to the sweep's median "
+            "measurement; give the side a run's meta.json records to compare ratio_to_ref across commands."
+        ),
+    )
+    compile: bool = field(default=False, metadata=_help("torch.compile the heads' stages.", "--compile"))
+    profile: bool = field(default=False, metadata=_help("Write profiler traces and a per-operator table.", "--profile"))
+    end_to_end: bool = field(default=True, metadata=_help("Also time the whole model per variant at the largest N."))
+    peers: bool = field(
+        default=False,
+        metadata=_help(
+            "Also time the floors and peers of --check (roi_align alone, plain formulation, blender, torch.compile, "
+            "torchvision's Mask R-CNN head, old vs new paste) at the largest N; the report shows them.",
+            "--peers",
+        ),
+    )
+
+
+def make_config(request: SweepRequest | None = None, /, **given: Any) -> SweepConfig:
+    """Validate a SweepRequest (with `given` fields over it, by name) into a SweepConfig; every error is a
+    BmbenchError naming the bad input. `image_size`, `trunk` and `values` None: the paper's setting (1088x800, r50,
+    the axis defaults) on CUDA, the CPU's sized defaults (CPU_IMAGE_SIZE, CPU_TRUNK, CPU_AXIS_DEFAULTS) on the CPU."""
+    r = replace(request or SweepRequest(), **given)
+    axis = parse_axis(r.vary)
+    resolved = resolve_device(r.device)
     on_cpu = resolved.type == "cpu"
-    image_size = image_size if image_size is not None else CPU_IMAGE_SIZE if on_cpu else DEFAULT_IMAGE_SIZE
-    trunk = trunk if trunk is not None else CPU_TRUNK if on_cpu else DEFAULT_TRUNK
-    if variants is None:
+    image_size = r.image_size if r.image_size is not None else CPU_IMAGE_SIZE if on_cpu else DEFAULT_IMAGE_SIZE
+    trunk = r.trunk if r.trunk is not None else CPU_TRUNK if on_cpu else DEFAULT_TRUNK
+    if r.variants is None:
         chosen = [(name, spec) for name in FAMILY_PRESETS for spec in parse_specs(name)]
     else:
-        chosen = [(spec.name, spec) for spec in parse_specs(variants)]
+        chosen = [(spec.name, spec) for spec in parse_specs(r.variants)]
     if len({label for label, _ in chosen}) != len(chosen):
-        raise BmbenchError(f"--variants {variants!r} names a variant twice")
+        raise BmbenchError(f"--variants {r.variants!r} names a variant twice")
     if trunk not in TRUNKS:
         raise BmbenchError(f"--trunk: unknown trunk {trunk!r} (known: {', '.join(TRUNKS)})")
-    if not budget_s > 0:
-        raise BmbenchError(f"--budget-s must be > 0, got {budget_s}")
-    if warmup < 0:
-        raise BmbenchError(f"--warmup must be >= 0, got {warmup}")
-    if max_repeats < 1:
-        raise BmbenchError(f"--max-repeats must be >= 1, got {max_repeats}")
-    if not 1 <= min_repeats <= max_repeats:
-        raise BmbenchError(f"--min-repeats must be in 1..--max-repeats ({max_repeats}), got {min_repeats}")
-    if not 0 <= min_block_ms <= 1000:
-        raise BmbenchError(f"--min-block-ms must be in [0, 1000] (0: one call per repeat), got {min_block_ms}")
-    if not 0 <= precision < 1:
-        raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {precision}")
-    if runs < 1:
-        raise BmbenchError(f"--runs must be >= 1, got {runs}")
-    if probe_side is not None and not 8 <= probe_side <= 1024:
-        raise BmbenchError(f"--probe-side must be in 8..1024 pixels, got {probe_side}")
-    if schedule not in SCHEDULES:
-        raise BmbenchError(f"--schedule: unknown schedule {schedule!r} (use {' or '.join(SCHEDULES)})")
-    threads = default_threads() if threads is None else threads
+    if not r.budget_s > 0:
+        raise BmbenchError(f"--budget-s must be > 0, got {r.budget_s}")
+    if r.warmup < 0:
+        raise BmbenchError(f"--warmup must be >= 0, got {r.warmup}")
+    if r.max_repeats < 1:
+        raise BmbenchError(f"--max-repeats must be >= 1, got {r.max_repeats}")
+    if not 1 <= r.min_repeats <= r.max_repeats:
+        raise BmbenchError(f"--min-repeats must be in 1..--max-repeats ({r.max_repeats}), got {r.min_repeats}")
+    if not 0 <= r.min_block_ms <= 1000:
+        raise BmbenchError(f"--min-block-ms must be in [0, 1000] (0: one call per repeat), got {r.min_block_ms}")
+    if not 0 <= r.precision < 1:
+        raise BmbenchError(f"--precision must be in [0, 1) (0.03 is ±3 %), got {r.precision}")
+    if r.runs < 1:
+        raise BmbenchError(f"--runs must be >= 1, got {r.runs}")
+    if r.probe_side is not None and not 8 <= r.probe_side <= 1024:
+        raise BmbenchError(f"--probe-side must be in 8..1024 pixels, got {r.probe_side}")
+    if r.schedule not in SCHEDULES:
+        raise BmbenchError(f"--schedule: unknown schedule {r.schedule!r} (use {' or '.join(SCHEDULES)})")
+    threads = default_threads() if r.threads is None else r.threads
     if threads < 1:
         raise BmbenchError(f"--threads must be >= 1, got {threads}")
     if threads > default_threads():
@@ -251,30 +339,30 @@ def make_config(
             f"--threads {threads}: this process may use {default_threads()} cores; more threads than cores time "
             f"contention, not the head (use at most {default_threads()})"
         )
-    resolve_dtype(dtype, resolved)
+    resolve_dtype(r.dtype, resolved)
     return SweepConfig(
         variants=tuple(chosen),
         axis=axis,
-        values=tuple(parse_values(values, axis, device=resolved)),
-        instances=tuple(parse_instances(instances)),
+        values=tuple(parse_values(r.values, axis, device=resolved)),
+        instances=tuple(parse_instances(r.instances)),
         image_size=parse_image_size(image_size),
         device=resolved,
-        dtype=dtype,
+        dtype=r.dtype,
         threads=threads,
-        budget_s=budget_s,
-        warmup=warmup,
-        min_repeats=min_repeats,
-        max_repeats=max_repeats,
-        min_block_ms=min_block_ms,
-        precision=precision,
-        schedule=schedule,
-        prime=prime,
-        runs=runs,
-        probe_side=probe_side,
-        seed=seed,
+        budget_s=r.budget_s,
+        warmup=r.warmup,
+        min_repeats=r.min_repeats,
+        max_repeats=r.max_repeats,
+        min_block_ms=r.min_block_ms,
+        precision=r.precision,
+        schedule=r.schedule,
+        prime=r.prime,
+        runs=r.runs,
+        probe_side=r.probe_side,
+        seed=r.seed,
         trunk=trunk,
-        compile=compile,
-        profile=profile,
-        end_to_end=end_to_end,
-        peers=peers,
+        compile=r.compile,
+        profile=r.profile,
+        end_to_end=r.end_to_end,
+        peers=r.peers,
     )

@@ -1,13 +1,13 @@
 """`bmbench speed`: latency of each mask head's stages against R, K or M and the instance count.
 
-The body validates every option (a BmbenchError, exit 2 and nothing written, on bad input), then calls
+The sweep's options are generated from bmbench.bench.options.SweepRequest (one field an option, its help there);
+the body validates them into a SweepConfig (a BmbenchError, exit 2 and nothing written, on bad input), calls
 bmbench.bench.speed and prints rich tables. Letters: N instances, K bases, M attention side, R mask side.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import math
 import os
 from pathlib import Path
@@ -21,22 +21,8 @@ from rich.table import Table
 from bmbench.bench.checks import CheckRun, count_check_steps
 from bmbench.bench.drift import drift_text
 from bmbench.bench.options import (
-    AXIS_DEFAULTS,
-    CPU_AXIS_DEFAULTS,
-    CPU_IMAGE_SIZE,
-    CPU_TRUNK,
-    DEFAULT_BUDGET_S,
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_INSTANCES,
-    DEFAULT_MAX_REPEATS,
-    DEFAULT_MIN_BLOCK_MS,
-    DEFAULT_MIN_REPEATS,
-    DEFAULT_PRECISION,
-    DEFAULT_PRIME,
-    DEFAULT_SCHEDULE,
-    DEFAULT_TRUNK,
-    DEFAULT_WARMUP,
     SweepConfig,
+    SweepRequest,
     make_config,
 )
 from bmbench.bench.plan import count_steps, plan_points
@@ -50,111 +36,16 @@ from bmbench.bench.speed import (
     run_speed,
 )
 from bmbench.cli.console import console
+from bmbench.cli.options import config_options
 from bmbench.cli.plugin import PluginOption, load_plugin_options
 from bmbench.device import reuse_freed_memory
-from bmbench.models.backbone import TRUNKS
 
-CONFIG_OPTIONS = tuple(inspect.signature(make_config).parameters)  # the sweep's options, validated there
 BUSY_LOAD = 1.0  # a 1-minute load average from other work at which the run warns
-_CPU_R = ",".join(map(str, CPU_AXIS_DEFAULTS["R"]))
-_AXES = ", ".join(f"{axis} {','.join(map(str, values))}" for axis, values in AXIS_DEFAULTS.items())
 
 
+@config_options(SweepRequest, param="request")
 def speed_cli(
-    vary: Annotated[str, typer.Option(help="Axis to sweep: R, K or M.")] = "R",
-    values: Annotated[
-        str | None,
-        typer.Option(help=f"Comma list of axis values. Defaults: {_AXES}; on the CPU R {_CPU_R} (sized to finish)."),
-    ] = None,
-    variants: Annotated[
-        str | None, typer.Option(help="Comma list of presets or specs. Default: the four family presets.")
-    ] = None,
-    instances: Annotated[
-        str, typer.Option(help="Instance counts N: 1..100 (1-2-5 series), a..b:step, or a comma list.")
-    ] = DEFAULT_INSTANCES,
-    image_size: Annotated[
-        str | None,
-        typer.Option(help=f"Image size WxH. Default: {DEFAULT_IMAGE_SIZE} (the paper's); {CPU_IMAGE_SIZE} on the CPU."),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="fp32, fp16 (CUDA only) or bf16.")] = "fp32",
-    threads: Annotated[int | None, typer.Option(help="Torch threads. Default: all cores.")] = None,
-    budget_s: Annotated[
-        float, typer.Option(help="Seconds of timed repeats per stage, at most (the precision target stops sooner).")
-    ] = DEFAULT_BUDGET_S,
-    precision: Annotated[
-        float,
-        typer.Option(
-            help="Repeat each stage until the 95 %% interval of its median is within this fraction of it (0.03: "
-            "±3 %%), or until --max-repeats or --budget-s; 0 turns the target off."
-        ),
-    ] = DEFAULT_PRECISION,
-    warmup: Annotated[
-        int,
-        typer.Option(
-            help="Warm-up runs per point (on the CPU, eager: per head, at its largest N); fewer when one run "
-            "exceeds the budget."
-        ),
-    ] = DEFAULT_WARMUP,
-    min_repeats: Annotated[
-        int,
-        typer.Option(
-            help="Timed repeats per stage that the budget cannot cut (6: the fewest with a 95 %% interval of the "
-            "median)."
-        ),
-    ] = DEFAULT_MIN_REPEATS,
-    max_repeats: Annotated[int, typer.Option(help="Cap on timed repeats per stage.")] = DEFAULT_MAX_REPEATS,
-    min_block_ms: Annotated[
-        float,
-        typer.Option(
-            help="A stage faster than this is timed in blocks of back-to-back calls lasting about this long, each "
-            "repeat their mean (as timeit does); 0 (the default): one call per repeat."
-        ),
-    ] = DEFAULT_MIN_BLOCK_MS,
-    seed: Annotated[int, typer.Option(help="Seed of boxes, features and weights.")] = 0,
-    trunk: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Widths of FPN and box tower: {', '.join(TRUNKS)}. Default: {DEFAULT_TRUNK} (the paper's); "
-            f"{CPU_TRUNK} on the CPU."
-        ),
-    ] = None,
-    schedule: Annotated[
-        str,
-        typer.Option(
-            help="interleaved: cycles of one repeat of every measurement and of a drift probe, in a shuffled order "
-            "each cycle, so that drift over the run moves every point alike; sequential: one measurement's "
-            "repeats after another (the order before cycles, kept to compare)."
-        ),
-    ] = DEFAULT_SCHEDULE,
-    prime: Annotated[
-        bool, typer.Option(help="An untimed call before every timed one (caches warmed by the stage itself).")
-    ] = DEFAULT_PRIME,
-    runs: Annotated[
-        int,
-        typer.Option(
-            help="Run the whole sweep this many times; stability.csv and the console say what the later runs "
-            "repeated (points agreeing in ms and in ratio to the probe, exponents, verdicts)."
-        ),
-    ] = 1,
-    probe_side: Annotated[
-        int | None,
-        typer.Option(
-            help="The drift probe's image side (a 3x3 64-channel convolution). Default: sized to the sweep's median "
-            "measurement; give the side a run's meta.json records to compare ratio_to_ref across commands."
-        ),
-    ] = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the heads' stages.")] = False,
-    profile: Annotated[bool, typer.Option("--profile", help="Write profiler traces and a per-operator table.")] = False,
-    end_to_end: Annotated[bool, typer.Option(help="Also time the whole model per variant at the largest N.")] = True,
-    peers: Annotated[
-        bool,
-        typer.Option(
-            "--peers",
-            help="Also time the floors and peers of --check (roi_align alone, plain formulation, blender, "
-            "torch.compile, torchvision's Mask R-CNN head, old vs new paste) at the largest N; the report shows them.",
-        ),
-    ] = False,
+    request: SweepRequest,
     check: Annotated[
         bool,
         typer.Option(
@@ -170,8 +61,7 @@ def speed_cli(
     """Time each mask head's stages (bottom, top, merge, paste, total) against R, K or M and the number of
     instances; write speed.csv/.parquet, scaling.csv and meta.json."""
     load_plugin_options(plugin)
-    given = locals()  # every option above that make_config takes, passed through by name
-    config = make_config(**{name: given[name] for name in CONFIG_OPTIONS})
+    config = make_config(request)
     points, _ = plan_points(config)
     out_dir = out if out is not None else default_out_dir(config, check=check)
     check_out_dir(out_dir)
