@@ -25,7 +25,7 @@ from bmbench.results import atomic_path
 DPI = 120
 SIZE = (6.4, 4.4)  # inches
 STAGE_STYLES = ("total", "merge")  # the mask branch, and its per-instance stage
-FAMILY_ORDER = ("yolact", "centermask", "blendmask", "maskrcnn")  # one colour each, the same in every figure
+FAMILY_ORDER = ("yolact", "centermask", "blendmask", "maskrcnn", "condinst")  # one colour each, in every figure
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,9 @@ def _quadratic_guide(ax: object, data: pd.DataFrame, families: dict[str, str]) -
         ax.legend(fontsize="small")
 
 
-FAMILY_MARKERS = {"blendmask": "o", "maskrcnn": "s", "yolact": "^", "centermask": "D"}  # one marker per family
-OTHER_MARKER = "P"  # a family not listed above
+# one marker per built-in family; a plugin's family gets OTHER_MARKER
+FAMILY_MARKERS = {"blendmask": "o", "maskrcnn": "s", "yolact": "^", "centermask": "D", "condinst": "v"}
+OTHER_MARKER = "P"
 CELL_ORDER = ["family", "R", "K", "M"]  # legend order of the cells, the same in every figure
 
 

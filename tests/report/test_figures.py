@@ -121,3 +121,14 @@ def test_learning_curves_drawn_from_curves_and_skipped_without(suite, tmp_path: 
     folder = write_suite(tmp_path / "with")
     curves_frame(suite_frame()).to_csv(folder / "curves.csv", index=False)
     assert_drawn(figures.learning_curves(load_ablation(folder), tmp_path / "c.png"), tmp_path / "c.png")
+
+
+def test_every_built_in_family_has_its_own_colour_and_marker() -> None:
+    from bmbench.variants import BUILT_IN, FAMILIES, family_origin
+
+    built_in = sorted(family for family in FAMILIES if family_origin(family) == BUILT_IN)
+    assert "condinst" in built_in
+    colours = figures.palette(built_in)
+    assert len(set(colours.values())) == len(built_in)
+    markers = [figures.FAMILY_MARKERS[family] for family in built_in]
+    assert len(set(markers)) == len(built_in) and figures.OTHER_MARKER not in markers
