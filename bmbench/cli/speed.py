@@ -2,7 +2,7 @@
 
 The sweep's options are generated from bmbench.bench.options.SweepRequest (one field an option, its help there);
 the body validates them into a SweepConfig (a BmbenchError, exit 2 and nothing written, on bad input), calls
-bmbench.bench.speed and prints rich tables. Letters: N instances, K bases, M attention side, R mask side.
+bmbench.bench.run_folder and prints rich tables. Letters: N instances, K bases, M attention side, R mask side.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bmbench.bench.options import (
     make_config,
 )
 from bmbench.bench.plan import count_steps, plan_points
-from bmbench.bench.speed import (
+from bmbench.bench.run_folder import (
     SpeedRun,
     check_out_dir,
     check_sweep_fits,

@@ -10,7 +10,7 @@ import torch
 
 from bmbench.bench.options import make_config
 from bmbench.bench.profile import OPERATOR_COLUMNS, profile_run, trace_name
-from bmbench.bench.speed import run_speed
+from bmbench.bench.run_folder import run_speed
 from bmbench.bench.workload import MASK_STAGES, MaskBranchWorkload, build_mask_head, random_inputs, sample_instances
 from bmbench.variants import parse_spec
 

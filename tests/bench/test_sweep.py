@@ -13,8 +13,8 @@ import torch
 
 from bmbench.bench import sweep as sweep_module
 from bmbench.bench.options import make_config
+from bmbench.bench.run_folder import check_out_dir, default_out_dir, run_speed
 from bmbench.bench.scaling import fit_loglog, scaling_table
-from bmbench.bench.speed import check_out_dir, default_out_dir, run_speed
 from bmbench.bench.sweep import run_sweep
 from bmbench.errors import BmbenchError
 from bmbench.schema import SCALING_COLUMNS, SPEED_COLUMNS
