@@ -7,7 +7,7 @@ import torch
 import typer
 
 
-@pytest.fixture
+@pytest.fixture(scope="package")  # wide enough for the module-scoped fixtures that train once
 def cli_app() -> typer.Typer:
     """The real `bmbench` app, as the console script runs it: each command is resolved by name through
     bmbench.cli.load_command (its module imported then), inside the group that turns a BmbenchError into one line and
