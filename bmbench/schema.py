@@ -125,6 +125,7 @@ SAMPLE_COLUMNS = (
 
 # --- bmbench speed --runs 2: stability.csv, what a second run of the same sweep repeated ----------------------------
 STABILITY_COLUMNS = (
+    "run",  # the later run compared with the first (2, 3, ...)
     "kind",  # points-ms, points-ratio: the share of points whose intervals overlap; exponent: one fit in both runs
     "name",  # what is compared (a fit: variant stage vs x at ...)
     "first",  # the first run's value (a share, or an exponent)

@@ -36,6 +36,7 @@ from bmbench.bench.workload import random_inputs, sample_instances
 from bmbench.device import allocator_mode
 from bmbench.errors import BmbenchError
 from bmbench.results import atomic_path, run_metadata, write_json, write_table
+from bmbench.schema import STABILITY_COLUMNS
 
 RESULTS_ROOT = Path("results") / "speed"
 
@@ -212,7 +213,7 @@ def run_speed(config: SweepConfig, out_dir: Path, *, progress: Progress | None =
             stability_table(result.frame, repeat.frame, scaling, repeat.scaling).assign(run=index)
             for index, repeat in enumerate(repeats, start=2)
         ]
-        stability = pd.concat(tables, ignore_index=True)
+        stability = pd.concat(tables, ignore_index=True).reindex(columns=list(STABILITY_COLUMNS))
         write_table(stability, out_dir / "stability")
     wall_s = time.perf_counter() - started
     statuses = result.frame.drop_duplicates(["spec", "instances", "stage"])["status"].value_counts().to_dict()

@@ -131,6 +131,7 @@ def test_runs_two_prints_the_drift_the_stability_table_and_each_runs_verdicts(
     assert "drift probe (conv2d 3x3" in result.output and "Stability" in result.output
     assert "finding 5:" in result.output and "finding 6:" in result.output
     assert (out / "run2" / "speed.csv").exists() and (out / "stability.csv").exists()
+    assert "does not have" not in result.output  # the table written is the table the schema names
 
 
 def test_schedule_sequential_is_recorded(cli_app: typer.Typer, tmp_path: Path) -> None:

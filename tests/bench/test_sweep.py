@@ -17,7 +17,7 @@ from bmbench.bench.run_folder import check_out_dir, default_out_dir, run_speed
 from bmbench.bench.scaling import fit_loglog, scaling_table
 from bmbench.bench.sweep import run_sweep
 from bmbench.errors import BmbenchError
-from bmbench.schema import SCALING_COLUMNS, SPEED_COLUMNS
+from bmbench.schema import SCALING_COLUMNS, SPEED_COLUMNS, STABILITY_COLUMNS
 
 TINY = {
     "image_size": "64x64",
@@ -261,6 +261,7 @@ def test_runs_two_write_a_second_run_with_the_same_probe_and_a_stability_table(t
     assert first_meta["drift"]["probe_side"] == second_meta["drift"]["probe_side"] > 0  # one probe for both
     stability = pd.read_csv(tmp_path / "speed" / "run" / "stability.csv")
     assert {"points-ms", "points-ratio", "exponent"} <= set(stability["kind"])
+    assert tuple(stability.columns) == STABILITY_COLUMNS and set(stability["run"]) == {2}
     assert run.stability is not None and len(run.repeats) == 1
     speed_runs, _ = discover(tmp_path)
     assert [r.name for r in speed_runs] == ["run"] and [r.name for r in speed_runs[0].repeats] == ["run2"]
