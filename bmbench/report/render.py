@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 import bmbench
+from bmbench.plugins import BUILT_IN
 from bmbench.report import curves, figures, reference_table, stats, tables
 from bmbench.report.figures import FigureResult
 from bmbench.report.findings import FAILS, FINDINGS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Verdict
@@ -125,14 +126,42 @@ def _meta_value(meta: dict, key: str) -> str:
     return tables.DASH if value in (None, "") else str(value).replace("|", "/")
 
 
+def _plugins_value(meta: dict) -> str:
+    """The head plugins a run loaded (meta.json ``plugins``: family -> name, version, digest), or a dash."""
+    plugins = meta.get("plugins") or {}
+    if not isinstance(plugins, dict):
+        return tables.DASH
+    named = []
+    for family, identity in sorted(plugins.items()):
+        source = " ".join(
+            str(identity[key]) for key in ("name", "version") if isinstance(identity, dict) and identity.get(key)
+        )
+        named.append(f"{family} ({source})" if source else family)
+    return "; ".join(named).replace("|", "/") or tables.DASH
+
+
+def plugin_note(frame: pd.DataFrame) -> list[str]:
+    """A line naming each family of the suite that came from a plugin, with its package and version (the summary's
+    ``origin`` column), so that a reader knows which rows are not bmbench's own heads; empty when all are."""
+    if "origin" not in frame or "family" not in frame:
+        return []
+    pairs = frame[["family", "origin"]].dropna().astype(str).drop_duplicates()
+    pairs = pairs[pairs["origin"] != str(BUILT_IN)].sort_values("family")
+    if pairs.empty:
+        return []
+    named = ", ".join(f"`{row.family}` from {row.origin}" for row in pairs.itertuples())
+    return [f"Families from head plugins: {named}.", ""]
+
+
 def environment_block(env: Environment) -> list[str]:
-    """One row per run: its command, device, versions, threads and commit (from its meta.json)."""
+    """One row per run: its command, device, versions, threads, commit and head plugins (from its meta.json)."""
     rows = []
     for kind, run in [*(("speed", r) for r in env.speed_runs), *(("ablate", s) for s in env.suites)]:
         row = {"run": f"{kind} `{run.name}`", "command": f"`{_meta_value(run.meta, 'command')}`"}
         if META_PROBLEM in run.meta:  # say why nothing is known, rather than show a dash
             row["command"] = f"meta.json {run.meta[META_PROBLEM]}"
         row |= {title: _meta_value(run.meta, key) for title, key in RUN_COLUMNS.items()}
+        row["head plugins"] = _plugins_value(run.meta)
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame = frame.loc[:, [c for c in frame.columns if (frame[c] != tables.DASH).any() or c == "run"]]
@@ -189,6 +218,7 @@ def suite_section(suite: AblationSuite, drawn: list[FigureResult], out: Path) ->
     ok = int(suite.frame["status"].astype(str).eq("ok").sum())
     lines += [f"{ok} of {len(suite.frame)} cells succeeded.", ""]
     lines += [*(f"**Warning:** {note}." for note in suite.notes), ""] if suite.notes else []
+    lines += plugin_note(suite.frame)
     if "eval_boxes" in suite.frame and suite.frame["eval_boxes"].astype(str).eq("oracle").any():
         lines += [
             "Masks were scored on ground-truth boxes (`eval: {boxes: oracle}`): box AP is 100 by construction, and "

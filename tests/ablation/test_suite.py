@@ -8,7 +8,7 @@ from bmbench.ablation.suite import DatasetSpec, EvalSpec, load_suite
 from bmbench.bench.options import SweepConfig
 from bmbench.errors import BmbenchError
 from bmbench.training.config import TrainConfig
-from bmbench.variants import PRESETS, VariantSpec
+from bmbench.variants import FAMILY_PRESETS, PRESETS, VariantSpec
 
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 
@@ -186,7 +186,7 @@ def test_shipped_suites_load_and_quick_covers_the_required_settings() -> None:
     assert {(s.R, s.K, s.M) for s in blend} == {
         (R, K, M) for R in (28, 56) for K in (1, 2, 4, 8) for M in (1, 2, 4, 7, 14)
     }
-    assert {s.family for s in suites["baselines"].specs} == {"yolact", "centermask", "blendmask", "maskrcnn"}
+    assert suites["baselines"].specs == tuple(PRESETS[name] for name in FAMILY_PRESETS)  # every family's preset
     quick = suites["quick"]
     cells = len(quick.specs) * len(quick.seeds)
     assert cells >= 8

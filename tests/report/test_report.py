@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -124,6 +125,22 @@ def test_oracle_suites_say_that_box_ap_is_by_construction(tmp_path: Path, boxes:
     suite = load.load_ablation(write_suite(tmp_path / "quick", frame))
     text = "\n".join(suite_section(suite, [], tmp_path / "report.md"))
     assert ("box AP is 100 by construction" in text) == (boxes == "oracle")
+
+
+def test_a_plugin_family_is_named_with_its_package_and_version(tmp_path: Path) -> None:
+    frame = suite_frame().assign(origin="built in")
+    frame.loc[frame["family"] == "maskrcnn", "origin"] = "bmbench-polarmask 0.1.0 (entry point)"
+    folder = write_suite(tmp_path / "ablate" / "quick", frame)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["plugins"] = {"polarmask": {"name": "bmbench-polarmask", "version": "0.1.0", "digest": "0123456789ab"}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    suite = load.load_ablation(folder)
+    text = "\n".join(suite_section(suite, [], tmp_path / "report.md"))
+    assert "Families from head plugins: `maskrcnn` from bmbench-polarmask 0.1.0 (entry point)." in text
+    block = "\n".join(render.environment_block(load.load_results(tmp_path)[0]))
+    assert "head plugins" in block and "polarmask (bmbench-polarmask 0.1.0)" in block
+    built_in = load.load_ablation(write_suite(tmp_path / "plain", suite_frame().assign(origin="built in")))
+    assert "head plugins" not in "\n".join(suite_section(built_in, [], tmp_path / "report.md"))
 
 
 def test_the_cli_writes_the_report_and_prints_the_verdicts(cli_app: typer.Typer, tmp_path: Path) -> None:
