@@ -44,7 +44,7 @@ def fresh_registry() -> Iterator[None]:
     yield
     unregister_plugins()
     for module in set(sys.modules) - before:
-        if module.startswith(("bmbench_polarmask", "broken_heads", "local_heads")):
+        if module.startswith(("bmbench_polarmask", "broken_heads", "local_heads", "formula_heads")):
             del sys.modules[module]
 
 
@@ -195,6 +195,42 @@ def test_a_plugin_module_loads_by_name_and_a_suite_names_it(
     missing.write_text("grid:\n  - {family: nosuch}\n")
     with pytest.raises(BmbenchError, match=r"grid\[0\]\.family: unknown family 'nosuch'.*plugins: list"):
         load_suite(missing)
+
+
+FORMULA_HEADS = """
+from bmbench.plugins import Family
+from bmbench_polarmask.heads import build_polarmask_head
+
+def flops(*, A, R, hw, in_channels, tower_channels, num_instances):
+    return {"top": 7 * A * hw["p3"], "merge": 1000 * A * R * R * num_instances}
+
+BMBENCH_HEADS = {"formulapolar": Family(defaults={"A": 8, "R": 8}, fixed={}, build=build_polarmask_head,
+                                        summary="the example's head with a FLOP formula", flops=flops)}
+"""
+
+
+def test_a_plugin_flop_formula_is_used_and_said(
+    cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: None
+) -> None:
+    from bmbench.bench.cost import has_formula, stage_costs
+    from bmbench.models.backbone import feature_shapes
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "formula_heads.py").write_text(FORMULA_HEADS)
+    load_plugins(["formula_heads"])
+    spec = parse_spec("formulapolar:A=4,R=8")
+    assert has_formula(spec)
+    p3 = feature_shapes((640, 480), 1)["p3"]
+    costs = stage_costs(spec, image_size=(640, 480), num_instances=5, trunk="small")
+    assert costs["merge"].total == 1000 * 4 * 8 * 8 * 5 and costs["top"].total == 7 * 4 * p3[-2] * p3[-1]
+    assert costs["bottom"].total == 0 and costs["paste"].total == 0  # stages the formula leaves out cost nothing
+    rows = json.loads(
+        runner.invoke(cli_app, ["variants", "--json", "--plugin", "formula_heads", "formulapolar"]).output
+    )
+    assert rows[0]["flops_from"] == "formula"
+    listed = runner.invoke(cli_app, ["variants", "--plugin", "formula_heads", "formulapolar"])
+    assert listed.exit_code == 0 and "counted with torch.utils.flop_counter" not in listed.output
 
 
 def test_a_plugin_cannot_take_a_built_in_name(
