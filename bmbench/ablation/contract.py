@@ -3,7 +3,8 @@
 Each check runs on its own and gives one :class:`CheckResult`; a failed one says in one line what and why:
 
 - ``shapes``: bottom, top and merge give outputs of the right shapes and dtype, and paste binary masks, for N = 0,
-  1 and 100 instances over two images (top: ``Tensor[B, D, H_l, W_l]`` with D = ``num_params``; merge:
+  1 and 100 instances over two images (bottom: whatever per-image maps the head keeps, so every tensor in it is
+  ``Tensor[B, ...]``, finite, in the inputs' dtype; top: ``Tensor[B, D, H_l, W_l]`` with D = ``num_params``; merge:
   ``Tensor[N, R, R]`` in the roi form, ``Tensor[N, h, w]`` on the stride-4 map in the full form);
 - ``device-dtype``: with the head and its inputs in float64 (and on CUDA when there is one), every output follows;
 - ``gradient``: a loss on the merge's logits gives every parameter of the head a finite, non-zero gradient;
@@ -110,10 +111,40 @@ def _gather(top: list[Tensor], drawn: Any, rois: Tensor) -> Tensor:
     return params
 
 
+def _tensors(value: Any, path: str = "bottom") -> list[tuple[str, Tensor]]:
+    """Every tensor inside a stage's output (a tensor, or dicts, lists and tuples of them), with where it sits."""
+    if torch.is_tensor(value):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [pair for key, item in value.items() for pair in _tensors(item, f"{path}[{key!r}]")]
+    if isinstance(value, (list, tuple)):
+        return [pair for index, item in enumerate(value) for pair in _tensors(item, f"{path}[{index}]")]
+    return []
+
+
+def _check_bottom(bottom: Any, *, batch: int, dtype: torch.dtype, device: torch.device | str) -> None:
+    """The bottom's maps are per image: each tensor in it has the batch first, is finite, and follows the inputs'
+    dtype and device (a head with no per-image maps returns None, which passes)."""
+    for where, tensor in _tensors(bottom):
+        if not tensor.is_floating_point():
+            continue  # an index or a size kept beside the maps
+        _expect(
+            tensor.ndim >= 1 and tensor.shape[0] == batch,
+            f"{where} gave {_shape(tensor)}, expected {batch} images first",
+        )
+        _expect(tensor.dtype == dtype, f"{where} gave {_shape(tensor)} for {str(dtype)[6:]} inputs")
+        _expect(
+            tensor.device.type == torch.device(device).type,
+            f"{where} gave a tensor on {tensor.device} for inputs on {device}",
+        )
+        _expect(bool(torch.isfinite(tensor).all()), f"{where} gave non-finite values")
+
+
 def _run_stages(head: MaskHead, spec: VariantSpec, trunk: str, num: int, *, dtype, device, batch: int = 2):
     features, tower = _inputs(spec, trunk, batch=batch, dtype=dtype, device=device)
     rois, labels, drawn = _instances(num, batch, device)
     bottom = head.bottom(features, IMAGE)
+    _check_bottom(bottom, batch=batch, dtype=dtype, device=device)
     top = head.top(tower)
     params = _gather(top, drawn, rois)
     logits = head.merge(bottom, params, rois.to(dtype), labels)

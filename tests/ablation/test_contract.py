@@ -10,7 +10,14 @@ import typer
 from torch import Tensor
 from typer.testing import CliRunner
 
-from bmbench.ablation.contract import CHECKS, check_gradient, check_seed, check_shapes, run_contract
+from bmbench.ablation.contract import (
+    CHECKS,
+    check_device_dtype,
+    check_gradient,
+    check_seed,
+    check_shapes,
+    run_contract,
+)
 from bmbench.models.heads import BlendMaskHead
 from bmbench.plugins import Family
 from bmbench.variants import FAMILIES, VariantSpec, family_origin
@@ -29,6 +36,16 @@ def test_every_built_in_family_keeps_the_contract(family: str) -> None:
 class WrongShapeHead(BlendMaskHead):
     def merge(self, bottom: Tensor, params: Tensor, rois: Tensor, labels: Tensor) -> Tensor:
         return super().merge(bottom, params, rois, labels)[:, 1:]  # one row short
+
+
+class OneImageBasesHead(BlendMaskHead):
+    def bottom(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Tensor:
+        return super().bottom(features, image_size)[:1]  # the first image's bases only
+
+
+class Float32BasesHead(BlendMaskHead):
+    def bottom(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Tensor:
+        return super().bottom(features, image_size).float()  # ignores the inputs' dtype
 
 
 class DetachedHead(BlendMaskHead):
@@ -80,6 +97,15 @@ def test_a_wrong_shape_fails_the_shape_check_and_the_others_still_run(broken) ->
         results["shapes"].line() == "FAIL shapes: merge at N=0 gave Tensor[0, 7, 8] float32, expected Tensor[0, 8, 8]"
     )
     assert all("\n" not in r.line() for r in results.values())
+
+
+def test_a_bottom_that_drops_an_image_or_the_dtype_fails_in_one_line(broken) -> None:
+    with pytest.raises(AssertionError, match=r"^bottom gave Tensor\[1, 2, 24, 32\] float32, expected 2 images first$"):
+        check_shapes(broken("oneimage", OneImageBasesHead), "small")
+    spec = broken("float32bases", Float32BasesHead)
+    check_shapes(spec, "small")  # right in float32
+    with pytest.raises(AssertionError, match=r"^bottom gave Tensor\[2, 2, 24, 32\] float32 for float64 inputs$"):
+        check_device_dtype(spec, "small")
 
 
 def test_a_detached_parameter_fails_the_gradient_check(broken) -> None:
