@@ -87,7 +87,7 @@ def test_every_reader_refuses_a_broken_image_in_one_line(
         CocoInstanceDataset(root, "val")  # what `evaluate CHECKPOINT` opens, before the model runs
 
 
-@pytest.mark.parametrize("how", ["truncated", "empty"])
+@pytest.mark.parametrize("how", ["truncated", "empty", "missing"])
 def test_training_refuses_a_broken_image_before_it_trains(
     cli_app: typer.Typer, root: Path, tmp_path: Path, how: str
 ) -> None:
