@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from bmbench.errors import BmbenchError
+from bmbench.schema import BUILT_IN_ORIGIN
 
 ENTRY_POINT_GROUP = "bmbench.heads"
 MODULE_ATTRIBUTE = "BMBENCH_HEADS"  # a --plugin module's dict: family name -> Family
@@ -80,7 +81,7 @@ class Origin:
         return {"name": self.package or self.module, "version": self.version, "digest": self.digest}
 
 
-BUILT_IN = Origin("built in")
+BUILT_IN = Origin(BUILT_IN_ORIGIN)
 # Where each family that a plugin added in this process came from (bmbench.variants registers them); built-in
 # families are absent. It lives in this leaf so that every run's meta.json can list it (bmbench.results).
 ORIGINS: dict[str, Origin] = {}

@@ -146,6 +146,7 @@ SCORE_PREFIXES = ("mask_", "box_", "boundary_")  # every metric COCOeval scoring
 PER_N_PATTERN = r"(mask|bottom|top|merge|paste)_(ms|gflops)_n(\d+)"
 
 # --- bmbench ablate: summary.csv, one row per cell (variant x seed) --------------------------------------------------
+BUILT_IN_ORIGIN = "built in"  # the summary's origin of a family bmbench ships (bmbench.plugins.BUILT_IN's kind)
 SEED = "seed"  # the cell's seed (absent in summaries written before suites had seeds: each row then stands alone)
 SUMMARY_METRICS = (  # the summary's first metric columns, in order (then every other measured value)
     "mask_AP", "mask_AP50", "mask_AP75", "mask_APs", "mask_APm", "mask_APl", "box_AP",
@@ -162,7 +163,7 @@ SUMMARY_COLUMNS = (
     "variant",
     "spec",
     "family",
-    "origin",  # where the family comes from: "built in", or a plugin's package and version
+    "origin",  # where the family comes from: BUILT_IN_ORIGIN, or a plugin's package and version
     *SPEC_KEYS,
     SEED,
     "protocol",  # the suite's train: section, as far as it sets a cell apart

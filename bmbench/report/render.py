@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 
 import bmbench
-from bmbench.plugins import BUILT_IN
 from bmbench.report import curves, figures, reference_table, stats, tables
 from bmbench.report.figures import FigureResult
 from bmbench.report.findings import FAILS, FINDINGS, HOLDS, NOT_MEASURED, NOT_SIGNIFICANT, UNSTABLE, Verdict
 from bmbench.report.judge import judge_findings
 from bmbench.report.load import META_PROBLEM, AblationSuite, Environment, StoredSpeedRun, load_results
 from bmbench.results import git_commit, write_text
+from bmbench.schema import BUILT_IN_ORIGIN
 
 TITLE = "bmbench report: BlendMask-family mask heads, measured here"
 LEGEND = (
@@ -146,7 +146,7 @@ def plugin_note(frame: pd.DataFrame) -> list[str]:
     if "origin" not in frame or "family" not in frame:
         return []
     pairs = frame[["family", "origin"]].dropna().astype(str).drop_duplicates()
-    pairs = pairs[pairs["origin"] != str(BUILT_IN)].sort_values("family")
+    pairs = pairs[pairs["origin"] != BUILT_IN_ORIGIN].sort_values("family")
     if pairs.empty:
         return []
     named = ", ".join(f"`{row.family}` from {row.origin}" for row in pairs.itertuples())
