@@ -176,7 +176,23 @@ def check_shapes(spec: VariantSpec, trunk: str) -> str:
                 masks.dtype == torch.bool and tuple(masks.shape) == (num, *IMAGE),
                 f"paste at N={num} gave {_shape(masks)}, expected Tensor[{num}, {IMAGE[0]}, {IMAGE[1]}] bool",
             )
+    _check_params_unused(head, spec, trunk)
     return f"bottom, top, merge, paste at N = {', '.join(map(str, SHAPE_COUNTS))}"
+
+
+def _check_params_unused(head: MaskHead, spec: VariantSpec, trunk: str) -> None:
+    """A head that declares ``merge_uses_params = False`` has its merge run once per instance in training and shared
+    among that instance's positives: its logits must not change when the instance parameters do."""
+    if head.merge_uses_params:
+        return
+    features, tower = _inputs(spec, trunk, batch=2, dtype=torch.float32, device=torch.device("cpu"))
+    rois, labels, drawn = _instances(10, 2, torch.device("cpu"))
+    with torch.inference_mode():
+        bottom = head.bottom(features, IMAGE)
+        params = _gather(head.top(tower), drawn, rois)
+        other = torch.randn(params.shape, generator=torch.Generator().manual_seed(1))
+        same = torch.equal(head.merge(bottom, params, rois, labels), head.merge(bottom, other, rois, labels))
+    _expect(same, "merge_uses_params is False, but the merge's logits change with the instance parameters")
 
 
 def check_device_dtype(spec: VariantSpec, trunk: str) -> str:

@@ -247,6 +247,15 @@ def mask_loss(logits: Tensor, targets: Tensor, weights: Tensor, *, mask_form: st
     return (per_instance * weights).sum() / weights.sum().clamp(min=1e-6)
 
 
+def first_of_each(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """``keys: Tensor[N]`` -> (the index of each distinct key's first occurrence ``Tensor[G]``, and for every element
+    the position of its key among them ``Tensor[N]``), so that ``keys[first][inverse] == keys``."""
+    unique, inverse = keys.unique(return_inverse=True)
+    positions = torch.arange(len(keys), device=keys.device)
+    first = torch.full((len(unique),), len(keys), device=keys.device, dtype=positions.dtype)
+    return first.scatter_reduce(0, inverse, positions, reduce="amin"), inverse
+
+
 def mask_head_loss(
     head: Any,
     bottom: Any,
@@ -269,7 +278,11 @@ def mask_head_loss(
     labels = assigned.labels[image_index, location_index]  # (N,)
     weights = assigned.centerness[image_index, location_index]  # (N,)
     rois = torch.cat([image_index[:, None].to(boxes.dtype), boxes], dim=1)  # (N, 5)
-    logits = head.merge(bottom, inst_params, rois, labels)  # (N, R, R) or (N, h, w)
+    if head.merge_uses_params or len(gt_index) == 0:
+        logits = head.merge(bottom, inst_params, rois, labels)  # (N, R, R) or (N, h, w)
+    else:  # the merge sees only (RoI, label), the same for every positive of one instance: once per instance
+        first, inverse = first_of_each(image_index * (int(gt_index.max()) + 1) + gt_index)
+        logits = head.merge(bottom, inst_params[first], rois[first], labels[first])[inverse]
     goal = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
     R = logits.shape[-1] if head.mask_form == "roi" else None
     for b in image_index.unique().tolist():

@@ -54,6 +54,10 @@ class DetachedHead(BlendMaskHead):
         return [nnf.conv2d(level, weight, self.attention.bias, padding=1) for level in box_tower]
 
 
+class ParamsClaimedUnusedHead(BlendMaskHead):
+    merge_uses_params = False  # wrong: BlendMask's merge reads each instance's attention
+
+
 class FixedSeedHead(BlendMaskHead):
     def __init__(self, **kwargs) -> None:
         torch.manual_seed(1234)  # the same weights whatever seed it is built under
@@ -106,6 +110,12 @@ def test_a_bottom_that_drops_an_image_or_the_dtype_fails_in_one_line(broken) -> 
     check_shapes(spec, "small")  # right in float32
     with pytest.raises(AssertionError, match=r"^bottom gave Tensor\[2, 2, 24, 32\] float32 for float64 inputs$"):
         check_device_dtype(spec, "small")
+
+
+def test_a_head_that_wrongly_says_its_merge_ignores_the_parameters_fails_the_shape_check(broken) -> None:
+    message = "merge_uses_params is False, but the merge's logits change with the instance parameters"
+    with pytest.raises(AssertionError, match=f"^{message}$"):
+        check_shapes(broken("claimsunused", ParamsClaimedUnusedHead), "small")
 
 
 def test_a_detached_parameter_fails_the_gradient_check(broken) -> None:

@@ -13,6 +13,7 @@ from bmbench.models.losses import (
     LEVEL_STRIDES,
     assign_fcos_targets,
     fcos_losses,
+    first_of_each,
     full_mask_targets,
     level_size_ranges,
     mask_head_loss,
@@ -200,6 +201,50 @@ def test_mask_head_loss_backpropagates_for_every_family(text: str) -> None:
     assert torch.isfinite(loss) and loss > 0
     grads = [p.grad for p in model.mask_head.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_first_of_each_indexes_distinct_keys_back_to_every_element() -> None:
+    keys = torch.tensor([7, 3, 7, 7, 1, 3])
+    first, inverse = first_of_each(keys)
+    assert torch.equal(keys[first], torch.tensor([1, 3, 7])) and torch.equal(first, torch.tensor([4, 1, 0]))
+    assert torch.equal(keys[first][inverse], keys)
+
+
+def _two_instance_case(size: int = 64):
+    mask = torch.zeros((2, size, size), dtype=torch.uint8)
+    mask[0, 4:30, 6:20] = 1
+    mask[1, 20:50, 24:60] = 1
+    boxes = torch.tensor([[6.0, 4, 20, 30], [24, 20, 60, 50]])
+    return [
+        {"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": mask},
+        {"boxes": boxes[1:], "labels": torch.tensor([0]), "masks": mask[1:]},
+    ]
+
+
+def test_a_merge_that_ignores_params_runs_once_per_instance_with_the_same_loss_and_gradients(monkeypatch) -> None:
+    """Mask R-CNN's merge reads only the RoI and the label, so the loss runs it once per instance: the loss and
+    every gradient equal those of the merge run on each positive."""
+    torch.manual_seed(0)
+    model = build_segmenter(parse_spec("maskrcnn:R=8"), num_classes=3)
+    targets = _two_instance_case()
+    out = model(torch.randn(2, 3, 64, 64))
+    points = level_points([tuple(x.shape[-2:]) for x in out.detections.class_logits])
+    assigned = assign_fcos_targets(points, targets, size_ranges=P3_ONLY)  # every instance on P3: several positives
+    chosen = select_mask_positives(assigned)
+    assert len(chosen[0]) > 2 * 3  # several positives an instance: the case the sharing is for
+    head, calls = model.mask_head, []
+    merge = head.merge
+    monkeypatch.setattr(head, "merge", lambda *args: calls.append(len(args[2])) or merge(*args))
+
+    def loss_and_grads(shared: bool):
+        monkeypatch.setattr(head, "merge_uses_params", not shared)
+        loss = mask_head_loss(head, out.bottom, out.params, targets, assigned, *chosen)
+        return loss, torch.autograd.grad(loss, list(head.parameters()), retain_graph=True)
+
+    (shared, shared_grads), (each, each_grads) = loss_and_grads(True), loss_and_grads(False)
+    assert calls == [3, len(chosen[0])]  # three instances in the batch, then every positive
+    assert torch.allclose(shared, each, rtol=1e-6, atol=0)  # float32: equal up to the order of the sums
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(shared_grads, each_grads, strict=True))
 
 
 def test_semantic_targets_are_per_class_unions_at_the_stride() -> None:

@@ -21,6 +21,7 @@ class MaskRCNNConvUpsampleHead(MaskHead):
 
     mask_form = "roi"
     num_params = 0
+    merge_uses_params = False  # its merge reads the RoI and the label only
 
     def __init__(
         self, *, R: int, in_channels: int, num_classes: int, conv_channels: int = 256, num_convs: int = 4
