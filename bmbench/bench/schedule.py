@@ -41,6 +41,7 @@ class Slot:
     group: object = None  # what a progress step counts (a point); slots of one group finish together
     block: int = 1  # back-to-back calls per timed repeat (a stage shorter than the block length)
     first_ms: float = math.nan  # the first warm-up call; nan without warm-up
+    primed_s: float = math.nan  # a first call made while the slot was built, timed (it counts as a warm-up call)
     times_ms: list[float] = field(default_factory=list)  # per call, one a timed repeat
     cycles: list[int] = field(default_factory=list)  # the cycle of each repeat
     ref_ms: list[float] = field(default_factory=list)  # the probe's time in that cycle
@@ -75,29 +76,37 @@ class StopRule:
         return ""
 
 
-def _warm(slot: Slot, timer: Timer, warmup: int) -> float:
-    """Untimed calls before the first timed one, and the block size; returns the last call's seconds."""
+def _warm(slot: Slot, timer: Timer, warmup: int, *, primed: bool = False) -> float:
+    """Untimed calls before the first timed one, and the block size; returns the last call's seconds. With
+    `primed`, the slot's call made while it was built (``primed_s``) is the first of its `warmup` calls."""
     last = math.nan
-    for index in range(warmup):
-        last = timer.once(slot.call)
-        if index == 0 and math.isnan(slot.first_ms):
+    done = 0
+    if primed and warmup > 0 and not math.isnan(slot.primed_s):
+        last, done = slot.primed_s, 1
+        if math.isnan(slot.first_ms):
             slot.first_ms = last * 1e3
-        if last * (index + 1) >= timer.budget_s:
-            break
+    while done < warmup and not (done and last * done >= timer.budget_s):
+        last = timer.once(slot.call)
+        if done == 0 and math.isnan(slot.first_ms):
+            slot.first_ms = last * 1e3
+        done += 1
     if math.isnan(last):  # no warm-up: one untimed call all the same, to size the block and the probe
         last = timer.once(slot.call)
     slot.block = timer.block_for(last)
     return last
 
 
-def warm_up(slots: list[Slot], timer: Timer, warmup: int, *, seed: int, shuffle: bool) -> list[float]:
+def warm_up(
+    slots: list[Slot], timer: Timer, warmup: int, *, seed: int, shuffle: bool, primed: bool = False
+) -> list[float]:
     """Warm every slot up once (in a seeded shuffled order, or in order); returns each slot's last untimed
-    seconds (nan for a slot that failed, which leaves the schedule)."""
+    seconds (nan for a slot that failed, which leaves the schedule). With `primed`, a slot's call made while it was
+    built counts as its first warm-up call."""
     order = np.random.default_rng(seed).permutation(len(slots)) if shuffle else range(len(slots))
     seconds = [math.nan] * len(slots)
     for index in order:
         slot = slots[index]
-        seconds[index] = _guarded(slot, lambda slot=slot: _warm(slot, timer, warmup)) or math.nan
+        seconds[index] = _guarded(slot, lambda slot=slot: _warm(slot, timer, warmup, primed=primed)) or math.nan
     return seconds
 
 

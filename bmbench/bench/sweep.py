@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import os
 import statistics
 import sys
@@ -167,12 +168,15 @@ def build_slots(
     inputs: tuple[dict[str, torch.Tensor], list[torch.Tensor]],
     everyone: Instances,
 ) -> tuple[list[Slot], dict[int, MaskBranchWorkload]]:
-    """A slot per measurement key, each on inputs of its own point and N (the stages run once to produce them);
+    """A slot per measurement key, each on inputs of its own point and N (the stages run once to produce them,
+    timed: each slot's ``primed_s``, and the four together ``total``'s, which then has run once stage by stage);
     a point whose head or inputs cannot be built gives slots that fail at their first call. Also the largest-N
     workload of every point (the end-to-end pass reuses it)."""
     calls: dict[tuple[int, int], dict[str, Callable[[], object]]] = {}
+    primed: dict[tuple[int, int], dict[str, float]] = {}
     workloads: dict[int, MaskBranchWorkload] = {}
     largest = max(config.instances)
+    timer = make_timer(config)
     for index, point in enumerate(points):
         try:
             workloads[index] = build_point_workload(config, point, inputs, everyone.head(largest))
@@ -182,12 +186,34 @@ def build_slots(
             continue
         for num in config.instances:
             workload = dataclasses.replace(workloads[index], instances=everyone.head(num))
+            seconds = primed.setdefault((index, num), {})
             try:
-                calls[(index, num)] = workload.stage_calls() | {"total": workload.run}
+                calls[(index, num)] = workload.stage_calls(_timed_first(timer, seconds)) | {"total": workload.run}
             except Exception as err:  # noqa: BLE001 - recorded on the point's slots
                 calls[(index, num)] = dict.fromkeys((*PER_IMAGE_STAGES, "merge", "paste", "total"), _failing(err))
-    slots = [Slot(call=calls[(key.point, key.instances)][key.stage], group=key.point) for key in keys]
+                seconds.clear()
+            if seconds:
+                seconds["total"] = sum(seconds.values())
+    slots = [
+        Slot(
+            call=calls[(key.point, key.instances)][key.stage],
+            group=key.point,
+            primed_s=primed.get((key.point, key.instances), {}).get(key.stage, math.nan),
+        )
+        for key in keys
+    ]
     return slots, workloads
+
+
+def _timed_first(timer: Timer, seconds: dict[str, float]) -> Callable[[str, Callable[[], Any]], Any]:
+    """A stage's first call, made through the timer: its seconds go into `seconds` and its output comes back."""
+
+    def first(stage: str, fn: Callable[[], Any]) -> Any:
+        out: list[Any] = []
+        seconds[stage] = timer.once(lambda: out.append(fn()))
+        return out[0]
+
+    return first
 
 
 def stop_rule(config: SweepConfig) -> StopRule:
@@ -223,7 +249,9 @@ def run_sweep(
         with native_stderr_captured() as native:
             slots, workloads = build_slots(config, points, keys, inputs, everyone)
             interleaved = config.schedule == "interleaved"
-            seconds = warm_up(slots, timer, config.warmup, seed=config.seed, shuffle=interleaved)
+            # Interleaved: the timed first calls made while building count as the warm-up (every stage, and the
+            # whole branch stage by stage, has then run once on its own inputs).
+            seconds = warm_up(slots, timer, config.warmup, seed=config.seed, shuffle=interleaved, primed=interleaved)
         natives += native
         measured = [s for s in seconds if s == s]  # not nan: the slots that ran
         probe_spec = build_probe(

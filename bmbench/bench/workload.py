@@ -159,6 +159,9 @@ def compile_stages(head: MaskHead) -> dict[str, Callable[..., Any]]:
     return {stage: torch.compile(getattr(head, stage)) for stage in ("bottom", "top", "merge")}
 
 
+FirstCall = Callable[[str, Callable[[], Any]], Any]  # first(stage, fn) -> fn(): how a stage's first call is made
+
+
 @dataclass
 class MaskBranchWorkload:
     """The mask branch of one variant on one image with N instances."""
@@ -177,15 +180,22 @@ class MaskBranchWorkload:
         """The whole branch; ``merge`` includes gathering each instance's parameters. -> ``Tensor[N, H, W]`` bool."""
         return run_mask_branch(self, self.features, self.box_tower, section)
 
-    def stage_calls(self) -> dict[str, Callable[[], Any]]:
+    def stage_calls(self, first: FirstCall | None = None) -> dict[str, Callable[[], Any]]:
         """Each stage as a call without arguments on the inputs the previous stage produced (the stages run once
-        here, in order, to produce them): bottom on the features, top on the box tower, merge (with the parameter
-        gather) on their outputs, paste on the merge's logits. Each call runs under inference mode."""
+        here, in order, to produce them, and paste once after them): bottom on the features, top on the box tower,
+        merge (with the parameter gather) on their outputs, paste on the merge's logits. Each call runs under
+        inference mode. ``first(stage, fn)``, when given, makes each of those first calls and returns fn's output
+        (the sweep times them: they are its warm-up)."""
         instances, image_size = self.instances, self.image_size
+        first = first or (lambda stage, fn: fn())
         with torch.inference_mode():
-            bottom = self.stage_fn("bottom")(self.features, image_size)
-            top = self.stage_fn("top")(self.box_tower)
-            logits = self.stage_fn("merge")(bottom, gather_params(top, instances), instances.rois, instances.labels)
+            bottom = first("bottom", lambda: self.stage_fn("bottom")(self.features, image_size))
+            top = first("top", lambda: self.stage_fn("top")(self.box_tower))
+            logits = first(
+                "merge",
+                lambda: self.stage_fn("merge")(bottom, gather_params(top, instances), instances.rois, instances.labels),
+            )
+            first("paste", lambda: self.stage_fn("paste")(logits, instances.rois, image_size))
 
         def inference(fn: Callable[[], Any]) -> Callable[[], Any]:
             def call() -> Any:

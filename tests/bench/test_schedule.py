@@ -137,3 +137,17 @@ def test_precision_stops_the_cycles_once_every_measurement_is_precise() -> None:
     slots, probe = _slots(clock)
     cycles = run_interleaved(slots, probe, timer, StopRule(0.03, 6, 400, 1e9), seed=0)
     assert cycles == 6 and all(slot.stop == "precision" for slot in slots)  # exact times: precise at the floor
+
+
+@pytest.mark.parametrize(("warmup", "primed", "calls"), [(1, True, 0), (2, True, 1), (1, False, 1), (0, True, 1)])
+def test_a_first_call_made_while_building_counts_as_a_warm_up_call(warmup: int, primed: bool, calls: int) -> None:
+    clock = DriftingClock(lambda t: 1.0)
+    made: list[int] = []
+    work = clock.work(0.01)
+    slot = Slot(call=lambda: made.append(1) or work(), group=0, primed_s=0.25)
+    timer = Timer(device=torch.device("cpu"), budget_s=1.0, warmup=warmup, clock=clock)
+    seconds = warm_up([slot], timer, warmup, seed=0, shuffle=False, primed=primed)
+    assert len(made) == calls  # warmup 0: one untimed call all the same, to size the block and the probe
+    expected_first = 250.0 if primed and warmup else 10.0 if warmup else float("nan")
+    assert slot.first_ms == pytest.approx(expected_first, nan_ok=True)
+    assert seconds == [pytest.approx(0.25 if (primed and warmup == 1) else 0.01)]

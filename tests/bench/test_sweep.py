@@ -149,6 +149,10 @@ def test_every_measurement_warms_up_once_and_rows_come_in_ascending_n(schedule: 
     assert totals["first_ms"].notna().all()  # each (point, N) workload warmed up once
     assert list(totals["instances"]) == [1, 2, 4, 1, 2, 4]
     assert (frame["schedule"] == schedule).all()
+    if schedule == "interleaved":  # the stages' timed first calls, made while building, are the warm-up
+        at_4 = frame[frame["instances"] == 4].set_index(["spec", "stage"])["first_ms"].unstack()
+        stages = at_4[["bottom", "top", "merge", "paste"]].sum(axis=1)
+        assert np.allclose(at_4["total"], stages)  # the whole branch's first run: its stages', one after another
     whole = frame[frame["stage"] == "end_to_end"]
     assert whole["first_ms"].notna().tolist() == [True, False]  # the shared trunk warms up once
     # the drift probe ran in every cycle, and each row carries its ratio to the probe
