@@ -167,6 +167,7 @@ def build_slots(
     keys: list[MeasurementKey],
     inputs: tuple[dict[str, torch.Tensor], list[torch.Tensor]],
     everyone: Instances,
+    timer: Timer,
 ) -> tuple[list[Slot], dict[int, MaskBranchWorkload]]:
     """A slot per measurement key, each on inputs of its own point and N (the stages run once to produce them,
     timed: each slot's ``primed_s``, and the four together ``total``'s, which then has run once stage by stage);
@@ -176,7 +177,6 @@ def build_slots(
     primed: dict[tuple[int, int], dict[str, float]] = {}
     workloads: dict[int, MaskBranchWorkload] = {}
     largest = max(config.instances)
-    timer = make_timer(config)
     for index, point in enumerate(points):
         try:
             workloads[index] = build_point_workload(config, point, inputs, everyone.head(largest))
@@ -247,7 +247,7 @@ def run_sweep(
         everyone = sample_instances(max(config.instances), config.image_size, seed=config.seed, device=config.device)
         step(f"building and warming up {len(keys)} measurements", 0)
         with native_stderr_captured() as native:
-            slots, workloads = build_slots(config, points, keys, inputs, everyone)
+            slots, workloads = build_slots(config, points, keys, inputs, everyone, timer)
             interleaved = config.schedule == "interleaved"
             # Interleaved: the timed first calls made while building count as the warm-up (every stage, and the
             # whole branch stage by stage, has then run once on its own inputs).
