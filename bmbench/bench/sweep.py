@@ -198,6 +198,7 @@ def build_slots(
         Slot(
             call=calls[(key.point, key.instances)][key.stage],
             group=key.point,
+            pairs=(points[key.point].variant, key.stage),  # what one fit reads (bench/paired.py fit_groups)
             primed_s=primed.get((key.point, key.instances), {}).get(key.stage, math.nan),
         )
         for key in keys

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bmbench.bench.floor import floor_fit, floor_fits, with_cycle_fits
+from bmbench.bench import floor
+from bmbench.bench.floor import draw_size, floor_fit, floor_fits, with_cycle_fits
 from bmbench.bench.scaling import fit_cost, fit_powers, scaling_table
 from bmbench.report.findings import HOLDS
 from bmbench.report.speed_findings import R_BAND, R_INTERVAL_BAND, check_quadratic_in_r
@@ -52,6 +53,31 @@ def test_the_floor_keeps_the_exponent_that_contention_steepens() -> None:
 def test_the_floor_of_flat_times_reads_zero() -> None:
     p, low, high = floor_fit(R_VALUES, np.full((10, len(R_VALUES)), 3.0))
     assert (p, low, high) == (0.0, 0.0, 0.0)
+
+
+def _rarely_fast(cycles: int, seed: int) -> np.ndarray:
+    """``[cycles, R]`` times of a machine where a call runs at full speed one time in ten (a little above the
+    cost, by up to 3 %) and 1.3-1.7x slower otherwise: the mix the CPU demo sweep's merge showed."""
+    rng = np.random.default_rng(seed)
+    clean = np.broadcast_to(_cost(R_VALUES), (cycles, len(R_VALUES)))
+    fast = rng.random(clean.shape) < 0.1
+    return clean * np.where(fast, 1 + rng.uniform(0, 0.03, clean.shape), rng.uniform(1.3, 1.7, clean.shape))
+
+
+def test_draw_size_is_a_vanishing_share_of_the_cycles() -> None:
+    assert [draw_size(c) for c in (2, 3, 4, 30, 200)] == [2, 3, 4, 16, 70]
+    assert draw_size(10_000) / 10_000 < 0.2
+
+
+def test_the_floor_interval_draws_fewer_cycles_than_the_plain_bootstrap_and_is_wider(monkeypatch) -> None:  # noqa: ANN001
+    times = _rarely_fast(200, seed=0)
+    drawn: list[int] = []
+    monkeypatch.setattr(floor, "draw_size", lambda cycles: drawn.append(draw_size(cycles)) or drawn[-1])
+    p, low, high = floor_fit(R_VALUES, times, samples=400)
+    assert drawn == [70] and low <= p <= high  # 200^0.8 of the 200 cycles in each resample
+    monkeypatch.setattr(floor, "draw_size", lambda cycles: cycles)  # the plain bootstrap: n of n
+    p_plain, low_plain, high_plain = floor_fit(R_VALUES, times, samples=400)
+    assert p_plain == p and high - low > 1.3 * (high_plain - low_plain)
 
 
 def _samples(times: np.ndarray) -> pd.DataFrame:

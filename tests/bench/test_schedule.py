@@ -139,6 +139,32 @@ def test_precision_stops_the_cycles_once_every_measurement_is_precise() -> None:
     assert cycles == 6 and all(slot.stop == "precision" for slot in slots)  # exact times: precise at the floor
 
 
+def test_each_pairing_group_spends_its_own_budget_in_shared_cycles() -> None:
+    clock = DriftingClock(lambda t: 1.0)  # costs in binary fractions of a second: the sums are exact
+    timer = Timer(device=torch.device("cpu"), budget_s=1.0, warmup=0, min_block_s=0.0, clock=clock)
+    cheap = [Slot(call=clock.work(1 / 512), group=i, pairs="merge") for i in range(3)]
+    dear = [Slot(call=clock.work(1 / 32), group=i, pairs="total") for i in range(3)]
+    probe = Slot(call=clock.work(1 / 256), group="probe")
+    rule = StopRule(0.0, 3, 1000, 0.125)  # 3 slots x 0.125 s a group
+    cycles = run_interleaved([*cheap, *dear], probe, timer, rule, seed=0)
+    # the dear group spends its 0.375 s in 4 cycles (3/32 s a cycle), the cheap one in 64 (3/512 s a cycle)
+    assert [len(slot.times_ms) for slot in dear] == [4, 4, 4] and all(slot.stop == "budget" for slot in dear)
+    assert [len(slot.times_ms) for slot in cheap] == [64, 64, 64] and cycles == 64
+    assert all(slot.cycles == list(range(4)) for slot in dear) and all(s.cycles == list(range(64)) for s in cheap)
+    assert probe.cycles == list(range(64))  # the probe stays in every cycle
+    # one shared budget (no pairing groups) stops every slot together: 0.75 s at 51/512 s a cycle
+    shared = [Slot(call=clock.work(cost), group=i) for i, cost in enumerate((1 / 512,) * 3 + (1 / 32,) * 3)]
+    assert run_interleaved(shared, probe, timer, rule, seed=0) == 8
+
+
+def test_the_repeat_floor_holds_a_group_whose_budget_is_spent() -> None:
+    clock = DriftingClock(lambda t: 1.0)
+    timer = Timer(device=torch.device("cpu"), budget_s=1.0, warmup=0, min_block_s=0.0, clock=clock)
+    slots = [Slot(call=clock.work(1 / 2), group=0, pairs="a"), Slot(call=clock.work(1 / 64), group=1, pairs="b")]
+    run_interleaved(slots, Slot(call=lambda: None), timer, StopRule(0.0, 4, 1000, 1 / 128), seed=0)
+    assert [len(slot.times_ms) for slot in slots] == [4, 4]  # both spent theirs in the first cycle
+
+
 @pytest.mark.parametrize(("warmup", "primed", "calls"), [(1, True, 0), (2, True, 1), (1, False, 1), (0, True, 1)])
 def test_a_first_call_made_while_building_counts_as_a_warm_up_call(warmup: int, primed: bool, calls: int) -> None:
     clock = DriftingClock(lambda t: 1.0)
