@@ -165,6 +165,17 @@ def test_the_repeat_floor_holds_a_group_whose_budget_is_spent() -> None:
     assert [len(slot.times_ms) for slot in slots] == [4, 4]  # both spent theirs in the first cycle
 
 
+def test_the_sweep_budget_bounds_the_groups_when_the_repeat_floor_overspends_one() -> None:
+    clock = DriftingClock(lambda t: 1.0)
+    timer = Timer(device=torch.device("cpu"), budget_s=1.0, warmup=0, min_block_s=0.0, clock=clock)
+    dear = Slot(call=clock.work(1 / 2), group=0, pairs="maskrcnn merge")
+    cheap = [Slot(call=clock.work(1 / 512), group=i, pairs="merge") for i in range(1, 4)]
+    # the sweep's budget: 4 x 1/8 s, which the dear slot alone overspends in its first call
+    cycles = run_interleaved([dear, *cheap], Slot(call=lambda: None), timer, StopRule(0.0, 4, 1000, 1 / 8), seed=0)
+    assert cycles == 4 and [len(slot.times_ms) for slot in (dear, *cheap)] == [4, 4, 4, 4]
+    assert all(slot.stop == "budget" for slot in (dear, *cheap))
+
+
 @pytest.mark.parametrize(("warmup", "primed", "calls"), [(1, True, 0), (2, True, 1), (1, False, 1), (0, True, 1)])
 def test_a_first_call_made_while_building_counts_as_a_warm_up_call(warmup: int, primed: bool, calls: int) -> None:
     clock = DriftingClock(lambda t: 1.0)
