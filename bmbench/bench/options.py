@@ -216,7 +216,10 @@ class SweepRequest:
     threads: int | None = field(default=None, metadata=_help("Torch threads. Default: all cores."))
     budget_s: float = field(
         default=DEFAULT_BUDGET_S,
-        metadata=_help("Seconds of timed repeats per stage, at most (the precision target stops sooner)."),
+        metadata=_help(
+            "Seconds of timed repeats per stage measurement, at most (the precision target stops sooner); in cycles, "
+            "the measurements of one stage share theirs."
+        ),
     )
     precision: float = field(
         default=DEFAULT_PRECISION,

@@ -1,10 +1,10 @@
 """When each measurement is timed: interleaved cycles (the default) or one measurement after another.
 
-``interleaved``: the unit of work is a cycle, one timed repeat of every measurement and of the drift probe (a fixed
-reference workload, bench/drift.py), in an order shuffled afresh each cycle by a seeded generator. A machine that
-slows for tens of seconds then slows every point of a cycle alike, instead of the points timed during the slow
-spell: the drift lands in each point's spread, not in the curve's slope, and a cycle's points can be fitted together
-(bench/paired.py). This follows asv's interleaved rounds and Google Benchmark's random interleaving.
+``interleaved``: the unit of work is a cycle, one timed repeat of every measurement still timed and of the drift
+probe (a fixed reference workload, bench/drift.py), in an order shuffled afresh each cycle by a seeded generator.
+A machine that slows for tens of seconds then slows every point of a cycle alike, instead of the points timed
+during the slow spell: the drift lands in each point's spread, not in the curve's slope, and a cycle's points can
+be fitted together (bench/paired.py). This follows asv's interleaved rounds and Google Benchmark's random interleaving.
 
 The measurements fitted together (one ``Slot.pairs``: a variant's stage over every point and N) share a budget, the
 per-measurement budget times their number, and stay in the cycles together until that budget is spent (after the
