@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The whole story on the CPU: the variants, a speed sweep, a small ablation on the synthetic data, the report.
-# The sweep's 1.0 s a measurement gives about 35 interleaved cycles (~150 s): five back-to-back runs of it gave the
-# merge's paired exponent against R within 0.10 of each other and the same verdicts (docs/results.md).
+# The sweep's 1.0 s a measurement, spent per stage, gives the merge about 200 interleaved cycles (~160 s): five
+# back-to-back runs of it gave the merge's floor exponent against R within 0.05 of each other and the same verdicts
+# (docs/results.md).
 demo: $(STAMP)
 	$(BIN)/bmbench variants
 	$(BIN)/bmbench speed --vary R --values 14,28,42,56,84,112 --variants blendmask --instances 1..100 --trunk small --image-size 320x256 --threads 1 --budget-s 1.0 --max-repeats 400 --peers
