@@ -216,7 +216,7 @@ def run_interleaved(
         if not left:
             step(f"cycle {cycle}: {enough}/{len(running)} precise or capped", newly)
             break
-        budget = sum(rule.budget_s for slot in left)
+        budget = rule.budget_s * len(left)
         used = sum(spent.get(pairs, 0.0) for pairs in {slot.pairs for slot in left})
         step(f"cycle {cycle}: {len(left)}/{len(slots)} measurements timed, {used:.0f}/{budget:.0f} s of theirs", newly)
         if after_cycle is not None:
